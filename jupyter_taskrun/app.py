@@ -1,0 +1,50 @@
+"""The Jupyter server extension: wires the ``TaskRun`` service and the HTTP handlers into the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jupyter_server.extension.application import ExtensionApp
+
+from .handlers import handler_routes
+from .service import TaskRun
+
+
+class TaskRunApp(ExtensionApp):
+    """Run code, scripts and notebooks as tracked tasks in fresh kernels.
+
+    Settings live on the ``TaskRun`` class: ``c.TaskRun.max_concurrent_tasks = 4``.
+    """
+
+    name = "jupyter_taskrun"
+    load_other_extensions = True
+    classes = [TaskRun]
+
+    def initialize_settings(self) -> None:
+        serverapp = self.serverapp
+        assert serverapp is not None
+        self.taskrun = TaskRun(
+            parent=self,
+            config=serverapp.config,
+            log=self.log,
+            root_dir=serverapp.root_dir,
+            kernel_spec_manager=serverapp.kernel_spec_manager,
+            default_kernel=getattr(serverapp.kernel_manager, "default_kernel_name", "python3") or "python3",
+        )
+        self.settings.update({"taskrun": self.taskrun})
+        # Inside an already running loop (tests, embedding) start now; a normal server
+        # starts it from _start_jupyter_server_extension once its loop runs.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._start_task = loop.create_task(self.taskrun.start())
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handler_routes())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ARG002
+        await self.taskrun.start()
+
+    async def stop_extension(self) -> None:
+        await self.taskrun.stop()

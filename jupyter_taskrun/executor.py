@@ -1,0 +1,198 @@
+"""Executors run prepared jobs; the service decides what runs when and what it means.
+
+``LocalExecutor`` runs kernels on the server's machine inside the server's event
+loop; ``DaskExecutor`` (``dask_executor.py``) runs the same ``NotebookRunner``
+on Dask workers. Both report through the same ``emit`` callback, so events take
+the same persist-then-publish path whichever runs the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+
+from .kernels import KernelLauncher, KernelPool, TaskKernel
+from .notebook import setup_code
+from .runner import Emit, NotebookRunner, RunOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskJob:
+    """Everything needed to run a task, and nothing server-specific: it can be pickled to a worker."""
+
+    task_id: str
+    kernel_name: str
+    notebook: dict[str, Any]
+    context: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    cell_timeout: float | None = None
+    memory_limit: int | None = None
+    max_output_bytes: int = 64 * 1024 * 1024
+    metrics_interval: float = 0.5
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    outcome: RunOutcome
+    notebook: dict[str, Any]
+    metrics: dict[str, Any]
+    worker: str | None = None
+
+
+KernelCallback = Callable[[int | None], None]
+
+
+class Executor:
+    """Interface every executor implements."""
+
+    kind = "abstract"
+
+    async def start(self) -> None:  # pragma: no cover - interface
+        pass
+
+    async def stop(self) -> None:  # pragma: no cover - interface
+        pass
+
+    async def run(self, job: TaskJob, emit: Emit, on_kernel: KernelCallback) -> JobResult:
+        raise NotImplementedError
+
+    async def release(self, task_id: str) -> None:
+        """Return once the job's kernel is gone: only then may another task take its slot."""
+
+    async def interrupt_and_kill(self, task_id: str, grace: float) -> None:
+        """Hard-stop a running job: interrupt, wait ``grace`` seconds, then kill its kernel."""
+        raise NotImplementedError
+
+    def kill(self, task_id: str) -> None:
+        """Kill a job's kernel now, without waiting (server stop, cancel during kernel start)."""
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log: logging.Logger = log) -> JobResult:
+    """The one code path that runs a job in a kernel; used by every executor.
+
+    Always kills the kernel before returning (synchronous, microseconds); the
+    caller reaps it with ``kernel.dispose()`` off the critical path. A cancel
+    kills the kernel rather than the coroutine, so the partial notebook and
+    metrics still come back in the JobResult.
+    """
+    nb = nbformat.from_dict(job.notebook)
+    context = dict(job.context)
+    if kernel.cwd and context.get("cwd") == kernel.cwd:
+        context["cwd"] = None  # already there: skip a setup round trip
+    runner = NotebookRunner(
+        kernel,
+        nb,
+        emit,
+        setup_code=setup_code(context),
+        cell_timeout=job.cell_timeout,
+        max_output_bytes=job.max_output_bytes,
+        memory_limit=job.memory_limit,
+        sample_interval=job.metrics_interval,
+        log=log,
+    )
+    try:
+        outcome = await runner.run()
+        metrics = runner.metrics_summary()
+        metrics["kernel_start"] = round(kernel.start_seconds, 6)
+        return JobResult(outcome=outcome, notebook=dict(runner.nb), metrics=metrics)
+    finally:
+        kernel.kill_now()
+
+
+class LocalExecutor(Executor):
+    """Runs each job in a fresh kernel on this machine, from a warm pool when it can."""
+
+    kind = "local"
+
+    def __init__(self, launcher: KernelLauncher, pool: KernelPool | None, *, root_dir: str, log: logging.Logger = log):
+        self.launcher = launcher
+        self.pool = pool
+        self.root_dir = root_dir
+        self.log = log
+        self._kernels: dict[str, TaskKernel] = {}
+        self._teardowns: dict[str, asyncio.Future[None]] = {}
+
+    async def start(self) -> None:
+        if self.pool:
+            self.pool.fill()
+
+    async def stop(self) -> None:
+        for kernel in list(self._kernels.values()):
+            kernel.kill_now()
+        if self.pool:
+            await self.pool.close()
+        await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
+
+    def _take_kernel(self, job: TaskJob) -> TaskKernel | None:
+        # a pooled kernel was started with the base environment: a job that needs
+        # other variables takes a fresh kernel, so no env ever leaks either way
+        if self.pool is None or job.env:
+            return None
+        return self.pool.take(job.kernel_name)
+
+    async def run(self, job: TaskJob, emit: Emit, on_kernel: KernelCallback) -> JobResult:
+        kernel = self._take_kernel(job)
+        pooled = kernel is not None
+        if kernel is None:
+            kernel = await self.launcher.start(job.kernel_name, env=job.env, cwd=job.context.get("cwd") or self.root_dir)
+        self._kernels[job.task_id] = kernel
+        on_kernel(kernel.pid)
+        try:
+            result = await run_job_in_kernel(kernel, job, emit, log=self.log)
+            result.metrics["kernel_start"] = 0.0 if pooled else result.metrics["kernel_start"]
+            result.metrics["pooled_kernel"] = pooled
+            return result
+        finally:
+            self._kernels.pop(job.task_id, None)
+            kernel.kill_now()
+            teardown = asyncio.ensure_future(kernel.dispose())
+            self._teardowns[job.task_id] = teardown
+            teardown.add_done_callback(lambda _f: self._teardowns.pop(job.task_id, None))
+
+    async def release(self, task_id: str) -> None:
+        teardown = self._teardowns.get(task_id)
+        if teardown is not None:
+            await asyncio.shield(teardown)
+        if self.pool:
+            self.pool.fill()  # replace after the task ends, not while it runs
+
+    async def interrupt_and_kill(self, task_id: str, grace: float) -> None:
+        kernel = self._kernels.get(task_id)
+        if kernel is None:
+            return
+        if grace > 0:
+            try:
+                await kernel.km.interrupt_kernel()
+            except Exception:
+                pass
+            for _ in range(int(grace / 0.02)):
+                if task_id not in self._kernels:
+                    return
+                await asyncio.sleep(0.02)
+        kernel.kill_now()
+
+    def kill(self, task_id: str) -> None:
+        kernel = self._kernels.get(task_id)
+        if kernel is not None:
+            kernel.kill_now()
+
+    def running_pids(self) -> list[int]:
+        return [k.pid for k in self._kernels.values() if k.pid]
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"kind": self.kind}
+        if self.pool:
+            info["pool"] = {"ready": self.pool.ready_count(), "hits": self.pool.hits, "misses": self.pool.misses}
+        return info

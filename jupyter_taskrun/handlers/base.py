@@ -1,0 +1,164 @@
+"""Shared plumbing of the HTTP layer: auth, JSON bodies, query parsing, error mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from ..errors import (
+    ExecutorUnavailable,
+    InvalidSubmission,
+    QueueFull,
+    StoreUnavailable,
+    TaskNotFound,
+    TaskRunError,
+    TaskStateConflict,
+    TooManyStreams,
+)
+from ..models import Task, TaskStatus
+from ..service import TaskRun
+
+AUTH_RESOURCE = "taskrun"
+
+_STATUS_BY_ERROR: list[tuple[type[TaskRunError], int]] = [
+    (InvalidSubmission, 400),
+    (TaskNotFound, 404),
+    (TaskStateConflict, 409),
+    (QueueFull, 429),
+    (TooManyStreams, 429),
+    (StoreUnavailable, 503),
+    (ExecutorUnavailable, 503),
+]
+
+
+class TaskRunHTTPError(web.HTTPError):
+    """An HTTPError carrying the domain reason (and Retry-After) to ``write_error``."""
+
+    def __init__(self, status: int, message: str, reason: str, retry_after: int | None = None):
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.message = message
+        self.domain_reason = reason
+        self.retry_after = retry_after
+
+
+def http_error(e: TaskRunError) -> TaskRunHTTPError:
+    status = next((code for cls, code in _STATUS_BY_ERROR if isinstance(e, cls)), 500)
+    return TaskRunHTTPError(status, str(e), e.reason, getattr(e, "retry_after", None))
+
+
+class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of every taskrun REST handler: authenticated, JSON errors ``{"message", "reason"}``."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def taskrun(self) -> TaskRun:
+        return self.settings["taskrun"]
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        limit = self.taskrun.max_request_bytes
+        length = self.request.headers.get("Content-Length")
+        if (length and length.isdigit() and int(length) > limit) or len(self.request.body or b"") > limit:
+            raise TaskRunHTTPError(413, f"request body larger than {limit} bytes", "too-large")
+        await self.taskrun.start()
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, TaskRunError):
+            e = http_error(e)
+        super()._handle_request_exception(e)  # type: ignore[arg-type]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, TaskRunHTTPError):
+            self.log.info("taskrun: %s %s -> %d %s", self.request.method, self.request.path, value.status_code, value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, TaskRunError):  # tornado passes the original exception along
+            exc = http_error(exc)
+        if isinstance(exc, TaskRunHTTPError):
+            self.set_header("Content-Type", "application/json")
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(exc.retry_after))
+            self.finish(json.dumps({"message": exc.message, "reason": exc.domain_reason}))
+            return
+        if isinstance(exc, web.HTTPError):
+            self.set_header("Content-Type", "application/json")
+            reason = {400: "invalid", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}.get(status_code, "error")
+            message = exc.log_message or exc.reason or self._reason
+            if exc.args[1:] and exc.log_message:
+                message = exc.log_message % exc.args[1:]
+            self.finish(json.dumps({"message": message, "reason": reason}))
+            return
+        super().write_error(status_code, **kwargs)
+
+    # -- input -------------------------------------------------------------
+
+    def json_body(self) -> Any:
+        body = self.request.body
+        if not body:
+            raise TaskRunHTTPError(400, "the request body must be JSON", "invalid")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise TaskRunHTTPError(400, f"malformed JSON: {e}", "invalid") from None
+
+    def query_number(self, name: str, default: float | None = None, *, minimum: float = 0, maximum: float | None = None, integer: bool = False) -> Any:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value: float = int(raw) if integer else float(raw)
+        except ValueError:
+            raise TaskRunHTTPError(400, f"'{name}' must be a {'whole ' if integer else ''}number", "invalid") from None
+        if value != value or value < minimum or (maximum is not None and value > maximum):
+            bound = f" and {maximum:g}" if maximum is not None else ""
+            raise TaskRunHTTPError(400, f"'{name}' must be between {minimum:g}{bound}", "invalid")
+        return value
+
+    def last_event_id(self) -> int:
+        """Resume point: the ``Last-Event-ID`` header (SSE reconnect) or ``?after=N``."""
+        header = self.request.headers.get("Last-Event-ID")
+        if header is not None and header.strip() != "":
+            try:
+                value = int(header)
+                if value < 0:
+                    raise ValueError
+            except ValueError:
+                raise TaskRunHTTPError(400, "Last-Event-ID must be a non-negative integer", "invalid") from None
+            return value
+        return int(self.query_number("after", 0, integer=True))
+
+    # -- identity and visibility -------------------------------------------
+
+    @property
+    def username(self) -> str:
+        user = self.current_user
+        return getattr(user, "username", None) or getattr(user, "name", None) or str(user or "")
+
+    def sees_all(self) -> bool:
+        """May this user see and control every user's tasks (not only their own)?"""
+        return bool(self.authorizer.is_authorized(self, self.current_user, "read", "taskrun:all"))
+
+    def visible_task(self, task_id: str) -> Task:
+        task = self.taskrun.get(task_id)
+        if task.owner and task.owner != self.username and not self.sees_all():
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return task
+
+    def task_json(self, task: Task) -> dict[str, Any]:
+        data = task.to_dict()
+        if task.status == TaskStatus.QUEUED:
+            data["queue_position"] = self.taskrun.queue_position(task.id)
+        return data
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))

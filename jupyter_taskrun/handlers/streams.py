@@ -1,0 +1,282 @@
+"""Live streams: Server-Sent Events (per task and global) and the WebSocket twin.
+
+Every stream follows one protocol: subscribe to the broker first, replay from
+the store after the client's last seen id, then forward live events, skipping
+anything already sent. A subscriber that lagged re-reads from the store, so a
+resumed or slow client gets no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from ..broker import ALL_TASKS, Subscription
+from ..errors import TaskNotFound, TaskRunError
+from ..models import TaskEvent
+from ..service import TaskRun
+from .base import AUTH_RESOURCE, TaskRunHandler, http_error
+
+REPLAY_PAGE = 1000
+
+
+async def follow_task(
+    taskrun: TaskRun,
+    task_id: str,
+    after: int,
+    send: Callable[[list[TaskEvent]], Awaitable[None]],
+    keepalive: Callable[[], Awaitable[None]],
+    sub: Subscription[TaskEvent],
+    keepalive_interval: float,
+) -> str | None:
+    """Replay then follow one task's events; returns its final status (None if it was deleted)."""
+    last = after
+    while True:
+        # (re)read from the store: the initial replay, and after a lag
+        while True:
+            page = taskrun.read_events(task_id, last, REPLAY_PAGE)
+            if page:
+                await send(page)
+                last = page[-1].seq
+            if len(page) < REPLAY_PAGE:
+                break
+        sub.reset_lag()
+        while True:
+            try:
+                task = taskrun.get(task_id)
+            except TaskNotFound:
+                return None
+            if task.status.is_terminal and last >= task.last_seq:
+                return task.status.value
+            if not await sub.wait(keepalive_interval):
+                await keepalive()
+                continue
+            if sub.closed:
+                try:
+                    taskrun.get(task_id)
+                except TaskNotFound:
+                    return None
+                raise StreamClosedError()
+            if sub.lagged:
+                break
+            fresh = [e for e in sub.drain() if e.seq > last]
+            if fresh:
+                await send(fresh)
+                last = fresh[-1].seq
+
+
+def sse_frame(event_id: int, event: str, data: Any) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+class SSEHandler(TaskRunHandler):
+    """Common SSE plumbing: headers, per-user stream slots, disconnect detection."""
+
+    _sub: Subscription[Any] | None = None
+
+    def start_stream(self) -> None:
+        self.taskrun.acquire_stream(self.username)
+        self._slot_user = self.username
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # proxies must not buffer a live stream
+
+    def end_stream(self) -> None:
+        if self._sub is not None:
+            self._sub.unsubscribe()
+            self._sub = None
+        if getattr(self, "_slot_user", None) is not None:
+            self.taskrun.release_stream(self._slot_user)
+            self._slot_user = None
+
+    def on_connection_close(self) -> None:
+        # wake the waiting loop so a vanished client frees its subscription now
+        if self._sub is not None:
+            self._sub._close()
+
+    async def keepalive(self) -> None:
+        self.write(": keepalive\n\n")
+        await self.flush()
+
+
+class TaskEventsHandler(SSEHandler):
+    """``/taskrun/api/tasks/{id}/events``: replay + live + ``end``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str) -> None:
+        self.visible_task(task_id)
+        after = self.last_event_id()
+        self.start_stream()
+        self._sub = self.taskrun.broker.subscribe(task_id)
+
+        async def send(events: list[TaskEvent]) -> None:
+            self.write("".join(sse_frame(e.seq, e.type, e.to_dict()) for e in events))
+            await self.flush()
+
+        try:
+            final = await follow_task(
+                self.taskrun, task_id, after, send, self.keepalive, self._sub, self.taskrun.sse_keepalive_interval
+            )
+            # no id: the end marker must not move the client's resume point
+            end = {"task_id": task_id, "status": final, "deleted": final is None}
+            self.write(f"event: end\ndata: {json.dumps(end)}\n\n")
+            await self.flush()
+        except StreamClosedError:
+            pass
+        finally:
+            self.end_stream()
+        if not self._finished:
+            self.finish(set_content_type="text/event-stream; charset=utf-8")
+
+
+class ChangesHandler(SSEHandler):
+    """``/taskrun/api/events``: every task's created/status/progress/deleted, resumable."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        after = self.last_event_id()
+        owner = None if self.sees_all() else self.username
+        self.start_stream()
+        sub = self._sub = self.taskrun.broker.subscribe(ALL_TASKS)
+        last = after
+        interval = self.taskrun.sse_keepalive_interval
+
+        def visible(change: Any) -> bool:
+            return owner is None or change.data.get("owner", owner) == owner or change.type in ("deleted", "progress")
+
+        async def send(changes: list[Any]) -> None:
+            nonlocal last
+            frames = [sse_frame(c.seq, c.type, c.to_dict()) for c in changes if c.seq > last and visible(c)]
+            if changes:
+                last = max(last, changes[-1].seq)
+            if frames:
+                self.write("".join(frames))
+                await self.flush()
+
+        try:
+            # a fresh client (no resume point) starts live; the list view loads /tasks itself
+            if after == 0 and self.request.headers.get("Last-Event-ID") is None and self.get_query_argument("after", None) is None:
+                last = self.taskrun.store.last_change_seq()
+                self.write(f"retry: 2000\nid: {last}\nevent: hello\ndata: {json.dumps({'last_event_id': last})}\n\n")
+                await self.flush()
+            while True:
+                while True:
+                    page = self.taskrun.store.read_changes(last, REPLAY_PAGE)
+                    await send(page)
+                    if len(page) < REPLAY_PAGE:
+                        break
+                sub.reset_lag()
+                while not sub.lagged:
+                    if not await sub.wait(interval):
+                        await self.keepalive()
+                        continue
+                    if sub.closed:
+                        raise StreamClosedError()
+                    if sub.lagged:
+                        break
+                    await send(sub.drain())
+        except StreamClosedError:
+            pass
+        finally:
+            self.end_stream()
+        if not self._finished:
+            self.finish(set_content_type="text/event-stream; charset=utf-8")
+
+
+class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """``/taskrun/api/tasks/{id}/ws``: the task's events as JSON messages."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def set_default_headers(self) -> None:
+        """JupyterHandler's headers make no sense for a websocket."""
+
+    @property
+    def taskrun(self) -> TaskRun:
+        return self.settings["taskrun"]
+
+    @property
+    def username(self) -> str:
+        user = self.current_user
+        return getattr(user, "username", None) or str(user or "")
+
+    async def pre_get(self) -> None:
+        user = self.current_user
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
+            raise web.HTTPError(403)
+        await self.taskrun.start()
+        try:
+            task = self.taskrun.get(self.task_id)
+            sees_all = await ensure_async(self.authorizer.is_authorized(self, user, "read", "taskrun:all"))
+            if task.owner and task.owner != self.username and not sees_all:
+                raise TaskNotFound(f"no task with id {self.task_id!r}")
+            after = self.get_query_argument("after", "0")
+            if not after.isdigit():
+                raise web.HTTPError(400, "'after' must be a non-negative integer")
+            self.after = int(after)
+            self.taskrun.acquire_stream(self.username)
+        except TaskRunError as e:
+            raise http_error(e) from None
+        self._slot = True
+
+    @ws_authenticated
+    async def get(self, task_id: str) -> None:
+        self.task_id = task_id
+        self._slot = False
+        self._follow: asyncio.Task[Any] | None = None
+        await self.pre_get()
+        await super().get(task_id)
+
+    async def open(self, task_id: str) -> None:  # type: ignore[override]
+        super().open()
+        self._sub = self.taskrun.broker.subscribe(task_id)
+        self.write_message(json.dumps({"type": "connected", "task_id": task_id, "after": self.after}))
+        self._follow = asyncio.ensure_future(self._forward())
+
+    async def _forward(self) -> None:
+        async def send(events: list[TaskEvent]) -> None:
+            for e in events:
+                await self.write_message(json.dumps(e.to_dict(), default=str))
+
+        async def keepalive() -> None:
+            self.ping()
+
+        try:
+            final = await follow_task(self.taskrun, self.task_id, self.after, send, keepalive, self._sub, self.taskrun.sse_keepalive_interval)
+            await self.write_message(json.dumps({"type": "end", "task_id": self.task_id, "status": final, "deleted": final is None}))
+            self.close(1000)
+        except (WebSocketClosedError, StreamClosedError):
+            pass
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            msg = None
+        if isinstance(msg, dict) and msg.get("type") == "ping":
+            self.write_message(json.dumps({"type": "pong"}))
+        else:
+            self.write_message(json.dumps({"type": "error", "message": "unknown message; send {\"type\": \"ping\"}"}))
+
+    def on_close(self) -> None:
+        sub = getattr(self, "_sub", None)
+        if sub is not None:
+            sub.unsubscribe()
+            sub._close()
+        if self._follow is not None:
+            self._follow.cancel()
+        if getattr(self, "_slot", False):
+            self._slot = False
+            self.taskrun.release_stream(self.username)

@@ -1,0 +1,423 @@
+"""Lean lifecycle of single-use task kernels: launch, readiness, death watch, kill.
+
+Why not nbclient's own kernel management: it adds fixed sleeps (0.2 s iopub
+flush in ``wait_for_ready``, 0.1 s shutdown polling) and a graceful shutdown
+that hangs ~3 s in a fifth of runs. A task kernel is used once and discarded,
+so there is nothing to shut down gracefully: we SIGKILL its process group.
+Execution itself still goes through nbclient (see ``runner.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from queue import Empty
+from typing import Any
+
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+
+log = logging.getLogger(__name__)
+
+#: Every task kernel carries this variable: how orphans of a crashed server, and
+#: daemons that left the kernel's process group, are found and killed.
+KERNEL_MARKER_ENV = "JUPYTER_TASKRUN_KERNEL"
+
+#: Server credentials a task kernel must not inherit.
+SECRET_ENV_VARS = (
+    "JUPYTER_TOKEN",
+    "JPY_API_TOKEN",
+    "JUPYTERHUB_API_TOKEN",
+    "JPY_SESSION_NAME",
+    "JUPYTER_TASKRUN_TOKEN",
+    "JUPYTERHUB_CLIENT_ID",
+    "JUPYTERHUB_OAUTH_CALLBACK_URL",
+    "JUPYTERHUB_OAUTH_ACCESS_SCOPES",
+    "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES",
+)
+
+
+class KernelStartError(RuntimeError):
+    """The kernel process could not be started or never became ready."""
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "kernel died"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"kernel died: killed by {name} (signal {-returncode})"
+    return f"kernel died: exited with code {returncode}"
+
+
+@dataclass
+class TaskKernel:
+    """A started, ready kernel that will run exactly one task."""
+
+    km: AsyncKernelManager
+    kc: Any
+    kernel_name: str
+    marker: str
+    start_seconds: float
+    created: float = field(default_factory=time.monotonic)
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    #: pids ever seen below the kernel, so a daemon that called setsid is still killed
+    seen_pids: set[int] = field(default_factory=set)
+    disposed: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None)
+        return proc.pid if proc is not None else None
+
+    @property
+    def process(self):
+        return getattr(self.km.provisioner, "process", None)
+
+    def returncode(self) -> int | None:
+        proc = self.process
+        return proc.poll() if proc is not None else None
+
+    def is_alive(self) -> bool:
+        proc = self.process
+        return proc is not None and proc.poll() is None
+
+    def kill_now(self) -> None:
+        """SIGKILL the kernel's process group and every descendant seen; synchronous and cheap."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            self.seen_pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            pass
+        try:
+            os.killpg(pid, signal.SIGKILL)  # kernels start in their own session: pgid == pid
+        except (ProcessLookupError, PermissionError):
+            pass
+        for child in self.seen_pids:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    async def dispose(self) -> None:
+        """Kill (if not yet) and release sockets, ports and the connection file."""
+        if self.disposed:
+            return
+        self.disposed = True
+        self.kill_now()
+        try:
+            self.kc.stop_channels()
+        except Exception:  # teardown must not raise
+            pass
+        proc = self.process
+        if proc is not None:
+            # reap without the provisioner's 100 ms polling loop; a loaded machine can
+            # take a while to tear down a big process, and until then it holds its slot
+            deadline = time.monotonic() + 30
+            delay = 0.002
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        # daemons that left the process group but kept our marker
+        await asyncio.to_thread(kill_marked_processes, {self.marker})
+        try:
+            await self.km.cleanup_resources(restart=False)
+        except Exception:
+            pass
+
+
+def kill_marked_processes(markers: set[str]) -> list[int]:
+    """Kill processes whose environment carries one of our kernel markers."""
+    killed = []
+    if not markers:
+        return killed
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            value = proc.environ().get(KERNEL_MARKER_ENV)
+        except (psutil.Error, OSError):
+            continue
+        if value in markers:
+            try:
+                proc.kill()
+                killed.append(proc.pid)
+            except psutil.Error:
+                pass
+    return killed
+
+
+class KernelLauncher:
+    """Starts single-use kernels quickly and waits for the kernel's own readiness signal."""
+
+    def __init__(
+        self,
+        kernel_spec_manager: Any,
+        *,
+        base_env: dict[str, str] | None = None,
+        flush_interval: float = 0.005,
+        start_timeout: float = 60.0,
+        server_marker: str = "",
+        log: logging.Logger = log,
+    ):
+        self.kernel_spec_manager = kernel_spec_manager
+        self.base_env = dict(base_env if base_env is not None else task_base_env())
+        self.flush_interval = flush_interval
+        self.start_timeout = start_timeout
+        self.server_marker = server_marker
+        self.log = log
+
+    def _is_ipykernel(self, kernel_name: str) -> bool:
+        try:
+            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name)
+        except Exception:
+            return False
+        return any("ipykernel" in str(a) for a in spec.argv)
+
+    def _extra_arguments(self, kernel_name: str) -> list[str]:
+        if not self._is_ipykernel(kernel_name):
+            return []
+        # History off: it is useless in a throwaway kernel and its SQLite writer is
+        # what makes kernels ignore shutdown requests. The exec line lowers ipykernel's
+        # 0.2 s output batching so a print reaches subscribers within milliseconds.
+        fi = float(self.flush_interval)
+        line = (
+            "import sys as __trs\n"
+            f"for __tro in (__trs.stdout, __trs.stderr): __tro.flush_interval = {fi!r}\n"
+            "del __trs, __tro"
+        )
+        return ["--HistoryManager.enabled=False", f"--IPKernelApp.exec_lines={[line]!r}"]
+
+    async def start(
+        self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> TaskKernel:
+        t0 = time.monotonic()
+        marker = f"{self.server_marker}:{uuid.uuid4().hex}"
+        kernel_env = {**self.base_env, **(env or {}), KERNEL_MARKER_ENV: marker}
+        km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
+        try:
+            await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(kernel_name))
+        except Exception as e:
+            raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
+        kc = km.client()
+        kc.start_channels()
+        kernel = TaskKernel(
+            km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {})
+        )
+        try:
+            await wait_until_ready(kernel, self.start_timeout)
+        except BaseException:
+            await kernel.dispose()
+            raise
+        kernel.start_seconds = time.monotonic() - t0
+        return kernel
+
+
+async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
+    """Ready = kernel_info replied on shell AND our iopub subscription is live.
+
+    ipykernel >= 7 sends ``iopub_welcome`` as soon as the subscription arrives; for
+    older kernels any iopub message (the status of a kernel_info) proves it. No
+    fixed sleep: every wait ends on a message.
+    """
+    kc = kernel.kc
+    deadline = time.monotonic() + timeout
+    replied = iopub_seen = False
+    kc.kernel_info()
+    while not (replied and iopub_seen):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelStartError(f"kernel did not become ready within {timeout:g} s")
+        if not kernel.is_alive():
+            raise KernelStartError(describe_exit(kernel.returncode()) + " while starting")
+        if not replied:
+            try:
+                msg = await kc.shell_channel.get_msg(timeout=min(1.0, remaining))
+            except Empty:
+                kc.kernel_info()  # the first request can be lost while the kernel binds
+                continue
+            if msg["msg_type"] == "kernel_info_reply":
+                replied = True
+        else:
+            try:
+                await kc.iopub_channel.get_msg(timeout=min(0.25, remaining))
+                iopub_seen = True
+            except Empty:
+                # slow joiner: our SUB missed the status messages; ask again to get new ones
+                kc.kernel_info()
+                replied = False
+
+
+async def execute_silently(kernel: TaskKernel, code: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Run setup code that must leave no trace in outputs or history; returns the reply content."""
+    kc = kernel.kc
+    msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelStartError("kernel did not answer a setup request")
+        try:
+            msg = await kc.shell_channel.get_msg(timeout=remaining)
+        except Empty:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
+
+
+def task_base_env(extra_secrets: tuple[str, ...] = ()) -> dict[str, str]:
+    """The server's environment without its credentials."""
+    drop = set(SECRET_ENV_VARS) | set(extra_secrets)
+    return {k: v for k, v in os.environ.items() if k not in drop and k != KERNEL_MARKER_ENV}
+
+
+class KernelPool:
+    """Kernels started ahead of time; each is handed out once and never returned.
+
+    Isolation is unchanged from cold starts: a pooled kernel has run nothing but
+    one throwaway statement. Replacements start only when asked (after a task
+    ends), so warming never competes with a running task for CPU.
+    """
+
+    def __init__(self, launcher: KernelLauncher, sizes: dict[str, int], *, log: logging.Logger = log):
+        self.launcher = launcher
+        self.sizes = {k: v for k, v in sizes.items() if v > 0}
+        self.log = log
+        self._ready: dict[str, list[TaskKernel]] = {k: [] for k in self.sizes}
+        self._starting: dict[str, int] = {k: 0 for k in self.sizes}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, kernel_name: str) -> TaskKernel | None:
+        ready = self._ready.get(kernel_name)
+        while ready:
+            kernel = ready.pop(0)
+            if kernel.is_alive():
+                self.hits += 1
+                return kernel
+            self._spawn_dispose(kernel)
+        self.misses += 1
+        return None
+
+    def fill(self) -> None:
+        """Start kernels until every pool is at its size (idempotent)."""
+        if self._closed:
+            return
+        for name, size in self.sizes.items():
+            missing = size - len(self._ready[name]) - self._starting[name]
+            for _ in range(max(0, missing)):
+                self._starting[name] += 1
+                t = asyncio.ensure_future(self._warm_one(name))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+
+    async def _warm_one(self, name: str) -> None:
+        try:
+            kernel = await self.launcher.start(name, cwd=None)
+            # one throwaway execute: the first execute of a fresh kernel pays one-off costs
+            await execute_silently(kernel, "pass")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.warning("taskrun: could not warm a %s kernel: %s", name, e)
+            return
+        finally:
+            self._starting[name] -= 1
+        if self._closed:
+            await kernel.dispose()
+            return
+        self._ready[name].append(kernel)
+
+    def _spawn_dispose(self, kernel: TaskKernel) -> None:
+        t = asyncio.ensure_future(kernel.dispose())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def ready_count(self, kernel_name: str | None = None) -> int:
+        if kernel_name is not None:
+            return len(self._ready.get(kernel_name, ()))
+        return sum(len(v) for v in self._ready.values())
+
+    def markers(self) -> set[str]:
+        return {k.marker for ks in self._ready.values() for k in ks}
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        kernels = [k for ks in self._ready.values() for k in ks]
+        for ks in self._ready.values():
+            ks.clear()
+        await asyncio.gather(*(k.dispose() for k in kernels), return_exceptions=True)
+
+
+def watch_process_exit(pid: int, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the loop as soon as ``pid`` exits; returns a function that stops watching.
+
+    Uses a pidfd (Linux >= 5.3): the kernel tells us at once, no polling. Elsewhere
+    falls back to polling every 50 ms.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        fired = False
+
+        def on_ready() -> None:
+            nonlocal fired
+            if not fired:
+                fired = True
+                stop()
+                callback()
+
+        def stop() -> None:
+            try:
+                loop.remove_reader(fd)
+            except Exception:
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+        loop.add_reader(fd, on_ready)
+        closed = False
+
+        def stop_once() -> None:
+            nonlocal closed
+            if not closed and not fired:
+                closed = True
+                stop()
+
+        return stop_once
+
+    async def poll() -> None:
+        while psutil.pid_exists(pid):
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.Error:
+                break
+            await asyncio.sleep(0.05)
+        callback()
+
+    task = asyncio.ensure_future(poll())
+    return task.cancel

@@ -1,0 +1,431 @@
+"""Run one prepared notebook in one kernel with nbclient, reporting everything as events.
+
+This is the only code that executes tasks: the local executor calls it in the
+server's event loop, the Dask executor calls it on a worker. It knows nothing
+of the store, HTTP or Dask - it reports through ``emit(type, data)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+
+from .kernels import TaskKernel, describe_exit, execute_silently, watch_process_exit
+from .models import EventType, TaskStatus
+
+log = logging.getLogger(__name__)
+
+# progress() sends a display message with PROGRESS_MIME; intercepted here, never shown.
+from .progress import PROGRESS_MIME  # noqa: E402
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+# tqdm's text bar: "desc:  30%|███       | 3/10 [00:01<00:02, 2.9it/s]" (or "5it [..." without total)
+_TQDM = re.compile(
+    r"(?:(?P<desc>[^\r\n|]*?):\s*)?(?P<pct>\d+)%\|[^\r\n|]*\|\s*(?P<n>[\d.]+)(?P<nu>[kMGT]?)/(?P<total>[\d.]+)(?P<tu>[kMGT]?)\s*\["
+)
+_UNITS = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_PROGRESS_MODELS = {"IntProgressModel", "FloatProgressModel"}
+
+
+def parse_tqdm(text: str) -> dict[str, Any] | None:
+    """The last tqdm bar state in a stderr chunk, or None."""
+    last = None
+    for m in _TQDM.finditer(text):
+        last = m
+    if last is None:
+        return None
+    n = float(last["n"]) * _UNITS[last["nu"]]
+    total = float(last["total"]) * _UNITS[last["tu"]]
+    desc = (last["desc"] or "").strip().lstrip("\r")
+    return {"value": int(n) if n.is_integer() else n, "total": int(total) if total.is_integer() else total, "message": desc}
+
+
+@dataclass
+class RunOutcome:
+    status: TaskStatus
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class ProcessTreeSampler:
+    """CPU and memory of a kernel and its children (psutil), relative to a baseline."""
+
+    pid: int
+    started: float = field(default_factory=time.monotonic)
+    peak_rss: int = 0
+    cpu_user: float = 0.0
+    cpu_system: float = 0.0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    _base: tuple[float, float] = (0.0, 0.0)
+    _dead: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _live: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _last: tuple[float, float] | None = None
+    seen: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        u, s, _ = self._read()
+        self._base = (u, s)  # a pooled kernel spent CPU warming up; that is not the task's
+
+    def _read(self) -> tuple[float, float, int]:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        live: dict[int, tuple[float, float]] = {}
+        rss = 0
+        for p in procs:
+            try:
+                with p.oneshot():
+                    ct = p.cpu_times()
+                    rss += p.memory_info().rss
+                live[p.pid] = (ct.user, ct.system)
+            except psutil.Error:
+                continue
+        self.seen.update(live)
+        for pid, times in self._live.items():
+            if pid not in live:
+                self._dead[pid] = times  # keep a finished child's CPU in the total
+        self._live = live
+        user = sum(t[0] for t in live.values()) + sum(t[0] for t in self._dead.values())
+        system = sum(t[1] for t in live.values()) + sum(t[1] for t in self._dead.values())
+        return user, system, rss
+
+    def sample(self) -> dict[str, Any]:
+        user, system, rss = self._read()
+        now = time.monotonic()
+        self.cpu_user = max(0.0, user - self._base[0])
+        self.cpu_system = max(0.0, system - self._base[1])
+        self.peak_rss = max(self.peak_rss, rss)
+        cpu_pct = 0.0
+        if self._last is not None and now > self._last[0]:
+            cpu_pct = 100.0 * max(0.0, (user + system) - self._last[1]) / (now - self._last[0])
+        self._last = (now, user + system)
+        point = {
+            "t": round(now - self.started, 3),
+            "cpu": round(cpu_pct, 1),
+            "rss": rss,
+            "cpu_user": round(self.cpu_user, 3),
+            "cpu_system": round(self.cpu_system, 3),
+            "peak_rss": self.peak_rss,
+        }
+        self.samples.append({"t": point["t"], "cpu": point["cpu"], "rss": rss})
+        return point
+
+
+class TaskNotebookClient(NotebookClient):
+    """nbclient's executor, reporting each message as it arrives instead of only at the end."""
+
+    def __init__(self, nb: NotebookNode, runner: NotebookRunner, **kw: Any):
+        super().__init__(nb, **kw)
+        self.runner = runner
+        self._progress_comms: dict[str, dict[str, Any]] = {}
+
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
+        msg_type = msg["msg_type"]
+        if msg_type == "update_display_data":
+            content = msg["content"]
+            self.runner.emit_output(
+                cell_index,
+                {"output_type": "display_data", "data": content.get("data", {}), "metadata": content.get("metadata", {})},
+                display_id=(content.get("transient") or {}).get("display_id"),
+                update=True,
+            )
+        elif msg_type in ("comm_open", "comm_msg"):
+            self._watch_progress_widget(msg)
+        return super().process_message(msg, cell, cell_index)
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int) -> NotebookNode | None:
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        runner = self.runner
+        if msg_type == "stream":
+            text = content.get("text", "")
+            name = content.get("name", "stdout")
+            runner.emit_log(name, text)
+            return runner.keep_stream(outs, name, text)
+        if msg_type == "display_data" and PROGRESS_MIME in content.get("data", {}):
+            runner.emit_progress(content["data"][PROGRESS_MIME])
+            return None
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is not None:
+            runner.emit_output(cell_index, dict(out), display_id=display_id)
+            if msg_type == "execute_result":
+                runner.result = {"data": dict(content.get("data", {})), "cell_index": cell_index}
+        return out
+
+    def _watch_progress_widget(self, msg: dict[str, Any]) -> None:
+        """tqdm.notebook / ipywidgets progress bars become progress events."""
+        content = msg["content"]
+        comm_id = content.get("comm_id")
+        state = (content.get("data") or {}).get("state") or {}
+        if msg["msg_type"] == "comm_open":
+            if state.get("_model_name") in _PROGRESS_MODELS:
+                self._progress_comms[comm_id] = {"value": state.get("value", 0), "total": state.get("max")}
+            return
+        tracked = self._progress_comms.get(comm_id)
+        if tracked is None or not state:
+            return
+        if "max" in state:
+            tracked["total"] = state["max"]
+        if "value" in state:
+            tracked["value"] = state["value"]
+            self.runner.emit_progress({"value": tracked["value"], "total": tracked["total"], "message": ""})
+
+
+class NotebookRunner:
+    """Executes one notebook in one (already started) kernel; disposes the kernel at the end."""
+
+    def __init__(
+        self,
+        kernel: TaskKernel,
+        nb: NotebookNode,
+        emit: Emit,
+        *,
+        setup_code: str | None = None,
+        cell_timeout: float | None = None,
+        max_output_bytes: int = 64 * 1024 * 1024,
+        memory_limit: int | None = None,
+        sample_interval: float = 0.5,
+        log: logging.Logger = log,
+    ):
+        self.kernel = kernel
+        self.nb = nb
+        self._emit = emit
+        self.setup_code = setup_code
+        self.cell_timeout = cell_timeout
+        self.max_output_bytes = max_output_bytes
+        self.memory_limit = memory_limit
+        self.sample_interval = sample_interval
+        self.log = log
+        self.result: dict[str, Any] | None = None
+        self.output_bytes = 0
+        self.stored_stream_bytes = 0
+        self.truncated = False
+        self.cell_durations: list[dict[str, Any]] = []
+        self.sampler: ProcessTreeSampler | None = None
+        self.stop_reason: str | None = None
+        self._exec: asyncio.Future[Any] | None = None
+        self._last_progress: dict[str, Any] | None = None
+        self.started = time.monotonic()
+
+    # -- reporting -------------------------------------------------------------
+
+    def emit(self, type: str, data: dict[str, Any]) -> None:
+        try:
+            self._emit(type, data)
+        except Exception:  # a reporting failure must not break the execution
+            self.log.exception("taskrun: could not record a %s event", type)
+
+    def _count(self, nbytes: int) -> bool:
+        """Account output; False once the task is over its stored-output budget."""
+        self.output_bytes += nbytes
+        if self.output_bytes <= self.max_output_bytes:
+            return True
+        if not self.truncated:
+            self.truncated = True
+            self.emit(
+                EventType.TRUNCATED,
+                {
+                    "limit": self.max_output_bytes,
+                    "message": f"output beyond {self.max_output_bytes} bytes is not stored; the task keeps running",
+                },
+            )
+        return False
+
+    def emit_log(self, stream: str, text: str) -> None:
+        if self._count(len(text.encode("utf-8", "replace"))):
+            self.emit(EventType.LOG, {"stream": stream, "text": text})
+        if stream == "stderr" and "%|" in text:
+            state = parse_tqdm(text)
+            if state is not None:
+                self.emit_progress(state)
+
+    def keep_stream(self, outs: list[NotebookNode], name: str, text: str) -> NotebookNode | None:
+        """Coalesce stream text into the cell's outputs, within the output budget."""
+        if self.truncated:
+            return None
+        if outs and outs[-1].get("output_type") == "stream" and outs[-1].get("name") == name:
+            outs[-1]["text"] += text
+            return outs[-1]
+        out = NotebookNode(output_type="stream", name=name, text=text)
+        outs.append(out)
+        return out
+
+    def emit_output(self, cell_index: int, output: dict[str, Any], *, display_id: str | None = None, update: bool = False) -> None:
+        import json
+
+        size = len(json.dumps(output, default=str))
+        if not self._count(size):
+            return
+        data: dict[str, Any] = {"cell_index": cell_index, "output": output}
+        if display_id:
+            data["display_id"] = display_id
+        if update:
+            data["update"] = True
+        self.emit(EventType.OUTPUT, data)
+
+    def emit_progress(self, raw: Any) -> None:
+        if not isinstance(raw, dict):
+            return
+        value = raw.get("value")
+        total = raw.get("total")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float))):
+            total = None
+        state = {"value": value, "total": total, "message": str(raw.get("message") or "")[:500]}
+        if state != self._last_progress:
+            self._last_progress = state
+            self.emit(EventType.PROGRESS, state)
+
+    # -- execution -------------------------------------------------------------
+
+    def _internal_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._exec is not None and not self._exec.done():
+            self._exec.cancel()
+
+    async def _sample_forever(self) -> None:
+        assert self.sampler is not None
+        interval = self.sample_interval if not self.memory_limit else min(self.sample_interval, 0.1)
+        next_emit = 0.0
+        while True:
+            point = self.sampler.sample()
+            self.kernel.seen_pids.update(self.sampler.seen)
+            now = time.monotonic()
+            if now >= next_emit:
+                self.emit(EventType.METRICS, point)
+                next_emit = now + self.sample_interval
+            if self.memory_limit and point["rss"] > self.memory_limit:
+                mib = 1024 * 1024
+                self._internal_stop(
+                    f"memory limit exceeded: the task used {point['rss'] / mib:.0f} MiB, "
+                    f"its limit is {self.memory_limit / mib:.0f} MiB"
+                )
+                self.kernel.kill_now()
+                return
+            await asyncio.sleep(interval)
+
+    async def run(self) -> RunOutcome:
+        """Execute every code cell in order; raises CancelledError if cancelled from outside."""
+        kernel = self.kernel
+        pid = kernel.pid
+        self.sampler = ProcessTreeSampler(pid) if pid else None
+        stop_watch = (
+            watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
+        )
+        sampling = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
+        try:
+            self._exec = asyncio.ensure_future(self._execute_all())
+            try:
+                return await self._exec
+            except asyncio.CancelledError:
+                if self.stop_reason is not None and not _outer_cancelled():
+                    return self._failure(self.stop_reason)
+                raise
+            except DeadKernelError:
+                return self._failure(self.stop_reason or describe_exit(kernel.returncode()))
+        finally:
+            if stop_watch:
+                stop_watch()
+            if sampling:
+                sampling.cancel()
+                await asyncio.gather(sampling, return_exceptions=True)
+            if self.sampler:
+                try:
+                    self.emit(EventType.METRICS, self.sampler.sample())
+                except Exception:
+                    pass
+
+    def _failure(self, reason: str) -> RunOutcome:
+        return RunOutcome(
+            TaskStatus.FAILED,
+            error={"ename": "TaskFailed", "evalue": reason, "traceback": [], "cell_index": self._cell_index, "reason": reason},
+        )
+
+    _cell_index: int | None = None
+
+    async def _execute_all(self) -> RunOutcome:
+        kernel = self.kernel
+        if self.setup_code:
+            reply = await execute_silently(kernel, self.setup_code)
+            if reply.get("status") != "ok":
+                msg = f"task setup failed: {reply.get('ename')}: {reply.get('evalue')}"
+                return RunOutcome(TaskStatus.FAILED, error={"ename": reply.get("ename", "SetupError"), "evalue": msg, "traceback": reply.get("traceback", []), "cell_index": None, "reason": msg})
+        client = TaskNotebookClient(
+            self.nb,
+            self,
+            km=kernel.km,
+            timeout=self.cell_timeout,
+            kernel_name=kernel.kernel_name,
+            record_timing=True,
+            iopub_timeout=10,
+        )
+        client.kc = kernel.kc
+        self.client = client
+        for index, cell in enumerate(self.nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            self._cell_index = index
+            t0 = time.monotonic()
+            self.emit(EventType.CELL, {"cell_index": index, "phase": "start"})
+            status = "ok"
+            try:
+                await client.async_execute_cell(cell, index)
+            except CellTimeoutError:
+                status = "timeout"
+                reason = f"cell {index} exceeded its cell_timeout of {self.cell_timeout:g} s"
+                return RunOutcome(
+                    TaskStatus.TIMED_OUT,
+                    error={"ename": "CellTimeoutError", "evalue": reason, "traceback": [], "cell_index": index, "reason": reason},
+                )
+            except CellExecutionError as e:
+                status = "error"
+                reason = f"{e.ename}: {e.evalue}"
+                tb = []
+                for out in cell.get("outputs", []):
+                    if out.get("output_type") == "error":
+                        tb = list(out.get("traceback", []))
+                return RunOutcome(
+                    TaskStatus.FAILED,
+                    error={"ename": e.ename, "evalue": e.evalue, "traceback": tb, "cell_index": index, "reason": f"cell {index} raised {reason}"},
+                )
+            finally:
+                duration = time.monotonic() - t0
+                self.cell_durations.append({"cell_index": index, "duration": round(duration, 6), "status": status})
+                cell.metadata.setdefault("taskrun", {})["duration"] = round(duration, 6)
+                self.emit(EventType.CELL, {"cell_index": index, "phase": "end", "duration": round(duration, 6), "status": status})
+        self._cell_index = None
+        return RunOutcome(TaskStatus.COMPLETED, result=self.result)
+
+    def metrics_summary(self) -> dict[str, Any]:
+        s = self.sampler
+        return {
+            "wall": round(time.monotonic() - self.started, 6),
+            "cpu_user": round(s.cpu_user, 3) if s else None,
+            "cpu_system": round(s.cpu_system, 3) if s else None,
+            "peak_rss": s.peak_rss if s else None,
+            "output_bytes": self.output_bytes,
+            "output_truncated": self.truncated,
+            "cell_durations": self.cell_durations,
+        }
+
+
+def _outer_cancelled() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling and cancelling())

@@ -1,0 +1,718 @@
+"""``TaskRun``: the configurable service that owns the store, queue, executor and broker.
+
+It is the domain API the HTTP handlers call (submit, cancel, list, ...) and the
+one place that decides a task's status. Event flow for every task:
+
+    executor/runner --emit--> TaskRun._emit --batch--> TaskStore (one tx per loop turn)
+                                                   \\--> EventBroker.publish (after commit)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, Union, default
+from traitlets.config import LoggingConfigurable
+
+from ._version import __version__
+from .broker import ALL_TASKS, EventBroker
+from .errors import (
+    InvalidSubmission,
+    QueueFull,
+    TaskNotFound,
+    TaskRunError,
+    TaskStateConflict,
+    TooManyStreams,
+    UnknownKernel,
+)
+from .executor import Executor, JobResult, LocalExecutor, TaskJob
+from .kernels import KERNEL_MARKER_ENV, KernelLauncher, KernelPool, kill_marked_processes, task_base_env
+from .models import (
+    EventType,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    TaskSubmission,
+    check_transition,
+)
+from .notebook import build_notebook, resolve_path
+from .queue import TaskQueue
+from .store import TaskStore
+
+
+@dataclass
+class RunningTask:
+    task: Task
+    future: asyncio.Future[Any] | None = None
+    stop_status: TaskStatus | None = None
+    stop_reason: str | None = None
+    timer: asyncio.TimerHandle | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def default_task_name(sub: TaskSubmission) -> str:
+    if sub.name:
+        return sub.name
+    if sub.path:
+        return os.path.basename(sub.path)
+    source = sub.code if sub.code is not None else (sub.cells[0] if sub.cells else "")
+    if sub.notebook is not None:
+        return str(sub.notebook.get("metadata", {}).get("title") or "notebook")
+    for line in (source or "").splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= 60 else line[:57] + "..."
+    return "task"
+
+
+class TaskRun(LoggingConfigurable):
+    """Runs submitted code as tracked tasks, each in its own fresh kernel.
+
+    Configure in ``jupyter_server_config.py``, e.g. ``c.TaskRun.max_concurrent_tasks = 4``.
+    """
+
+    max_concurrent_tasks = Int(2, config=True, help="How many tasks run at once (one kernel each).")
+    max_queued_tasks = Int(
+        10_000, config=True, help="Bound of the waiting queue; submissions beyond it get 429 with Retry-After."
+    )
+    db_path = Unicode(config=True, help="SQLite file holding tasks, events and artifacts.")
+
+    @default("db_path")
+    def _db_path_default(self) -> str:
+        return os.path.join(jupyter_data_dir(), "taskrun", "tasks.sqlite3")
+
+    default_kernel_name = Unicode(
+        "", config=True, help="Kernel for tasks that name none (empty: the server's default kernel)."
+    )
+    default_timeout = Float(
+        0.0, config=True, help="Whole-task timeout in seconds for tasks that give none (0: no limit)."
+    )
+    default_cell_timeout = Float(0.0, config=True, help="Per-cell timeout in seconds when a task gives none (0: none).")
+    retain_days = Float(30.0, config=True, help="Finished tasks older than this many days are pruned (0: keep).")
+    kernel_pool_size = Union(
+        [Int(), Dict(value_trait=Int(), key_trait=Unicode())],
+        default_value=1,
+        config=True,
+        help="Warm kernels kept ready: an int for the default kernel, or {kernel_name: n}. 0 disables the pool.",
+    )
+    output_flush_interval = Float(
+        0.005, config=True, help="Seconds between output flushes in task kernels (ipykernel's default is 0.2)."
+    )
+    interrupt_grace = Float(
+        0.5, config=True, help="On cancel/timeout, seconds between interrupting a kernel and killing it."
+    )
+    max_output_bytes = Int(
+        64 * 1024 * 1024, config=True, help="Stored output per task; beyond it output is dropped with a marker event."
+    )
+    memory_limit = Int(
+        0, config=True, help="Default per-task memory limit in bytes for the kernel's process tree (0: none)."
+    )
+    metrics_interval = Float(0.5, config=True, help="Seconds between CPU/memory samples of a task's kernel.")
+    kernel_start_timeout = Float(60.0, config=True, help="Seconds a kernel may take to become ready.")
+    max_request_bytes = Int(16 * 1024 * 1024, config=True, help="Largest accepted request body in bytes.")
+    sse_keepalive_interval = Float(15.0, config=True, help="Seconds between SSE keep-alive comments.")
+    max_streams_per_user = Int(
+        100, config=True, help="Live SSE/WebSocket streams one user may hold open at once."
+    )
+    pass_server_credentials = Bool(
+        False, config=True, help="Let task kernels inherit the server's tokens (JUPYTER_TOKEN, ...). Off by default."
+    )
+    extra_secret_env = List(Unicode(), config=True, help="More environment variable names to strip from task kernels.")
+    executor = Enum(["local", "dask"], "local", config=True, help="Where tasks run: this machine or a Dask cluster.")
+    dask_scheduler_address = Unicode("", config=True, help="Address of a running Dask scheduler (tcp://host:8786).")
+    dask_cluster_factory = Unicode(
+        "", config=True, help="Import string of a callable returning a Dask cluster (e.g. LocalCluster)."
+    )
+    retry_on_worker_loss = Bool(False, config=True, help="Re-run a task once if its Dask worker dies.")
+
+    def __init__(self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", **kw: Any):
+        super().__init__(**kw)
+        self.root_dir = os.path.realpath(root_dir)
+        self.kernel_spec_manager = kernel_spec_manager
+        self.server_default_kernel = default_kernel
+        self.store = TaskStore(self.db_path)
+        self.broker = EventBroker()
+        self.queue = TaskQueue(self.max_queued_tasks)
+        # kernels carry this prefix: lets a restarted server find the orphans of its previous life
+        self.server_marker = hashlib.sha1(os.path.realpath(self.db_path).encode()).hexdigest()[:12]
+        self.executor_impl: Executor = self._make_executor()
+        self._active: dict[str, Task] = {}
+        self._running: dict[str, RunningTask] = {}
+        self._pending: list[TaskEvent] = []
+        self._pending_changes: list[tuple[str, str, dict[str, Any]]] = []
+        self._dirty: dict[str, Task] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._progress_change_at: dict[str, float] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._starting: asyncio.Future[None] | None = None
+        self._stopped = False
+        self._streams: dict[str, int] = {}
+        self._dispatching = asyncio.Event()
+        self._dispatching.set()
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def kernel_name_default(self) -> str:
+        return self.default_kernel_name or self.server_default_kernel
+
+    def _make_executor(self) -> Executor:
+        secrets = tuple(self.extra_secret_env)
+        base_env = dict(os.environ) if self.pass_server_credentials else task_base_env(secrets)
+        base_env.pop(KERNEL_MARKER_ENV, None)
+        launcher = KernelLauncher(
+            self.kernel_spec_manager,
+            base_env=base_env,
+            flush_interval=self.output_flush_interval,
+            start_timeout=self.kernel_start_timeout,
+            server_marker=self.server_marker,
+            log=self.log,
+        )
+        if self.executor == "dask":
+            from .dask_executor import DaskExecutor
+
+            return DaskExecutor(self, launcher_settings=launcher)
+        sizes = self.kernel_pool_size
+        if isinstance(sizes, int):
+            sizes = {self.kernel_name_default: sizes}
+        pool = KernelPool(launcher, dict(sizes), log=self.log) if any(v > 0 for v in sizes.values()) else None
+        return LocalExecutor(launcher, pool, root_dir=self.root_dir, log=self.log)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+        return t
+
+    async def start(self) -> None:
+        """Recover from the previous run, then start dispatching. Idempotent."""
+        if self._started:
+            return
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            return
+        self._starting = asyncio.get_running_loop().create_future()
+        try:
+            self._slots = asyncio.Semaphore(self.max_concurrent_tasks)
+            await self._recover()
+            await self.executor_impl.start()
+            self._spawn(self._dispatch_forever())
+            self._spawn(self._prune_forever())
+            self._started = True
+            self.log.info(
+                "taskrun: %s executor, %d concurrent, store %s", self.executor_impl.kind, self.max_concurrent_tasks, self.db_path
+            )
+        finally:
+            self._starting.set_result(None)
+
+    async def _recover(self) -> None:
+        # orphans of a server that died without cleaning up (SIGKILL): kill by marker
+        killed = await asyncio.to_thread(self._kill_orphans)
+        if killed:
+            self.log.warning("taskrun: killed %d orphan kernel process(es) of a previous server", len(killed))
+        for task in self.store.tasks_with_status(TaskStatus.RUNNING):
+            self._active[task.id] = task
+            self._finish(task, TaskStatus.FAILED, reason="interrupted: server stopped while the task was running")
+        for task in self.store.tasks_with_status(TaskStatus.QUEUED):
+            self._active[task.id] = task
+            self.queue.put(task.id, task.priority, force=True)
+        self._flush()
+
+    def _kill_orphans(self) -> list[int]:
+        import psutil
+
+        prefix = self.server_marker + ":"
+        killed = []
+        for proc in psutil.process_iter(["pid"]):
+            if proc.pid == os.getpid():
+                continue
+            try:
+                marker = proc.environ().get(KERNEL_MARKER_ENV, "")
+            except (psutil.Error, OSError):
+                continue
+            if marker.startswith(prefix):
+                try:
+                    proc.kill()
+                    killed.append(proc.pid)
+                except psutil.Error:
+                    pass
+        return killed
+
+    async def stop(self) -> None:
+        """Stop dispatching, end running tasks as interrupted, kill every kernel, close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for running in list(self._running.values()):
+            running.stop_status = TaskStatus.FAILED
+            running.stop_reason = "interrupted: server stopped while the task was running"
+            self.executor_impl.kill(running.task.id)
+        for t in list(self._bg):
+            if t is not asyncio.current_task():
+                t.cancel()
+        await asyncio.gather(*[t for t in self._bg if t is not asyncio.current_task()], return_exceptions=True)
+        # running tasks that were cancelled mid-await: record them as interrupted
+        for running in list(self._running.values()):
+            task = running.task
+            if not task.status.is_terminal and task.status == TaskStatus.RUNNING:
+                self._finish(task, TaskStatus.FAILED, reason=running.stop_reason)
+        self._running.clear()
+        await self.executor_impl.stop()
+        self._flush()
+        self.broker.close_all()
+        self.store.close()
+
+    # ------------------------------------------------------------- validation
+
+    def validate(self, data: Any) -> TaskSubmission:
+        """Parse and check a submission against this server (kernel, paths) without queueing it."""
+        sub = data if isinstance(data, TaskSubmission) else TaskSubmission.from_dict(data)
+        kernel_name = sub.kernel_name or self.kernel_name_default
+        try:
+            self.kernel_spec_manager.get_kernel_spec(kernel_name)
+        except Exception:
+            raise UnknownKernel(f"no kernel named {kernel_name!r}") from None
+        if sub.path is not None:
+            resolve_path(self.root_dir, sub.path)
+        if sub.cwd is not None:
+            resolve_path(self.root_dir, sub.cwd or ".", want_dir=True)
+        return sub
+
+    def _new_task(self, sub: TaskSubmission, owner: str, rerun_of: str | None = None) -> Task:
+        metrics: dict[str, Any] = {}
+        return Task(
+            id=uuid.uuid4().hex,
+            status=TaskStatus.QUEUED,
+            submission=sub.to_dict(),
+            source_kind=sub.source_kind,
+            name=default_task_name(sub),
+            owner=owner,
+            kernel_name=sub.kernel_name or self.kernel_name_default,
+            tags=list(sub.tags),
+            priority=sub.priority,
+            executor=self.executor_impl.kind,
+            rerun_of=rerun_of,
+            metrics=metrics,
+        )
+
+    # -------------------------------------------------------------- domain API
+
+    def submit(self, data: Any, owner: str = "") -> Task:
+        return self.submit_batch([data], owner)[0]
+
+    def submit_batch(self, items: list[Any], owner: str = "", rerun_of: str | None = None) -> list[Task]:
+        """Validate every submission first; queue all or none."""
+        if not isinstance(items, list) or not items:
+            raise InvalidSubmission("'tasks' must be a non-empty list of submissions")
+        subs = []
+        for i, item in enumerate(items):
+            try:
+                subs.append(self.validate(item))
+            except TaskRunError as e:
+                if len(items) > 1:
+                    e.args = (f"tasks[{i}]: {e}",)
+                raise
+        self.queue.check_room(len(subs))
+        tasks = [self._new_task(sub, owner, rerun_of) for sub in subs]
+        self._flush()  # keep the feed in order: pending events go before these 'created' entries
+        changes = self.store.insert_tasks(tasks)
+        for task in tasks:
+            self._active[task.id] = task
+            self.queue.put(task.id, task.priority, force=True)
+        self.broker.publish(ALL_TASKS, changes)
+        return tasks
+
+    def rerun(self, task_id: str, owner: str = "") -> Task:
+        old = self.get(task_id)
+        return self.submit_batch([old.submission], owner or old.owner, rerun_of=old.id)[0]
+
+    def get(self, task_id: str) -> Task:
+        if not isinstance(task_id, str):
+            raise TaskNotFound("no such task")
+        task = self._active.get(task_id)
+        return task if task is not None else self.store.get_task(task_id)
+
+    def list(self, **filters: Any) -> tuple[list[Task], str | None]:
+        self._flush()
+        tasks, cursor = self.store.list_tasks(**filters)
+        # active tasks: the in-memory copy has the freshest progress and metrics
+        return [self._active.get(t.id, t) for t in tasks], cursor
+
+    def queue_position(self, task_id: str) -> int | None:
+        return self.queue.position(task_id)
+
+    async def cancel(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if task.status.is_terminal:
+            raise TaskStateConflict(f"task {task_id} already {task.status.value}")
+        if self.queue.remove(task_id):
+            self._finish(task, TaskStatus.CANCELLED, reason="cancelled while queued")
+            return task
+        self._stop_running(task_id, TaskStatus.CANCELLED, "cancelled by user")
+        return task
+
+    def _stop_running(self, task_id: str, status: TaskStatus, reason: str) -> None:
+        running = self._running.get(task_id)
+        if running is None or running.stop_status is not None:
+            return  # already stopping: cancel is idempotent
+        running.stop_status = status
+        running.stop_reason = reason
+        self._spawn(self.executor_impl.interrupt_and_kill(task_id, self.interrupt_grace))
+
+    def delete(self, task_id: str) -> None:
+        task = self.get(task_id)
+        if not task.status.is_terminal:
+            raise TaskStateConflict(f"task {task_id} is {task.status.value}; cancel it before deleting")
+        self._flush()
+        self.store.delete_task(task_id)
+        self._active.pop(task_id, None)
+        self._record_change("deleted", task_id, {})
+        self._flush()
+        self.broker.close_key(task_id)
+
+    async def wait(self, task_id: str, timeout: float | None) -> Task:
+        """Return the task once it ends, or as it is after ``timeout`` seconds."""
+        task = self.get(task_id)
+        if task.status.is_terminal:
+            return task
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.broker.subscribe(task_id, maxsize=1) as sub:
+            while True:
+                task = self.get(task_id)
+                if task.status.is_terminal:
+                    return task
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return task
+                if not await sub.wait(remaining):
+                    return self.get(task_id)
+                sub.reset_lag()
+                sub.drain()
+                if sub.closed:
+                    return self.get(task_id)
+
+    def read_events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
+        self.get(task_id)
+        self._flush()
+        return self.store.read_events(task_id, after, limit)
+
+    def logs(self, task_id: str, stream: str | None = None, offset: int = 0) -> bytes:
+        """The task's log as UTF-8, stdout and stderr merged in order (or one stream), from a byte offset."""
+        self.get(task_id)
+        self._flush()
+        chunks: list[bytes] = []
+        pos = 0
+        for ev in self.store.iter_events(task_id, (EventType.LOG.value,)):
+            if stream and ev.data.get("stream") != stream:
+                continue
+            b = ev.data.get("text", "").encode("utf-8")
+            end = pos + len(b)
+            if end > offset:
+                chunks.append(b[max(0, offset - pos) :])
+            pos = end
+        return b"".join(chunks)
+
+    def outputs(self, task_id: str) -> list[dict[str, Any]]:
+        self.get(task_id)
+        self._flush()
+        outs = []
+        for ev in self.store.iter_events(task_id, (EventType.OUTPUT.value,)):
+            out = dict(ev.data.get("output", {}))
+            out["cell_index"] = ev.data.get("cell_index")
+            if ev.data.get("display_id"):
+                out["display_id"] = ev.data["display_id"]
+            if ev.data.get("update"):
+                out["update"] = True
+            outs.append(out)
+        return outs
+
+    def executed_notebook(self, task_id: str) -> dict[str, Any] | None:
+        self.get(task_id)
+        blob = self.store.get_artifact(task_id, "notebook")
+        return json.loads(blob) if blob else None
+
+    def metrics(self, task_id: str) -> dict[str, Any]:
+        task = self.get(task_id)
+        self._flush()
+        samples = [
+            {"t": ev.data.get("t"), "cpu": ev.data.get("cpu"), "rss": ev.data.get("rss")}
+            for ev in self.store.iter_events(task_id, (EventType.METRICS.value,))
+        ]
+        return {"task_id": task.id, "summary": task.metrics, "samples": samples, "cells": task.metrics.get("cell_durations", [])}
+
+    def acquire_stream(self, user: str) -> None:
+        """Count a live SSE/WebSocket stream against the user's limit."""
+        n = self._streams.get(user, 0)
+        if n >= self.max_streams_per_user:
+            raise TooManyStreams(f"at most {self.max_streams_per_user} live event streams per user")
+        self._streams[user] = n + 1
+
+    def release_stream(self, user: str) -> None:
+        n = self._streams.get(user, 0) - 1
+        if n > 0:
+            self._streams[user] = n
+        else:
+            self._streams.pop(user, None)
+
+    def status(self) -> dict[str, Any]:
+        running = sum(1 for t in self._active.values() if t.status == TaskStatus.RUNNING)
+        return {
+            "version": __version__,
+            "executor": self.executor_impl.info(),
+            "capacity": self.max_concurrent_tasks,
+            "running": running,
+            "queued": len(self.queue),
+            "max_queued": self.max_queued_tasks,
+            "started": self._started,
+            "paused": self.paused,
+            "streams": sum(self._streams.values()),
+        }
+
+    # -------------------------------------------------------------- dispatch
+
+    def pause(self) -> None:
+        """Stop starting queued tasks (running ones go on); submissions still queue."""
+        self._dispatching.clear()
+
+    def resume(self) -> None:
+        self._dispatching.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._dispatching.is_set()
+
+    async def _dispatch_forever(self) -> None:
+        assert self._slots is not None
+        while True:
+            await self._dispatching.wait()
+            await self._slots.acquire()
+            if not self._dispatching.is_set():
+                self._slots.release()
+                continue
+            try:
+                task_id = await self.queue.get()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = self._active.get(task_id)
+            if task is None or task.status != TaskStatus.QUEUED:
+                self._slots.release()
+                continue
+            running = RunningTask(task=task)
+            self._running[task_id] = running
+            fut = self._spawn(self._run_one(running))
+            running.future = fut
+            fut.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
+
+    async def _run_one(self, running: RunningTask) -> None:
+        task = running.task
+        try:
+            try:
+                sub = TaskSubmission.from_dict(task.submission)
+                nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name)
+                if context.get("cwd") is None:
+                    context["cwd"] = self.root_dir
+            except TaskRunError as e:
+                self._finish(task, TaskStatus.FAILED, reason=str(e))
+                return
+            now = time.time()
+            task.started_at = now
+            task.metrics["queue_wait"] = round(now - task.created_at, 6)
+            self._set_status(task, TaskStatus.RUNNING)
+            timeout = sub.timeout or self.default_timeout or None
+            if timeout:
+                running.timer = asyncio.get_running_loop().call_later(
+                    timeout, self._stop_running, task.id, TaskStatus.TIMED_OUT, f"task exceeded its timeout of {timeout:g} s"
+                )
+            job = TaskJob(
+                task_id=task.id,
+                kernel_name=task.kernel_name,
+                notebook=dict(nb),
+                context=context,
+                env=dict(sub.env),
+                cell_timeout=sub.cell_timeout or self.default_cell_timeout or None,
+                memory_limit=sub.memory_limit or self.memory_limit or None,
+                max_output_bytes=self.max_output_bytes,
+                metrics_interval=self.metrics_interval,
+                resources=dict(sub.resources),
+            )
+
+            def emit(type: str, data: dict[str, Any]) -> None:
+                self._emit(task, type, data)
+
+            def on_kernel(pid: int | None) -> None:
+                task.kernel_pid = pid
+                self._dirty[task.id] = task
+                if running.stop_status is not None:
+                    self.executor_impl.kill(task.id)  # cancelled while its kernel was starting
+
+            if running.stop_status is not None:
+                self._finish(task, running.stop_status, reason=running.stop_reason)
+                return
+            try:
+                result = await self.executor_impl.run(job, emit, on_kernel)
+            except asyncio.CancelledError:
+                raise
+            except TaskRunError as e:
+                self._finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or str(e))
+                return
+            except Exception as e:  # a broken task must never take the server down
+                self.log.exception("taskrun: task %s failed in the executor", task.id)
+                self._finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or f"{type(e).__name__}: {e}")
+                return
+            self._complete(task, running, result)
+        finally:
+            if running.timer:
+                running.timer.cancel()
+            self._running.pop(task.id, None)
+            # the task is already reported finished; its slot frees once the kernel has exited
+            await self.executor_impl.release(task.id)
+
+    def _complete(self, task: Task, running: RunningTask, result: JobResult) -> None:
+        task.metrics.update(result.metrics)
+        task.metrics["wall"] = round(time.time() - (task.started_at or time.time()), 6)
+        if result.worker:
+            task.worker = result.worker
+            task.metrics["worker"] = result.worker
+        try:
+            self.store.put_artifact(task.id, "notebook", json.dumps(result.notebook).encode())
+        except TaskRunError as e:
+            self.log.error("taskrun: could not store the notebook of %s: %s", task.id, e)
+        outcome = result.outcome
+        if running.stop_status is not None:
+            # the kill we sent made the kernel "die": report what the user asked for instead
+            self._finish(task, running.stop_status, reason=running.stop_reason)
+            return
+        if outcome.result is not None:
+            task.result = outcome.result
+            self._emit(task, EventType.RESULT, outcome.result)
+        if outcome.status == TaskStatus.COMPLETED:
+            self._finish(task, TaskStatus.COMPLETED)
+        else:
+            error = outcome.error or {}
+            self._finish(task, outcome.status, reason=error.get("reason"), error=error)
+
+    # ---------------------------------------------------------- status & events
+
+    def _set_status(self, task: Task, status: TaskStatus, *, reason: str | None = None, error: dict[str, Any] | None = None) -> None:
+        check_transition(task.status, status)
+        task.status = status
+        data: dict[str, Any] = {"status": status.value}
+        if reason:
+            data["reason"] = reason
+        if error:
+            data["error"] = error
+        self._emit(task, EventType.STATUS, data)
+        self._record_change("status", task.id, task.to_dict())
+        self._flush()
+
+    def _finish(self, task: Task, status: TaskStatus, *, reason: str | None = None, error: dict[str, Any] | None = None) -> None:
+        if task.status.is_terminal:
+            return
+        task.finished_at = time.time()
+        if task.started_at:
+            task.metrics.setdefault("wall", round(task.finished_at - task.started_at, 6))
+        if error is None and status != TaskStatus.COMPLETED:
+            error = {"ename": status.value, "evalue": reason or status.value, "traceback": [], "cell_index": None, "reason": reason or status.value}
+        task.error = error
+        task.kernel_pid = None
+        self._set_status(task, status, reason=reason, error=error)
+        self._active.pop(task.id, None)
+        self._progress_change_at.pop(task.id, None)
+
+    def _emit(self, task: Task, type: str, data: dict[str, Any]) -> None:
+        task.last_seq += 1
+        self._pending.append(TaskEvent(task_id=task.id, seq=task.last_seq, type=str(type), data=data))
+        self._dirty[task.id] = task
+        if type == EventType.PROGRESS:
+            task.progress = data
+            now = time.monotonic()
+            # the global feed is for list views: a few progress updates per second is plenty
+            if now - self._progress_change_at.get(task.id, 0.0) >= 0.25:
+                self._progress_change_at[task.id] = now
+                self._record_change("progress", task.id, {"progress": data, "id": task.id})
+        elif type == EventType.METRICS:
+            for key in ("cpu_user", "cpu_system", "peak_rss"):
+                if key in data:
+                    task.metrics[key] = data[key]
+        self._schedule_flush()
+
+    def _record_change(self, type: str, task_id: str, data: dict[str, Any]) -> None:
+        self._pending_changes.append((type, task_id, data))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Persist everything pending in one transaction, then publish it."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not (self._pending or self._pending_changes or self._dirty):
+            return
+        events, changes, dirty = self._pending, self._pending_changes, self._dirty
+        self._pending, self._pending_changes, self._dirty = [], [], {}
+        try:
+            written = self.store.append_events(events, dirty.values(), changes)
+        except TaskRunError as e:
+            # keep everything and retry: nothing is published that is not persisted
+            self.log.error("taskrun: store write failed, will retry: %s", e)
+            self._pending = events + self._pending
+            self._pending_changes = changes + self._pending_changes
+            self._dirty = {**dirty, **self._dirty}
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_later(0.5, self._flush)
+            except RuntimeError:
+                pass
+            return
+        by_task: dict[str, list[TaskEvent]] = {}
+        for ev in events:
+            by_task.setdefault(ev.task_id, []).append(ev)
+        for task_id, evs in by_task.items():
+            self.broker.publish(task_id, evs)
+        if written:
+            self.broker.publish(ALL_TASKS, written)
+
+    # ---------------------------------------------------------------- pruning
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                self.prune()
+            except TaskRunError as e:
+                self.log.warning("taskrun: pruning failed: %s", e)
+            await asyncio.sleep(3600)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete finished tasks older than ``retain_days``; returns how many."""
+        if self.retain_days <= 0:
+            return 0
+        cutoff = (now or time.time()) - self.retain_days * 86400
+        count = 0
+        while True:
+            ids = self.store.finished_before(cutoff)
+            if not ids:
+                break
+            for task_id in ids:
+                self.store.delete_task(task_id)
+                self._record_change("deleted", task_id, {})
+                count += 1
+        self.store.prune_changes(keep=100_000)
+        self._flush()
+        return count

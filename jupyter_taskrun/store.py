@@ -1,0 +1,377 @@
+"""Embedded SQLite persistence of tasks, their event logs, artifacts and the change feed.
+
+One connection, used from the server's event loop thread only. Statements are
+short and indexed (sub-millisecond), so they run inline; the hot path (events)
+is batched by ``EventSink`` into one transaction per loop iteration.
+WAL mode lets readers in other processes (a second server, a test) look in
+while the server writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import InvalidSubmission, StoreUnavailable, TaskNotFound
+from .models import Change, Task, TaskEvent, TaskStatus
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    n            INTEGER PRIMARY KEY AUTOINCREMENT,   -- insertion order: stable newest-first paging
+    id           TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    kernel_name  TEXT NOT NULL,
+    source_kind  TEXT NOT NULL,
+    submission   TEXT NOT NULL,
+    tags         TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    finished_at  REAL,
+    progress     TEXT,
+    error        TEXT,
+    metrics      TEXT NOT NULL,
+    result       TEXT,
+    executor     TEXT NOT NULL,
+    worker       TEXT,
+    rerun_of     TEXT,
+    last_seq     INTEGER NOT NULL DEFAULT 0,
+    kernel_pid   INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_status_n ON tasks (status, n);
+CREATE INDEX IF NOT EXISTS tasks_owner_n ON tasks (owner, n);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
+CREATE TABLE IF NOT EXISTS task_tags (
+    tag     TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (tag, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_tags_task ON task_tags (task_id);
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    time    REAL NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+    task_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    content BLOB NOT NULL,
+    PRIMARY KEY (task_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    type    TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    time    REAL NOT NULL,
+    data    TEXT NOT NULL
+);
+"""
+
+_TASK_COLUMNS = (
+    "id, name, status, owner, kernel_name, source_kind, submission, tags, priority, created_at, "
+    "started_at, finished_at, progress, error, metrics, result, executor, worker, rerun_of, last_seq, kernel_pid"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class TaskStore:
+    """Tasks, per-task event logs, artifacts and a global change feed in one SQLite file."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0):
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: durable against process crashes (our failure model), fsync only at checkpoints
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._in_tx = False
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing writes; nested use joins the outer transaction."""
+        if self._in_tx:
+            yield self._db
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"task store unavailable: {e}") from e
+        self._in_tx = True
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise StoreUnavailable(f"task store write failed: {e}") from e
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._in_tx = False
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row | tuple]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"task store read failed: {e}") from e
+
+    # -- tasks ---------------------------------------------------------------
+
+    def insert_tasks(self, tasks: list[Task]) -> list[Change]:
+        """Insert tasks and their ``created`` feed entries all-or-nothing."""
+        changes: list[Change] = []
+        with self.transaction() as db:
+            for task in tasks:
+                cur = db.execute(
+                    f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 21)})", self._task_row(task)
+                )
+                n = cur.lastrowid
+                db.executemany(
+                    "INSERT OR IGNORE INTO task_tags (tag, n, task_id) VALUES (?, ?, ?)",
+                    [(tag, n, task.id) for tag in task.tags],
+                )
+                changes += self.append_events([], changes=[("created", task.id, task.to_dict())])
+        return changes
+
+    def update_task(self, task: Task) -> None:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE tasks SET name=?, status=?, started_at=?, finished_at=?, progress=?, error=?, "
+                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=? WHERE id=?",
+                (
+                    task.name, task.status.value, task.started_at, task.finished_at, _dumps(task.progress),
+                    _dumps(task.error), _dumps(task.metrics), _dumps(task.result), task.worker,
+                    task.last_seq, task.kernel_pid, task.id,
+                ),
+            )  # fmt: skip
+            if cur.rowcount == 0:
+                raise TaskNotFound(f"no task {task.id}")
+
+    @staticmethod
+    def _task_row(t: Task) -> tuple:
+        return (
+            t.id, t.name, t.status.value, t.owner, t.kernel_name, t.source_kind, _dumps(t.submission),
+            _dumps(t.tags), t.priority, t.created_at, t.started_at, t.finished_at, _dumps(t.progress),
+            _dumps(t.error), _dumps(t.metrics), _dumps(t.result), t.executor, t.worker, t.rerun_of,
+            t.last_seq, t.kernel_pid,
+        )  # fmt: skip
+
+    @staticmethod
+    def _task_from_row(r: tuple) -> Task:
+        return Task(
+            id=r[0], name=r[1], status=TaskStatus(r[2]), owner=r[3], kernel_name=r[4], source_kind=r[5],
+            submission=_loads(r[6]), tags=_loads(r[7]), priority=r[8], created_at=r[9], started_at=r[10],
+            finished_at=r[11], progress=_loads(r[12]), error=_loads(r[13]), metrics=_loads(r[14]) or {},
+            result=_loads(r[15]), executor=r[16], worker=r[17], rerun_of=r[18], last_seq=r[19],
+            kernel_pid=r[20],
+        )  # fmt: skip
+
+    def get_task(self, task_id: str) -> Task:
+        rows = self._query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id=?", (task_id,))
+        if not rows:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return self._task_from_row(rows[0])
+
+    def list_tasks(
+        self,
+        *,
+        status: list[str] | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """Newest first; ``cursor`` is the opaque token returned as the second value."""
+        where: list[str] = []
+        params: list[Any] = []
+        if cursor is not None:
+            try:
+                before = int(cursor)
+                if before <= 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise InvalidSubmission(f"invalid cursor {cursor!r}") from None
+            where.append("t.n < ?")
+            params.append(before)
+        if status:
+            where.append(f"t.status IN ({', '.join('?' * len(status))})")
+            params.extend(status)
+        if owner is not None:
+            where.append("t.owner = ?")
+            params.append(owner)
+        if name:
+            # prefix match via range so the index is used (LIKE would need escaping and case rules)
+            where.append("t.name >= ? AND t.name < ?")
+            params.extend([name, name + "\U0010ffff"])
+        if tag is not None:
+            sql_from = "task_tags g JOIN tasks t ON t.n = g.n"
+            where.insert(0, "g.tag = ?")
+            params.insert(0, tag)
+            order = "g.n DESC"
+            if cursor is not None:  # the cursor condition must use the tag index's column
+                where[1] = "g.n < ?"
+        else:
+            sql_from = "tasks t"
+            order = "t.n DESC"
+        cols = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
+        sql = f"SELECT {cols}, t.n FROM {sql_from}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} LIMIT ?"
+        params.append(limit + 1)
+        rows = self._query(sql, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        tasks = [self._task_from_row(r) for r in rows]
+        next_cursor = str(rows[-1][-1]) if more and rows else None
+        return tasks, next_cursor
+
+    def tasks_with_status(self, *statuses: TaskStatus) -> list[Task]:
+        """Oldest first: the order a restarted server re-queues them in."""
+        marks = ", ".join("?" * len(statuses))
+        rows = self._query(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY n ASC",
+            [s.value for s in statuses],
+        )
+        return [self._task_from_row(r) for r in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        return dict(self._query("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
+
+    def delete_task(self, task_id: str) -> None:
+        with self.transaction() as db:
+            cur = db.execute("DELETE FROM tasks WHERE id=?", (task_id,))
+            if cur.rowcount == 0:
+                raise TaskNotFound(f"no task with id {task_id!r}")
+            db.execute("DELETE FROM task_tags WHERE task_id=?", (task_id,))
+            db.execute("DELETE FROM events WHERE task_id=?", (task_id,))
+            db.execute("DELETE FROM artifacts WHERE task_id=?", (task_id,))
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+        rows = self._query(
+            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit)
+        )
+        return [r[0] for r in rows]
+
+    # -- events --------------------------------------------------------------
+
+    def append_events(
+        self,
+        events: list[TaskEvent],
+        tasks: Iterable[Task] = (),
+        changes: Iterable[tuple[str, str, dict[str, Any]]] = (),
+    ) -> list[Change]:
+        """Write a batch of events, the task rows they changed and feed entries in one transaction."""
+        written: list[Change] = []
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO events (task_id, seq, type, time, data) VALUES (?, ?, ?, ?, ?)",
+                [(e.task_id, e.seq, str(e.type), e.time, _dumps(e.data)) for e in events],
+            )
+            for task in tasks:
+                self.update_task(task)
+            for type, task_id, data in changes:
+                now = time.time()
+                cur = db.execute(
+                    "INSERT INTO changes (type, task_id, time, data) VALUES (?, ?, ?, ?)",
+                    (type, task_id, now, _dumps(data)),
+                )
+                written.append(Change(seq=cur.lastrowid or 0, type=type, task_id=task_id, data=data, time=now))
+        return written
+
+    def read_events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
+        sql = "SELECT seq, type, time, data FROM events WHERE task_id=? AND seq>? ORDER BY seq"
+        params: list[Any] = [task_id, after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=json.loads(r[3]))
+            for r in self._query(sql, params)
+        ]
+
+    def iter_events(self, task_id: str, types: tuple[str, ...], batch: int = 2000) -> Iterator[TaskEvent]:
+        """Stream a task's events of some types in pages, so a huge log never sits in memory at once."""
+        after = 0
+        marks = ", ".join("?" * len(types))
+        while True:
+            rows = self._query(
+                f"SELECT seq, type, time, data FROM events WHERE task_id=? AND seq>? AND type IN ({marks}) "
+                "ORDER BY seq LIMIT ?",
+                [task_id, after, *types, batch],
+            )
+            for r in rows:
+                yield TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=json.loads(r[3]))
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    # -- artifacts -----------------------------------------------------------
+
+    def put_artifact(self, task_id: str, name: str, content: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", (task_id, name, content))
+
+    def get_artifact(self, task_id: str, name: str) -> bytes | None:
+        rows = self._query("SELECT content FROM artifacts WHERE task_id=? AND name=?", (task_id, name))
+        return bytes(rows[0][0]) if rows else None
+
+    # -- global change feed --------------------------------------------------
+
+    def append_change(self, type: str, task_id: str, data: dict[str, Any]) -> Change:
+        return self.append_events([], changes=[(type, task_id, data)])[0]
+
+    def read_changes(self, after: int = 0, limit: int = 1000) -> list[Change]:
+        rows = self._query(
+            "SELECT seq, type, task_id, time, data FROM changes WHERE seq>? ORDER BY seq LIMIT ?", (after, limit)
+        )
+        return [Change(seq=r[0], type=r[1], task_id=r[2], time=r[3], data=json.loads(r[4])) for r in rows]
+
+    def last_change_seq(self) -> int:
+        rows = self._query("SELECT MAX(seq) FROM changes")
+        return rows[0][0] or 0
+
+    def prune_changes(self, keep: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?", (keep,))

@@ -1,0 +1,251 @@
+/**
+ * TypeScript mirrors of the Python models (jupyter_taskrun/models.py) as the
+ * HTTP API serialises them; see docs/API_CONTRACT.md.
+ */
+import type { IOutput } from '@jupyterlab/nbformat';
+import type { PartialJSONObject } from '@lumino/coreutils';
+
+export type TaskStatus =
+  | 'queued'
+  | 'running'
+  | 'completed'
+  | 'failed'
+  | 'cancelled'
+  | 'timed_out';
+
+export const TASK_STATUSES: readonly TaskStatus[] = [
+  'queued',
+  'running',
+  'completed',
+  'failed',
+  'cancelled',
+  'timed_out'
+];
+
+export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set<TaskStatus>([
+  'completed',
+  'failed',
+  'cancelled',
+  'timed_out'
+]);
+
+export function isTerminal(status: TaskStatus): boolean {
+  return TERMINAL_STATUSES.has(status);
+}
+
+export type SourceKind = 'code' | 'cells' | 'path' | 'notebook';
+
+export interface ITaskProgress {
+  value: number;
+  total: number | null;
+  message: string;
+}
+
+export interface ITaskError {
+  ename: string;
+  evalue: string;
+  traceback: string[];
+  cell_index: number | null;
+  reason: string;
+}
+
+export interface ITaskMetricsSummary {
+  queue_wait?: number | null;
+  wall?: number | null;
+  kernel_start?: number | null;
+  cpu_user?: number | null;
+  cpu_system?: number | null;
+  peak_rss?: number | null;
+  output_bytes?: number | null;
+  /** per cell: a number of seconds, or {cell_index, duration, status} */
+  cell_durations?: Array<number | ICellDuration | null>;
+  [key: string]: unknown;
+}
+
+export interface ICellDuration {
+  cell_index: number;
+  duration: number | null;
+  status?: 'ok' | 'error' | string;
+}
+
+export interface ITaskResult {
+  data: PartialJSONObject;
+}
+
+/** A task as `GET /taskrun/api/tasks/{id}` returns it. */
+export interface ITask {
+  id: string;
+  name: string;
+  status: TaskStatus;
+  owner: string;
+  kernel_name: string;
+  source_kind: SourceKind;
+  path: string | null;
+  tags: string[];
+  priority: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  progress: ITaskProgress | null;
+  error: ITaskError | null;
+  metrics: ITaskMetricsSummary;
+  result: ITaskResult | null;
+  executor: 'local' | 'dask' | string;
+  worker: string | null;
+  rerun_of: string | null;
+  last_event_id: number;
+  /** 1-based position in the queue, only while queued */
+  queue_position?: number | null;
+}
+
+/** What `POST /taskrun/api/tasks` accepts: exactly one source plus options. */
+export interface ITaskSubmission {
+  code?: string;
+  cells?: string[];
+  path?: string;
+  notebook?: PartialJSONObject;
+  name?: string;
+  kernel_name?: string;
+  parameters?: PartialJSONObject;
+  timeout?: number;
+  cell_timeout?: number;
+  env?: { [key: string]: string };
+  cwd?: string;
+  tags?: string[];
+  priority?: number;
+  memory_limit?: number;
+  resources?: { [key: string]: number };
+}
+
+export interface ITaskList {
+  tasks: ITask[];
+  next_cursor: string | null;
+}
+
+export interface ITaskListQuery {
+  status?: TaskStatus | '';
+  tag?: string;
+  owner?: string;
+  name?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export type TaskEventType =
+  | 'status'
+  | 'log'
+  | 'output'
+  | 'progress'
+  | 'metrics'
+  | 'cell'
+  | 'result'
+  | 'truncated';
+
+export const TASK_EVENT_TYPES: readonly TaskEventType[] = [
+  'status',
+  'log',
+  'output',
+  'progress',
+  'metrics',
+  'cell',
+  'result',
+  'truncated'
+];
+
+export interface IStatusEventData {
+  status: TaskStatus;
+  reason?: string;
+  error?: ITaskError;
+}
+
+export interface ILogEventData {
+  stream: 'stdout' | 'stderr';
+  text: string;
+}
+
+export interface IOutputEventData {
+  cell_index: number;
+  output: IOutput;
+}
+
+export interface IMetricsSample {
+  /** seconds since the task started */
+  t: number;
+  /** CPU percent of the kernel process tree */
+  cpu: number;
+  /** resident memory in bytes */
+  rss: number;
+}
+
+export interface IMetricsEventData extends IMetricsSample {
+  cpu_user?: number;
+  cpu_system?: number;
+  peak_rss?: number;
+}
+
+export interface ICellEventData {
+  cell_index: number;
+  phase: 'start' | 'end';
+  duration?: number;
+  status?: 'ok' | 'error';
+}
+
+export interface ITruncatedEventData {
+  limit: number;
+  message: string;
+}
+
+/** One entry of a task's event log (`GET /taskrun/api/tasks/{id}/events`). */
+export interface ITaskEvent<T = unknown> {
+  task_id: string;
+  seq: number;
+  type: TaskEventType;
+  time: string;
+  data: T;
+}
+
+export type ChangeType = 'created' | 'status' | 'progress' | 'deleted';
+
+export const CHANGE_TYPES: readonly ChangeType[] = [
+  'created',
+  'status',
+  'progress',
+  'deleted'
+];
+
+/** One entry of the global change feed (`GET /taskrun/api/events`). */
+export interface IChange {
+  seq: number;
+  type: ChangeType;
+  task_id: string;
+  time: string;
+  /** the task (created/status), the progress dict (progress) or {} (deleted) */
+  data: ITask | ITaskProgress | Record<string, never>;
+}
+
+/** `GET /taskrun/api/tasks/{id}/metrics` */
+export interface ITaskMetrics {
+  summary: ITaskMetricsSummary;
+  samples: IMetricsSample[];
+  cells: ICellDuration[];
+}
+
+/** `GET /taskrun/api/tasks/{id}/outputs` */
+export interface ITaskOutputs {
+  outputs: Array<IOutput & { cell_index?: number }>;
+}
+
+/** `GET /taskrun/api/status` */
+export interface IServerStatus {
+  version: string;
+  executor: string | { kind: string; [key: string]: unknown };
+  capacity: number;
+  running: number;
+  queued: number;
+  max_queued: number;
+}
+
+export interface ICounts {
+  running: number;
+  queued: number;
+}

@@ -1,0 +1,487 @@
+/**
+ * The "Tasks" panel of the left sidebar.
+ */
+import {
+  refreshIcon,
+  searchIcon,
+  stopIcon,
+  tagIcon
+} from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { TaskAPI } from './api';
+import { tasksIcon } from './icons';
+import { ITask, isTerminal, TASK_STATUSES, TaskStatus } from './models';
+import { TaskListModel } from './tasklist';
+import {
+  formatAge,
+  formatDuration,
+  formatTime,
+  h,
+  progressFraction,
+  setText,
+  STATUS_LABELS,
+  statusIcon,
+  taskDuration
+} from './utils';
+
+export interface ITaskPanelOptions {
+  model: TaskListModel;
+  /** Open the detail view of a task. */
+  openTask: (id: string) => void;
+  /** Report a failed action to the user. */
+  onError?: (title: string, error: unknown) => void;
+}
+
+interface IRow {
+  node: HTMLLIElement;
+  icon: HTMLElement;
+  iconStatus: TaskStatus | null;
+  name: HTMLElement;
+  duration: HTMLElement;
+  owner: HTMLElement;
+  age: HTMLElement;
+  tags: HTMLElement;
+  progress: HTMLElement;
+  bar: HTMLElement;
+  progressLabel: HTMLElement;
+  cancel: HTMLButtonElement;
+}
+
+export class TaskPanel extends Widget {
+  constructor(options: ITaskPanelOptions) {
+    super();
+    this._model = options.model;
+    this._openTask = options.openTask;
+    this._onError = options.onError ?? (() => undefined);
+    this.id = 'jupyter-taskrun-panel';
+    this.addClass('jp-TaskRun-panel');
+    this.title.icon = tasksIcon;
+    this.title.caption = 'Tasks';
+    this._build();
+    this._model.changed.connect(this._scheduleRender, this);
+    this._render();
+  }
+
+  get model(): TaskListModel {
+    return this._model;
+  }
+
+  protected override onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._model.setActive(true);
+    this._startTicker();
+    this._render();
+  }
+
+  protected override onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._model.setActive(false);
+    this._stopTicker();
+  }
+
+  protected override onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this._model.setActive(true);
+      this._startTicker();
+    }
+  }
+
+  protected override onBeforeDetach(msg: Message): void {
+    this._model.setActive(false);
+    this._stopTicker();
+    super.onBeforeDetach(msg);
+  }
+
+  override dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._stopTicker();
+    this._model.changed.disconnect(this._scheduleRender, this);
+    super.dispose();
+  }
+
+  // ------------------------------------------------------------------ layout
+
+  private _build(): void {
+    const node = this.node;
+
+    const header = h('div', 'jp-TaskRun-header');
+    const title = h('h2', 'jp-TaskRun-title', 'Tasks');
+    this._counts = h('div', 'jp-TaskRun-counts');
+    this._runningCount = h('span', 'jp-TaskRun-count jp-mod-running');
+    this._queuedCount = h('span', 'jp-TaskRun-count jp-mod-queued');
+    this._counts.append(this._runningCount, this._queuedCount);
+    this._live = h('span', 'jp-TaskRun-live');
+    const refresh = h('button', 'jp-TaskRun-iconButton jp-mod-refresh');
+    refresh.title = 'Refresh the task list';
+    refresh.setAttribute('aria-label', 'Refresh');
+    refreshIcon.element({ container: refresh });
+    refresh.addEventListener('click', () => void this._model.refresh());
+    header.append(title, this._counts, this._live, refresh);
+
+    const filters = h('div', 'jp-TaskRun-filters');
+    const searchBox = h('div', 'jp-TaskRun-inputBox');
+    searchIcon.element({ container: searchBox, className: 'jp-TaskRun-inputIcon' });
+    this._search = h('input', 'jp-TaskRun-search');
+    this._search.type = 'search';
+    this._search.placeholder = 'Search by name…';
+    this._search.setAttribute('aria-label', 'Search tasks by name');
+    this._search.addEventListener('input', () => this._onSearch());
+    searchBox.appendChild(this._search);
+
+    this._statusSelect = h('select', 'jp-TaskRun-statusFilter');
+    this._statusSelect.setAttribute('aria-label', 'Filter by status');
+    const all = h('option', '', 'All statuses');
+    all.value = '';
+    this._statusSelect.appendChild(all);
+    for (const status of TASK_STATUSES) {
+      const option = h('option', '', STATUS_LABELS[status]);
+      option.value = status;
+      this._statusSelect.appendChild(option);
+    }
+    this._statusSelect.addEventListener('change', () =>
+      this._model.setFilters({
+        status: this._statusSelect.value as TaskStatus | ''
+      })
+    );
+
+    const tagBox = h('div', 'jp-TaskRun-inputBox');
+    tagIcon.element({ container: tagBox, className: 'jp-TaskRun-inputIcon' });
+    this._tag = h('input', 'jp-TaskRun-tagFilter');
+    this._tag.placeholder = 'Tag';
+    this._tag.setAttribute('aria-label', 'Filter by tag');
+    this._tagList = h('datalist');
+    this._tagList.id = `jp-TaskRun-tags-${Private.nextId()}`;
+    this._tag.setAttribute('list', this._tagList.id);
+    this._tag.addEventListener('change', () =>
+      this._model.setFilters({ tag: this._tag.value })
+    );
+    this._tag.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        this._model.setFilters({ tag: this._tag.value });
+      }
+    });
+    tagBox.append(this._tag, this._tagList);
+
+    const filterRow = h('div', 'jp-TaskRun-filterRow');
+    filterRow.append(this._statusSelect, tagBox);
+    filters.append(searchBox, filterRow);
+
+    this._error = h('div', 'jp-TaskRun-error');
+    this._list = h('ul', 'jp-TaskRun-list');
+    this._list.setAttribute('role', 'list');
+    this._empty = h('div', 'jp-TaskRun-empty');
+
+    this._more = h('button', 'jp-mod-styled jp-TaskRun-more', 'Load more');
+    this._more.addEventListener('click', () => void this._model.loadMore());
+
+    const body = h('div', 'jp-TaskRun-body');
+    body.append(this._error, this._list, this._empty, this._more);
+    node.append(header, filters, body);
+  }
+
+  private _onSearch(): void {
+    if (this._searchTimer !== null) {
+      window.clearTimeout(this._searchTimer);
+    }
+    this._searchTimer = window.setTimeout(() => {
+      this._searchTimer = null;
+      this._model.setFilters({ search: this._search.value });
+    }, 300);
+  }
+
+  // ------------------------------------------------------------------ render
+
+  private _scheduleRender(): void {
+    if (this._frame !== null) {
+      return;
+    }
+    this._frame = window.requestAnimationFrame(() => {
+      this._frame = null;
+      this._render();
+    });
+  }
+
+  private _render(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    const model = this._model;
+    const counts = model.counts;
+    setText(this._runningCount, `${counts.running} running`);
+    setText(this._queuedCount, `${counts.queued} queued`);
+    this._runningCount.classList.toggle('jp-mod-zero', counts.running === 0);
+    this._queuedCount.classList.toggle('jp-mod-zero', counts.queued === 0);
+
+    const mode = model.mode;
+    const liveText =
+      mode === 'stream'
+        ? 'live'
+        : mode === 'polling'
+          ? 'polling'
+          : mode === 'connecting'
+            ? '…'
+            : '';
+    setText(this._live, liveText);
+    this._live.dataset.mode = mode;
+    this._live.title =
+      mode === 'stream'
+        ? 'Updates stream live from the server'
+        : mode === 'polling'
+          ? 'The live stream is unavailable; polling the server'
+          : '';
+
+    setText(this._error, model.lastError ? `Could not load tasks: ${model.lastError}` : '');
+    this._error.hidden = !model.lastError;
+
+    const tasks = model.tasks;
+    const seen = new Set<string>();
+    const now = Date.now();
+    let previous: HTMLElement | null = null;
+    for (const task of tasks) {
+      seen.add(task.id);
+      let row = this._rows.get(task.id);
+      if (!row) {
+        row = this._createRow(task.id);
+        this._rows.set(task.id, row);
+      }
+      this._updateRow(row, task, now);
+      const expected: ChildNode | null = previous
+        ? previous.nextSibling
+        : this._list.firstChild;
+      if (expected !== row.node) {
+        this._list.insertBefore(row.node, expected);
+      }
+      previous = row.node;
+    }
+    for (const [id, row] of this._rows) {
+      if (!seen.has(id)) {
+        row.node.remove();
+        this._rows.delete(id);
+      }
+    }
+
+    const filtered =
+      model.filters.status !== '' ||
+      model.filters.tag.trim() !== '' ||
+      model.filters.search.trim() !== '';
+    this._empty.hidden = tasks.length > 0 || model.loading;
+    setText(
+      this._empty,
+      filtered
+        ? 'No tasks match these filters.'
+        : 'No tasks yet. Use “Run as task” on a notebook, a file or selected cells.'
+    );
+    this._more.hidden = !model.hasMore;
+
+    const tags = model.knownTags;
+    const tagKey = tags.join('\u0000');
+    if (tagKey !== this._tagKey) {
+      this._tagKey = tagKey;
+      this._tagList.replaceChildren(
+        ...tags.map(t => {
+          const o = h('option');
+          o.value = t;
+          return o;
+        })
+      );
+    }
+  }
+
+  private _createRow(id: string): IRow {
+    const node = h('li', 'jp-TaskRun-row');
+    node.dataset.taskId = id;
+    node.tabIndex = 0;
+    node.setAttribute('role', 'listitem');
+    const icon = h('span', 'jp-TaskRun-statusIcon');
+    const main = h('div', 'jp-TaskRun-rowMain');
+    const top = h('div', 'jp-TaskRun-rowTop');
+    const name = h('span', 'jp-TaskRun-name');
+    const duration = h('span', 'jp-TaskRun-duration');
+    top.append(name, duration);
+    const meta = h('div', 'jp-TaskRun-rowMeta');
+    const owner = h('span', 'jp-TaskRun-owner');
+    const age = h('span', 'jp-TaskRun-age');
+    const tags = h('span', 'jp-TaskRun-tags');
+    meta.append(owner, age, tags);
+    const progress = h('div', 'jp-TaskRun-progress');
+    const track = h('div', 'jp-TaskRun-progressTrack');
+    const bar = h('div', 'jp-TaskRun-progressBar');
+    track.appendChild(bar);
+    const progressLabel = h('span', 'jp-TaskRun-progressLabel');
+    progress.append(track, progressLabel);
+    main.append(top, meta, progress);
+    const cancel = h('button', 'jp-TaskRun-iconButton jp-TaskRun-rowCancel');
+    cancel.title = 'Cancel this task';
+    cancel.setAttribute('aria-label', 'Cancel task');
+    stopIcon.element({ container: cancel });
+    cancel.addEventListener('click', event => {
+      event.stopPropagation();
+      cancel.disabled = true;
+      TaskAPI.cancel(id)
+        .then(task => this._model.upsert(task))
+        .catch(error => this._onError('Cancel failed', error))
+        .finally(() => (cancel.disabled = false));
+    });
+    node.append(icon, main, cancel);
+    node.addEventListener('click', () => this._select(id));
+    node.addEventListener('keydown', event => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        this._select(id);
+      }
+    });
+    return {
+      node,
+      icon,
+      iconStatus: null,
+      name,
+      duration,
+      owner,
+      age,
+      tags,
+      progress,
+      bar,
+      progressLabel,
+      cancel
+    };
+  }
+
+  private _select(id: string): void {
+    this._selected = id;
+    for (const [rowId, row] of this._rows) {
+      row.node.classList.toggle('jp-mod-selected', rowId === id);
+    }
+    this._openTask(id);
+  }
+
+  private _updateRow(row: IRow, task: ITask, now: number): void {
+    const node = row.node;
+    if (node.dataset.status !== task.status) {
+      node.dataset.status = task.status;
+      for (const status of TASK_STATUSES) {
+        node.classList.toggle(`jp-mod-${status}`, status === task.status);
+      }
+    }
+    node.classList.toggle('jp-mod-selected', task.id === this._selected);
+    if (row.iconStatus !== task.status) {
+      row.iconStatus = task.status;
+      row.icon.replaceChildren();
+      statusIcon(task.status).element({
+        container: row.icon,
+        title: STATUS_LABELS[task.status]
+      });
+      row.icon.title = STATUS_LABELS[task.status];
+    }
+    setText(row.name, task.name || task.id);
+    const duration = taskDuration(task, now);
+    setText(
+      row.duration,
+      duration === null
+        ? task.status === 'queued'
+          ? task.queue_position
+            ? `queued #${task.queue_position}`
+            : 'queued'
+          : ''
+        : formatDuration(duration)
+    );
+    setText(row.owner, task.owner || '');
+    row.owner.hidden = !task.owner;
+    setText(row.age, formatAge(task.created_at, now));
+    setText(row.tags, task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : '');
+    row.tags.hidden = task.tags.length === 0;
+
+    const fraction = progressFraction(task);
+    const active = !isTerminal(task.status);
+    const showProgress = task.status === 'running' || fraction !== null;
+    row.progress.hidden = !showProgress;
+    row.progress.classList.toggle(
+      'jp-mod-indeterminate',
+      fraction === null && task.status === 'running'
+    );
+    const width = fraction === null ? '' : `${(fraction * 100).toFixed(1)}%`;
+    if (row.bar.style.width !== width) {
+      row.bar.style.width = width;
+    }
+    const p = task.progress;
+    let label = '';
+    if (p && fraction !== null) {
+      label = `${Math.round(fraction * 100)}%`;
+    } else if (p && p.value) {
+      label = `${p.value}`;
+    }
+    if (p && p.message) {
+      label = label ? `${label} · ${p.message}` : p.message;
+    }
+    setText(row.progressLabel, label);
+    row.cancel.hidden = !active;
+
+    const title = [
+      `${task.name} (${task.id})`,
+      `Status: ${STATUS_LABELS[task.status]}`,
+      task.owner ? `Owner: ${task.owner}` : '',
+      `Created: ${formatTime(task.created_at)}`,
+      task.started_at ? `Started: ${formatTime(task.started_at)}` : '',
+      task.finished_at ? `Finished: ${formatTime(task.finished_at)}` : '',
+      task.error?.reason ? `Reason: ${task.error.reason}` : ''
+    ]
+      .filter(Boolean)
+      .join('\n');
+    if (node.title !== title) {
+      node.title = title;
+    }
+  }
+
+  // ------------------------------------------------------------------ ticker
+
+  private _startTicker(): void {
+    if (this._ticker === null) {
+      this._ticker = window.setInterval(() => {
+        if (!document.hidden) {
+          this._render();
+        }
+      }, 1000);
+    }
+  }
+
+  private _stopTicker(): void {
+    if (this._ticker !== null) {
+      window.clearInterval(this._ticker);
+      this._ticker = null;
+    }
+  }
+
+  private _model: TaskListModel;
+  private _openTask: (id: string) => void;
+  private _onError: (title: string, error: unknown) => void;
+  private _rows = new Map<string, IRow>();
+  private _selected: string | null = null;
+  private _frame: number | null = null;
+  private _ticker: number | null = null;
+  private _searchTimer: number | null = null;
+  private _tagKey = '';
+  private _counts!: HTMLElement;
+  private _runningCount!: HTMLElement;
+  private _queuedCount!: HTMLElement;
+  private _live!: HTMLElement;
+  private _search!: HTMLInputElement;
+  private _statusSelect!: HTMLSelectElement;
+  private _tag!: HTMLInputElement;
+  private _tagList!: HTMLDataListElement;
+  private _error!: HTMLElement;
+  private _list!: HTMLUListElement;
+  private _empty!: HTMLElement;
+  private _more!: HTMLButtonElement;
+}
+
+namespace Private {
+  let counter = 0;
+  export function nextId(): number {
+    counter += 1;
+    return counter;
+  }
+}
