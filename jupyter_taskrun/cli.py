@@ -411,7 +411,7 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -438,6 +438,8 @@ def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
         ("finished", _fmt_time(task.get("finished_at"))),
         ("duration", _fmt_seconds(_duration(task))),
     ]
+    if task.get("queue_position") is not None:
+        fields.append(("queue position", task["queue_position"]))
     if task.get("rerun_of"):
         fields.append(("rerun of", task["rerun_of"]))
     if task.get("worker"):
@@ -569,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait_options(p)
 
     p = add("list", "list tasks, newest first", cmd_list)
-    p.add_argument("--status", choices=[s.value for s in TaskStatus], help="only tasks with this status")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in TaskStatus],
+        help="only tasks with this status (repeatable)",
+    )
     p.add_argument("--tag", help="only tasks with this tag")
     p.add_argument("--owner", help="only tasks of this owner")
     p.add_argument("--name", help="only tasks whose name starts with this")

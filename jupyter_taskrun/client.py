@@ -13,7 +13,7 @@ return plain JSON dicts exactly as the server sends them.
 
 Finding the server, in order: explicit ``url``/``token``; the ``JUPYTER_TASKRUN_URL`` /
 ``JUPYTER_TASKRUN_TOKEN`` environment variables; the runtime info files of running Jupyter
-servers (``jupyter_server.serverapp.list_running_servers``) — the server that started this
+servers (the ``jpserver-<pid>.json`` files of ``jupyter_server.serverapp.list_running_servers``) — the server that started this
 kernel (``JPY_PARENT_PID``), else the one whose ``root_dir`` contains the current directory,
 else the newest. Task kernels never receive the server token in their environment.
 
@@ -28,7 +28,7 @@ import http.client
 import ipaddress
 import json
 import os
-import socket
+import re
 import ssl
 import time
 import urllib.error
@@ -176,27 +176,50 @@ def _url_key(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port, parts.path.rstrip("/")
 
 
+_SERVER_INFO_FILE = re.compile(r"^jpserver-(.+)\.json$")
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _running_servers() -> list[dict[str, Any]]:
-    """Runtime info of the running Jupyter servers (TCP ones only), newest first."""
+    """Runtime info of the running Jupyter servers (TCP ones only), newest first.
+
+    Reads the same ``jpserver-<pid>.json`` files as ``jupyter_server.serverapp.list_running_servers``
+    (with the same liveness check), without importing ``jupyter_server.serverapp``, which costs
+    seconds of start-up in a short-lived CLI.
+    """
     try:
         from jupyter_core.paths import jupyter_runtime_dir
-        from jupyter_server.serverapp import list_running_servers
 
         runtime_dir = jupyter_runtime_dir()
-        servers = [s for s in list_running_servers(runtime_dir) if s.get("url") and not s.get("sock")]
-    except Exception:  # no jupyter_server, unreadable runtime dir: nothing discovered
+        names = os.listdir(runtime_dir)
+    except Exception:  # no runtime dir yet: nothing discovered
         return []
-
-    def age_key(info: dict[str, Any]) -> tuple[float, int]:
-        pid = info.get("pid") or 0
+    found: list[tuple[float, dict[str, Any]]] = []
+    for name in names:
+        if not _SERVER_INFO_FILE.match(name):
+            continue
+        path = os.path.join(runtime_dir, name)
         try:
-            mtime = os.path.getmtime(os.path.join(runtime_dir, f"jpserver-{pid}.json"))
-        except OSError:
-            mtime = 0.0
-        return mtime, int(pid)
-
-    servers.sort(key=age_key, reverse=True)
-    return servers
+            with open(path, encoding="utf-8") as f:
+                info = json.load(f)
+            mtime = os.path.getmtime(path)
+        except (OSError, ValueError):  # unreadable, or being written right now
+            continue
+        if not isinstance(info, dict) or not _pid_alive(info.get("pid")):
+            continue
+        if info.get("url") and not info.get("sock"):
+            found.append((mtime, info))
+    found.sort(key=lambda item: (item[0], int(item[1].get("pid") or 0)), reverse=True)
+    return [info for _, info in found]
 
 
 def _within(path: str, root: str) -> bool:
@@ -392,6 +415,8 @@ def _clean(params: dict[str, Any] | None) -> dict[str, Any]:
             continue
         if isinstance(value, TaskStatus):
             value = value.value
+        elif isinstance(value, (list, tuple, set, frozenset)):  # e.g. several statuses
+            value = ",".join(str(v.value if isinstance(v, TaskStatus) else v) for v in value)
         elif isinstance(value, bool):
             value = "true" if value else "false"
         out[key] = value
@@ -425,7 +450,9 @@ def _submission(
     return body
 
 
-_RETRYABLE_STATUSES = {502, 503, 504}
+#: refusals worth retrying when re-opening a dropped stream (429: the server may not have
+#: noticed the old connection is gone and still counts it against the per-user stream limit)
+_RETRYABLE_STATUSES = {429, 502, 503, 504}
 
 
 class _Backoff:
@@ -640,7 +667,11 @@ class TaskRunClient(_ClientBase):
         limit: int | None = None,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        """One page of tasks, newest first: ``{"tasks": [...], "next_cursor": str | None}``."""
+        """One page of tasks, newest first: ``{"tasks": [...], "next_cursor": str | None}``.
+
+        ``status`` may be one status or several (a list); ``name`` matches a prefix; pass the
+        previous page's ``next_cursor`` as ``cursor`` for the next page (see ``iter_tasks``).
+        """
         params = self._list_params(status, tag, owner, name, limit, cursor)
         return self._json("GET", "tasks", params=params)
 

@@ -63,9 +63,8 @@ class TaskQueue:
         self._not_empty.clear()
         return None
 
-    async def get(self) -> str:
-        while True:
-            task_id = self.pop_nowait()
-            if task_id is not None:
-                return task_id
+    async def wait_not_empty(self) -> None:
+        while not self._ids:
             await self._not_empty.wait()
+            if not self._ids:
+                self._not_empty.clear()

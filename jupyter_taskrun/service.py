@@ -494,16 +494,15 @@ class TaskRun(LoggingConfigurable):
     async def _dispatch_forever(self) -> None:
         assert self._slots is not None
         while True:
+            # wait for work first, then for permission and a slot; pop only when all three hold,
+            # so a pause never strands a task outside the queue
+            await self.queue.wait_not_empty()
             await self._dispatching.wait()
             await self._slots.acquire()
-            if not self._dispatching.is_set():
+            task_id = self.queue.pop_nowait() if self._dispatching.is_set() else None
+            if task_id is None:
                 self._slots.release()
                 continue
-            try:
-                task_id = await self.queue.get()
-            except BaseException:
-                self._slots.release()
-                raise
             task = self._active.get(task_id)
             if task is None or task.status != TaskStatus.QUEUED:
                 self._slots.release()

@@ -161,8 +161,11 @@ class JupyterServer:
 class TCPProxy:
     """A real TCP proxy on 127.0.0.1 whose live connections can be cut on demand (``drop()``)."""
 
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1"):
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", *, block: bytes | None = None):
         self.upstream = (upstream_host, upstream_port)
+        #: cut, without forwarding, every connection whose first bytes contain this (e.g. b"/events")
+        self.block = block
+        self.blocked = 0
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -182,17 +185,30 @@ class TCPProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(10)
+            first = client.recv(65536)
+            client.settimeout(None)
+            if not first or (self.block is not None and self.block in first):
+                with self._lock:
+                    self.blocked += bool(first)
+                client.shutdown(socket.SHUT_RDWR)
                 client.close()
-                continue
-            with self._lock:
-                self.connections += 1
-                self._pairs.append((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                return
+            upstream = socket.create_connection(self.upstream, timeout=5)
+            upstream.settimeout(None)
+            upstream.sendall(first)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self.connections += 1
+            self._pairs.append((client, upstream))
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:

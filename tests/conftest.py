@@ -11,7 +11,6 @@ from typing import Any
 
 import psutil
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets.config import Config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -114,33 +113,65 @@ class Api:
         return f"http://127.0.0.1:{self.port}{self.base_url}taskrun/api/{path}{q}"
 
     async def sse(self, path: str, params: dict | None = None, headers: dict | None = None, stop=None, timeout: float = 90) -> list[dict[str, Any]]:
-        """Read a real SSE stream until the server closes it (or ``stop(frames)`` is true)."""
+        """Read a real SSE stream until the server closes it, or ``stop(frames)`` says enough (then hang up)."""
         frames: list[dict[str, Any]] = []
-        buf = b""
-        done = asyncio.get_running_loop().create_future()
+        async with asyncio.timeout(timeout):
+            async for frame in sse_stream(self.url(path, params), {**self.headers, **(headers or {})}):
+                frames.append(frame)
+                if stop is not None and stop(frames):
+                    break
+        return frames
 
-        def on_chunk(chunk: bytes) -> None:
-            nonlocal buf
-            buf += chunk
+
+async def sse_stream(url: str, headers: dict[str, str]):
+    """Minimal real HTTP/1.1 SSE client over a raw socket (chunked decoding included).
+
+    Closing the generator closes the socket at once, which is how a client vanishes.
+    """
+    parts = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        head = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await reader.readline()
+        status = int(status_line.split()[1])
+        resp_headers = {}
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if not line:
+                break
+            k, _, v = line.partition(":")
+            resp_headers[k.strip().lower()] = v.strip()
+        if status != 200:
+            body = await reader.read(65536)
+            raise AssertionError(f"SSE request failed: {status} {body[:300]!r}")
+        chunked = resp_headers.get("transfer-encoding", "").lower() == "chunked"
+        buf = b""
+        while True:
+            if chunked:
+                size_line = await reader.readline()
+                if not size_line:
+                    return
+                size = int(size_line.strip().split(b";")[0], 16)
+                if size == 0:
+                    return
+                data = await reader.readexactly(size + 2)
+                buf += data[:-2]
+            else:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buf += data
             while b"\n\n" in buf:
                 raw, buf = buf.split(b"\n\n", 1)
                 frame = parse_sse_frame(raw.decode())
                 if frame is not None:
-                    frames.append(frame)
-            if stop is not None and stop(frames) and not done.done():
-                done.set_result(None)
-
-        req = HTTPRequest(
-            self.url(path, params), headers={**self.headers, **(headers or {})}, streaming_callback=on_chunk, request_timeout=timeout
-        )
-        client = AsyncHTTPClient(force_instance=True)
-        fetch = asyncio.ensure_future(client.fetch(req, raise_error=False))
-        await asyncio.wait([fetch, done], return_when=asyncio.FIRST_COMPLETED, timeout=timeout)
-        client.close()
-        if fetch.done() and not fetch.cancelled() and fetch.exception() is None:
-            resp = fetch.result()
-            assert resp.code == 200, (resp.code, resp.body)
-        return frames
+                    yield frame
+    finally:
+        writer.close()
 
 
 def parse_sse_frame(raw: str) -> dict[str, Any] | None:

@@ -154,6 +154,65 @@ def test_submit_follow_prints_logs_in_order(server):
     assert "two\n" in proc.stderr and "completed" in proc.stderr
 
 
+PROGRESS_CODE = (
+    "import time\n"
+    "from jupyter_taskrun import progress\n"
+    "for i in range(1, 5):\n"
+    "    progress(i, 4, 'step')\n"
+    "    time.sleep(0.4)\n"
+    "print('done', flush=True)\n"
+)
+
+
+def test_submit_follow_shows_progress_as_lines_when_not_a_terminal(server):
+    proc = run(server, "submit", "-c", PROGRESS_CODE, "--follow")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\n"
+    bars = [line for line in proc.stderr.splitlines() if line.startswith("progress: ")]
+    assert len(bars) >= 2, proc.stderr
+    assert bars[-1] == "progress: [##############################] 100% 4/4 step"
+    assert "\r" not in proc.stderr
+
+
+def test_submit_follow_draws_a_live_bar_on_a_terminal(server):
+    import os
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "jupyter_taskrun.cli", "--url", server.url, "--token", server.token]
+    proc = subprocess.Popen(
+        [*cmd, "submit", "-c", PROGRESS_CODE, "--follow"],
+        env=server.env, stdout=subprocess.PIPE, stderr=slave, text=True,
+    )  # fmt: skip
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read_tty():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the CLI closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read_tty, daemon=True)
+    reader.start()
+    stdout, _ = proc.communicate(timeout=180)
+    reader.join(10)
+    os.close(master)
+    tty = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, tty
+    assert stdout == "done\n"
+    assert "\r\x1b[K[##############################] 100% 4/4 step" in tty
+    assert "progress: " not in tty  # a redrawn bar, not lines
+    # the bar is cleared at the end, before the final status line
+    after_clear = tty.rsplit("\r\x1b[K", 1)[1].strip()
+    assert after_clear.startswith("taskrun: task ") and "completed" in after_clear, after_clear
+
+
 def test_submit_follow_failure_exits_1(server):
     proc = run(server, "submit", "-c", "print('before', flush=True)\nraise ValueError('boom')", "--follow", merge=True)
     assert proc.returncode == 1, proc.stdout
@@ -250,6 +309,8 @@ def test_list_and_show(server):
 
     assert len(json.loads(run(server, "list", "--tag", tag, "--limit", "1", "--json").stdout)) == 1
     assert json.loads(run(server, "list", "--tag", tag, "--status", "failed", "--json").stdout) == []
+    both = run(server, "list", "--tag", tag, "--status", "failed", "--status", "completed", "--json")
+    assert len(json.loads(both.stdout)) == 2
     named = json.loads(run(server, "list", "--tag", tag, "--name", "listed-0", "--json").stdout)
     assert [t["id"] for t in named] == [ids[0]]
     empty = run(server, "list", "--tag", new_tag())

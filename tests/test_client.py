@@ -184,6 +184,7 @@ def test_list_paging_filters_and_iterator(client):
     assert [t["id"] for t in client.iter_tasks(tag=tag, page_size=1)] == newest_first
     assert len(client.list(tag=tag, status="completed")["tasks"]) == 3
     assert client.list(tag=tag, status="failed")["tasks"] == []
+    assert len(client.list(tag=tag, status=["failed", "completed"])["tasks"]) == 3
     assert [t["id"] for t in client.list(tag=tag, name="page-1")["tasks"]] == [ids[1]]
     owner = client.get(ids[0])["owner"]
     mine = client.list(tag=tag, owner=owner)["tasks"]
@@ -285,6 +286,26 @@ def test_wait_by_polling(client):
     assert done["status"] == "completed"
 
 
+def test_wait_falls_back_to_polling_when_streaming_is_impossible(server):
+    proxy = TCPProxy(server.port, block=b"/events")  # e.g. a middlebox that kills event streams
+    try:
+        client = TaskRunClient(proxy.url, server.token)
+        task = client.submit("import time\ntime.sleep(1)\nprint('polled')")
+        with pytest.raises(TaskRunConnectionError):
+            list(client.stream_events(task["id"]))
+        done = client.wait(task["id"], timeout=120)
+        assert done["status"] == "completed" and proxy.blocked >= 2
+
+        async def async_wait():
+            c = AsyncTaskRunClient(proxy.url, server.token)
+            return await c.wait((await c.rerun(task["id"]))["id"], timeout=120)
+
+        assert asyncio.run(async_wait())["status"] == "completed"
+        assert proxy.blocked >= 3
+    finally:
+        proxy.close()
+
+
 def test_rerun(client):
     tag = new_tag()
     first = client.submit("print('again')", name="re", tags=[tag])
@@ -352,7 +373,8 @@ def test_stream_changes(client):
 
     def follow():
         try:
-            for change in client.stream_changes(timeout=120):
+            # after=0: replay every change kept, then live, so the test cannot miss "created"
+            for change in client.stream_changes(after=0, timeout=120):
                 seen.append(change)
                 if ids and any(
                     c["task_id"] == ids[0] and c["type"] == "status" and c["data"].get("status") == "completed"
@@ -364,7 +386,7 @@ def test_stream_changes(client):
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
-    time.sleep(1.0)  # let the feed connect
+    time.sleep(0.5)  # most likely connected: exercise the live path
     task = client.submit("print('change')")
     ids.append(task["id"])
     client.wait(task["id"], timeout=120)
@@ -614,7 +636,7 @@ def test_async_stream_resume_and_reconnect(server):
         assert log_text(events) == slow_text(10)
 
         # the change feed, async
-        feed = c.stream_changes(timeout=60)
+        feed = c.stream_changes(after=0, timeout=60)
         other = None
         got = []
         async def consume():

@@ -203,8 +203,6 @@ class OpenAPIHandler(TaskRunHandler):
 class NotFoundHandler(TaskRunHandler):
     """Unknown paths under the API: a JSON 404 (tornado's default is an HTML page)."""
 
-    @web.authenticated
-    @authorized
-    async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare()
+    async def prepare(self) -> None:
+        await super().prepare()  # refuses unauthenticated requests with 403 first
         raise TaskRunHTTPError(404, f"no such endpoint: {self.request.path}", "not-found")

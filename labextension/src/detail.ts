@@ -43,6 +43,7 @@ import {
   formatSeconds,
   formatTime,
   h,
+  iconNode,
   progressFraction,
   safeFileName,
   setText,
@@ -635,7 +636,7 @@ export class TaskDetail extends Panel {
       this._badge.dataset.status = task.status;
       this._badge.className = `jp-TaskRun-badge jp-mod-${task.status}`;
       this._badge.replaceChildren();
-      statusIcon(task.status).element({ container: this._badge });
+      this._badge.appendChild(iconNode(statusIcon(task.status)));
       this._badge.appendChild(h('span', '', STATUS_LABELS[task.status]));
     }
     setText(this._title, task.name || task.id);
@@ -770,7 +771,7 @@ export class TaskDetail extends Panel {
     bar.appendChild(this._pauseButton);
 
     const download = h('button', 'jp-TaskRun-smallButton jp-mod-download');
-    downloadIcon.element({ container: download, className: 'jp-TaskRun-buttonIcon' });
+    download.appendChild(iconNode(downloadIcon, 'jp-TaskRun-buttonIcon'));
     download.appendChild(h('span', '', 'Download'));
     download.title = 'Download the full log';
     download.addEventListener('click', () => void this.downloadLog());
@@ -808,10 +809,9 @@ export class TaskDetail extends Panel {
       return;
     }
     this._pauseButton.replaceChildren();
-    (this._paused ? runIcon : pauseIcon).element({
-      container: this._pauseButton,
-      className: 'jp-TaskRun-buttonIcon'
-    });
+    this._pauseButton.appendChild(
+      iconNode(this._paused ? runIcon : pauseIcon, 'jp-TaskRun-buttonIcon')
+    );
     const pending = this._pending.reduce((n, p) => n + p.text.length, 0);
     this._pauseButton.appendChild(
       h('span', '', this._paused ? (pending ? `Resume (${pending} new chars)` : 'Resume') : 'Pause')

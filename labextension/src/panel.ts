@@ -19,6 +19,7 @@ import {
   formatDuration,
   formatTime,
   h,
+  iconNode,
   progressFraction,
   setText,
   STATUS_LABELS,
@@ -119,13 +120,15 @@ export class TaskPanel extends Widget {
     const refresh = h('button', 'jp-TaskRun-iconButton jp-mod-refresh');
     refresh.title = 'Refresh the task list';
     refresh.setAttribute('aria-label', 'Refresh');
-    refreshIcon.element({ container: refresh });
+    refresh.appendChild(iconNode(refreshIcon));
     refresh.addEventListener('click', () => void this._model.refresh());
-    header.append(title, this._counts, this._live, refresh);
+    const top = h('div', 'jp-TaskRun-headerTop');
+    top.append(title, this._live, h('span', 'jp-TaskRun-spacer'), refresh);
+    header.append(top, this._counts);
 
     const filters = h('div', 'jp-TaskRun-filters');
     const searchBox = h('div', 'jp-TaskRun-inputBox');
-    searchIcon.element({ container: searchBox, className: 'jp-TaskRun-inputIcon' });
+    searchBox.appendChild(iconNode(searchIcon, 'jp-TaskRun-inputIcon'));
     this._search = h('input', 'jp-TaskRun-search');
     this._search.type = 'search';
     this._search.placeholder = 'Search by name…';
@@ -150,7 +153,7 @@ export class TaskPanel extends Widget {
     );
 
     const tagBox = h('div', 'jp-TaskRun-inputBox');
-    tagIcon.element({ container: tagBox, className: 'jp-TaskRun-inputIcon' });
+    tagBox.appendChild(iconNode(tagIcon, 'jp-TaskRun-inputIcon'));
     this._tag = h('input', 'jp-TaskRun-tagFilter');
     this._tag.placeholder = 'Tag';
     this._tag.setAttribute('aria-label', 'Filter by tag');
@@ -307,7 +310,7 @@ export class TaskPanel extends Widget {
     const owner = h('span', 'jp-TaskRun-owner');
     const age = h('span', 'jp-TaskRun-age');
     const tags = h('span', 'jp-TaskRun-tags');
-    meta.append(owner, age, tags);
+    meta.append(age, owner, tags);
     const progress = h('div', 'jp-TaskRun-progress');
     const track = h('div', 'jp-TaskRun-progressTrack');
     const bar = h('div', 'jp-TaskRun-progressBar');
@@ -318,7 +321,7 @@ export class TaskPanel extends Widget {
     const cancel = h('button', 'jp-TaskRun-iconButton jp-TaskRun-rowCancel');
     cancel.title = 'Cancel this task';
     cancel.setAttribute('aria-label', 'Cancel task');
-    stopIcon.element({ container: cancel });
+    cancel.appendChild(iconNode(stopIcon));
     cancel.addEventListener('click', event => {
       event.stopPropagation();
       cancel.disabled = true;
@@ -371,10 +374,9 @@ export class TaskPanel extends Widget {
     if (row.iconStatus !== task.status) {
       row.iconStatus = task.status;
       row.icon.replaceChildren();
-      statusIcon(task.status).element({
-        container: row.icon,
-        title: STATUS_LABELS[task.status]
-      });
+      row.icon.appendChild(
+        iconNode(statusIcon(task.status), '', STATUS_LABELS[task.status])
+      );
       row.icon.title = STATUS_LABELS[task.status];
     }
     setText(row.name, task.name || task.id);
@@ -389,7 +391,8 @@ export class TaskPanel extends Widget {
           : ''
         : formatDuration(duration)
     );
-    setText(row.owner, task.owner || '');
+    setText(row.owner, shortOwner(task.owner));
+    row.owner.title = task.owner ? `Owner: ${task.owner}` : '';
     row.owner.hidden = !task.owner;
     setText(row.age, formatAge(task.created_at, now));
     setText(row.tags, task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : '');
@@ -476,6 +479,11 @@ export class TaskPanel extends Widget {
   private _list!: HTMLUListElement;
   private _empty!: HTMLElement;
   private _more!: HTMLButtonElement;
+}
+
+/** Anonymous Jupyter users are 32-hex ids: show the start only. */
+function shortOwner(owner: string): string {
+  return /^[0-9a-f]{32}$/i.test(owner) ? owner.slice(0, 8) : owner;
 }
 
 namespace Private {

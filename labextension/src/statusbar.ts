@@ -6,7 +6,7 @@ import { Widget } from '@lumino/widgets';
 import { tasksIcon } from './icons';
 import { ICounts } from './models';
 import { TaskListModel } from './tasklist';
-import { h, setText } from './utils';
+import { h, iconNode, setText } from './utils';
 
 export class TaskStatusItem extends Widget {
   constructor(model: TaskListModel, onClick: () => void) {
@@ -15,11 +15,7 @@ export class TaskStatusItem extends Widget {
     this.addClass('jp-TaskRun-statusItem');
     this.node.title = 'Background tasks (jupyter_taskrun): click to show the Tasks panel';
     this.node.setAttribute('role', 'button');
-    tasksIcon.element({
-      container: this.node,
-      className: 'jp-TaskRun-statusItemIcon',
-      tag: 'span'
-    });
+    this.node.appendChild(iconNode(tasksIcon, 'jp-TaskRun-statusItemIcon'));
     this._label = h('span', 'jp-TaskRun-statusItemLabel');
     this.node.appendChild(this._label);
     this.node.addEventListener('click', onClick);

@@ -168,6 +168,22 @@ export function safeFileName(name: string): string {
   return cleaned || 'task';
 }
 
+/**
+ * A new `<span>` holding the icon. (`LabIcon.element({container})` would
+ * replace the container's own classes, so icons always get their own node.)
+ */
+export function iconNode(
+  icon: LabIcon,
+  className = '',
+  title?: string
+): HTMLElement {
+  return icon.element({
+    tag: 'span',
+    className: `jp-TaskRun-icon ${className}`.trim(),
+    title
+  });
+}
+
 /** Create an element with a class and optional text. */
 export function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,

@@ -8,6 +8,7 @@ shared data (``sys.prefix/share/jupyter``, ``etc/jupyter``) is used as is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -155,6 +156,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """pytest-jupyter's autouse loop fixture would pick up (and close) Playwright's running loop.
+
+    These tests need no in-process server, so its cleanup gets a private loop instead.
+    """
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture(scope="session")

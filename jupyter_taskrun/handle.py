@@ -1,0 +1,198 @@
+"""``TaskHandle``: a small Python object standing for one task, and ``TaskFailedError``.
+
+``%%taskrun --as h`` binds one; ``TaskHandle(client, task_id)`` makes one for any task
+(made by REST, the CLI or another notebook). Every property that shows live state asks
+the server (it is a thin wrapper of ``TaskRunClient``), so a handle never goes stale.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from .models import TERMINAL_STATUSES, TaskStatus
+
+__all__ = ["TaskFailedError", "TaskHandle", "decode_result"]
+
+_TERMINAL = {s.value for s in TERMINAL_STATUSES}
+
+
+def decode_result(result: dict[str, Any] | None) -> Any:
+    """A task's ``result`` (the last expression's mime bundle) as a Python value.
+
+    ``application/json`` wins when the task displayed JSON; otherwise the ``text/plain``
+    repr is read back with ``ast.literal_eval`` (numbers, strings, lists, dicts, ...), and
+    when that fails (a DataFrame, an object) the text itself is returned. ``None`` when the
+    task has no result.
+    """
+    if not result:
+        return None
+    data = result.get("data") if isinstance(result.get("data"), dict) else result
+    if not isinstance(data, dict):
+        return None
+    if "application/json" in data:
+        return data["application/json"]
+    text = data.get("text/plain")
+    if isinstance(text, list):  # nbformat may split multi-line strings
+        text = "".join(text)
+    if not isinstance(text, str):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+class TaskFailedError(RuntimeError):
+    """A task ended ``failed``, ``cancelled`` or ``timed_out``.
+
+    Raised by ``%%taskrun --wait``, ``%taskrun wait`` and ``TaskHandle.get_result()``.
+    Attributes: ``task`` (the task JSON), ``task_id``, ``name``, ``status``, ``ename``,
+    ``evalue``, ``reason`` and ``remote_traceback`` (the task kernel's traceback lines).
+    In IPython the traceback shown is the task's own, not this module's.
+    """
+
+    def __init__(self, task: dict[str, Any]):
+        self.task = task
+        self.task_id: str = task.get("id", "")
+        self.name: str = task.get("name") or self.task_id
+        self.status: str = task.get("status", "")
+        error = task.get("error") or {}
+        self.ename: str = error.get("ename") or self.status
+        self.evalue: str = error.get("evalue") or ""
+        self.reason: str = error.get("reason") or self.evalue or self.status
+        self.remote_traceback: list[str] = list(error.get("traceback") or [])
+        super().__init__(f"task {self.name!r} ({self.task_id[:8]}) {self.status}: {self.reason}")
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback through the magic's internals."""
+        red, reset = "\x1b[0;31m", "\x1b[0m"
+        lines = [f"{red}TaskFailedError{reset}: {self}"]
+        if self.remote_traceback:
+            lines.append(f"--- traceback in task {self.task_id[:8]} ---")
+            lines.extend(self.remote_traceback)
+        return lines
+
+
+class TaskHandle:
+    """One task on the server: ``id``, ``status``, ``wait()``, ``logs()``, ``outputs()``,
+    ``cancel()``, ``result`` and more.
+
+    >>> h = TaskHandle(client, task_id)
+    >>> h.wait()["status"]
+    'completed'
+    >>> h.result          # the last expression's value
+    42
+    """
+
+    def __init__(self, client: Any, task: str | dict[str, Any]):
+        self.client = client
+        if isinstance(task, dict):
+            self.id: str = task["id"]
+            self._task: dict[str, Any] | None = task
+        else:
+            self.id = task
+            self._task = None
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The task JSON, fresh from the server (cached once the task has finished)."""
+        if self._task is None or self._task.get("status") not in _TERMINAL:
+            self._task = self.client.get(self.id)
+        return self._task
+
+    def refresh(self) -> dict[str, Any]:
+        self._task = self.client.get(self.id)
+        return self._task
+
+    @property
+    def name(self) -> str:
+        task = self._task if self._task is not None else self.task
+        return task.get("name") or self.id
+
+    @property
+    def status(self) -> str:
+        """``queued``, ``running``, ``completed``, ``failed``, ``cancelled`` or ``timed_out``."""
+        return self.task["status"]
+
+    @property
+    def done(self) -> bool:
+        return self.status in _TERMINAL
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return self.task.get("progress")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self.task.get("error")
+
+    @property
+    def result(self) -> Any:
+        """The last expression's value (see ``decode_result``); ``None`` until the task completes."""
+        return decode_result(self.task.get("result"))
+
+    # -- waiting ------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the task has finished; returns the final task JSON (never raises on failure)."""
+        self._task = self.client.wait(self.id, timeout)
+        return self._task
+
+    def get_result(self, timeout: float | None = None) -> Any:
+        """Wait, then return ``result``; raise ``TaskFailedError`` if the task did not complete."""
+        task = self.wait(timeout)
+        if task.get("status") != TaskStatus.COMPLETED.value:
+            raise TaskFailedError(task)
+        return decode_result(task.get("result"))
+
+    # -- artifacts and actions ------------------------------------------------------
+
+    def logs(self, stream: str | None = None) -> str:
+        """The task's log text so far (stdout and stderr merged, or one ``stream``)."""
+        return self.client.logs(self.id, stream)
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """Rich outputs (nbformat output dicts, each with ``cell_index``)."""
+        return self.client.outputs(self.id)
+
+    def metrics(self) -> dict[str, Any]:
+        return self.client.metrics(self.id)
+
+    def notebook(self, save: str | None = None) -> dict[str, Any]:
+        """The executed notebook; with ``save=path`` the server writes it into its contents."""
+        return self.client.notebook(self.id, save=save)
+
+    def cancel(self) -> dict[str, Any]:
+        self._task = self.client.cancel(self.id)
+        return self._task
+
+    def rerun(self) -> TaskHandle:
+        return TaskHandle(self.client, self.client.rerun(self.id))
+
+    def panel(self, *, start: bool = True) -> Any:
+        """A live ``TaskPanel`` widget of this task."""
+        from .widgets import TaskPanel
+
+        return TaskPanel(self.client, self.id, start=start)
+
+    # -- display ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        status = (self._task or {}).get("status", "?")
+        name = (self._task or {}).get("name")
+        label = f" {name!r}" if name else ""
+        return f"<TaskHandle {self.id[:8]}{label} {status}>"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.panel())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)

@@ -1,0 +1,412 @@
+"""IPython magics: ``%%taskrun`` runs a cell as a background task, ``%taskrun`` manages tasks.
+
+Load with ``%load_ext jupyter_taskrun``. The magics are clients of the server's REST/SSE
+API (``TaskRunClient``), so they see every task, whoever made it (REST, CLI, another
+notebook). The server is found via ``JUPYTER_TASKRUN_URL``/``JUPYTER_TASKRUN_TOKEN`` or
+the running server's runtime info; ``%taskrun connect URL --token T`` picks one by hand.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+
+from .handle import TaskFailedError, TaskHandle, decode_result
+
+__all__ = ["TaskFailedError", "TaskHandle", "TaskRunMagics", "load_ipython_extension", "parse_assignments"]
+
+_TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
+
+CELL_USAGE = (
+    "usage: %%taskrun [--name N] [--kernel K] [--timeout S] [--cell-timeout S] [--tag T ...] "
+    "[--priority P] [--param k=v ...] [--env K=V ...] [--cwd DIR] [--wait] [--quiet] [--as VAR]"
+)
+LINE_USAGE = (
+    "usage: %taskrun list [--status S] [--tag T] [--limit N] | show [ID] | logs [ID] [--stream S] | "
+    "cancel [ID] | rerun [ID] | wait [ID] [--timeout S] | panel [ID] | connect [URL] [--token T]"
+)
+
+
+def parse_assignments(items: list[str], option: str, *, json_values: bool) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values parsed as JSON when valid, if asked)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"{option} expects KEY=VALUE, got {item!r}\n{CELL_USAGE}")
+        if json_values:
+            try:
+                value: Any = json.loads(raw)
+            except ValueError:
+                value = raw
+        else:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _flatten(groups: list[list[str]] | None) -> list[str]:
+    return [x for group in groups or [] for x in group]
+
+
+def _http_message(e: Exception) -> str:
+    return getattr(e, "message", None) or str(e)
+
+
+@magics_class
+class TaskRunMagics(Magics):
+    """``%%taskrun`` and ``%taskrun``."""
+
+    def __init__(self, shell: Any = None, client: Any = None):
+        super().__init__(shell)
+        self._client = client
+        #: the last task submitted from this kernel (the default ID of ``%taskrun`` commands)
+        self.last: TaskHandle | None = None
+        self.panels: list[Any] = []
+
+    # -- server ------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from .client import ServerNotFound, TaskRunClient
+
+            try:
+                self._client = TaskRunClient()
+            except ServerNotFound as e:
+                raise UsageError(str(e)) from None
+        return self._client
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call; server refusals and connection problems become short UsageErrors."""
+        from .client import TaskRunConnectionError, TaskRunHTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except TaskRunHTTPError as e:
+            raise UsageError(f"the server refused: {_http_message(e)} (HTTP {e.status})") from None
+        except TaskRunConnectionError as e:
+            raise UsageError(str(e)) from None
+
+    def _default_cwd(self) -> str | None:
+        """The kernel's working folder relative to the server root (so relative paths match)."""
+        try:
+            root = self.client.server_root
+            cwd = os.getcwd()
+        except (OSError, AttributeError):
+            return None
+        if not root:
+            return None
+        try:
+            rel = os.path.relpath(os.path.realpath(cwd), os.path.realpath(root))
+        except ValueError:
+            return None
+        if rel == "." or rel.startswith(".."):
+            return None
+        return rel.replace(os.sep, "/")
+
+    # -- %%taskrun -------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--name", "-n", help="task name (default: the cell's first line)")
+    @argument("--kernel", "-k", help="kernel name for the task (default: the server's default)")
+    @argument("--timeout", "-t", type=float, help="whole-task timeout in seconds")
+    @argument("--cell-timeout", type=float, help="per-cell timeout in seconds")
+    @argument("--tag", action="append", nargs="+", metavar="T", help="tags (repeatable)")
+    @argument("--priority", "-p", type=int, help="queue priority, higher runs first (-1000..1000)")
+    @argument("--param", action="append", nargs="+", metavar="K=V", help="parameters, values parsed as JSON when valid")
+    @argument("--env", action="append", nargs="+", metavar="K=V", help="environment variables for the task kernel")
+    @argument("--cwd", help="working folder of the task, relative to the server root (default: this kernel's)")
+    @argument("--wait", "-w", action="store_true", help="block until the task ends; raise TaskFailedError if it fails")
+    @argument("--quiet", "-q", action="store_true", help="do not show the task panel")
+    @argument("--as", dest="var", metavar="VAR", help="bind a TaskHandle to this variable")
+    @cell_magic("taskrun")
+    def taskrun_cell(self, line: str, cell: str) -> None:
+        """Run this cell as a background task in a fresh kernel and show a live panel.
+
+        The notebook stays usable while the task runs. With ``--wait`` the cell blocks until
+        the task ends and a failure is raised as ``TaskFailedError`` naming the task.
+        ``--as h`` binds a ``TaskHandle``: ``h.status``, ``h.wait()``, ``h.logs()``,
+        ``h.outputs()``, ``h.cancel()``, ``h.result`` (the last expression's value).
+        """
+        try:
+            args = parse_argstring(self.taskrun_cell, line)
+        except UsageError as e:
+            raise UsageError(f"{e}\n{CELL_USAGE}") from None
+        if not cell.strip():
+            raise UsageError("%%taskrun: the cell is empty, nothing to run")
+        if args.var is not None and not args.var.isidentifier():
+            raise UsageError(f"--as needs a Python variable name, not {args.var!r}")
+        params = parse_assignments(_flatten(args.param), "--param", json_values=True)
+        env = parse_assignments(_flatten(args.env), "--env", json_values=False)
+        options: dict[str, Any] = {
+            "name": args.name,
+            "kernel_name": args.kernel,
+            "timeout": args.timeout,
+            "cell_timeout": args.cell_timeout,
+            "tags": _flatten(args.tag) or None,
+            "priority": args.priority,
+            "parameters": params or None,
+            "env": env or None,
+            "cwd": args.cwd if args.cwd is not None else self._default_cwd(),
+        }
+        task = self._call(self.client.submit, cell, **options)
+        handle = TaskHandle(self.client, task)
+        self.last = handle
+        if args.var:
+            self.shell.user_ns[args.var] = handle
+        if not args.quiet:
+            self._show_panel(task)
+        if args.wait:
+            final = self._wait(handle)
+            if final.get("status") != "completed":
+                raise TaskFailedError(final)
+
+    def _show_panel(self, task: dict[str, Any]) -> Any:
+        from IPython.display import display
+
+        from .widgets import TaskPanel
+
+        panel = TaskPanel(self.client, task["id"], task=task)
+        self.panels.append(panel)
+        display(panel)
+        return panel
+
+    def _wait(self, handle: TaskHandle, timeout: float | None = None) -> dict[str, Any]:
+        try:
+            return self._call(handle.wait, timeout)
+        except KeyboardInterrupt:
+            print(
+                f"stopped waiting: task {handle.id[:8]} keeps running "
+                f"(%taskrun cancel {handle.id[:8]} stops it)",
+                file=sys.stderr,
+            )
+            raise
+        except TimeoutError as e:
+            raise UsageError(f"task {handle.id[:8]} did not finish in time: {e}") from None
+
+    # -- %taskrun ----------------------------------------------------------------------
+
+    def _line_parser(self) -> MagicArgumentParser:
+        parser = MagicArgumentParser(prog="%taskrun", description="Manage jupyter_taskrun tasks.")
+        sub = parser.add_subparsers(dest="command", parser_class=MagicArgumentParser)
+        p = sub.add_parser("list", help="recent tasks")
+        p.add_argument("--status", "-s")
+        p.add_argument("--tag")
+        p.add_argument("--name")
+        p.add_argument("--limit", "-l", type=int, default=20)
+        for name in ("show", "cancel", "rerun", "panel"):
+            p = sub.add_parser(name)
+            p.add_argument("id", nargs="?")
+        p = sub.add_parser("logs")
+        p.add_argument("id", nargs="?")
+        p.add_argument("--stream", choices=["stdout", "stderr"])
+        p.add_argument("--tail", type=int, help="only the last N lines")
+        p = sub.add_parser("wait")
+        p.add_argument("id", nargs="?")
+        p.add_argument("--timeout", "-t", type=float)
+        p = sub.add_parser("connect")
+        p.add_argument("url", nargs="?")
+        p.add_argument("--token")
+        return parser
+
+    @line_magic("taskrun")
+    def taskrun_line(self, line: str) -> Any:
+        """Manage tasks made anywhere (REST, CLI, other notebooks).
+
+        ``%taskrun list [--status S] [--tag T] [--limit N]``, ``%taskrun show ID``,
+        ``%taskrun logs ID [--stream stderr] [--tail N]``, ``%taskrun cancel ID``,
+        ``%taskrun rerun ID``, ``%taskrun wait ID``, ``%taskrun panel [ID]`` (no ID: the
+        live task list), ``%taskrun connect URL --token T``. ID may be a unique prefix or
+        a task name; omitted, it is the last task ``%%taskrun`` submitted here.
+        """
+        if not line.strip():
+            raise UsageError(LINE_USAGE)
+        try:
+            args = self._line_parser().parse_argstring(line)
+        except UsageError as e:
+            raise UsageError(f"{e}\n{LINE_USAGE}") from None
+        command = args.command
+        if command is None:
+            raise UsageError(LINE_USAGE)
+        if command == "connect":
+            return self._connect(args.url, args.token)
+        if command == "list":
+            return self._list(args)
+        if command == "panel" and args.id is None:
+            from IPython.display import display
+
+            from .widgets import TaskListPanel
+
+            panel = self._call(TaskListPanel, self.client)
+            self.panels.append(panel)
+            display(panel)
+            return None
+        handle = self._resolve(args.id)
+        if command == "show":
+            self._show(handle)
+        elif command == "logs":
+            text = self._call(handle.logs, args.stream)
+            if args.tail:
+                text = "\n".join(text.splitlines()[-args.tail :])
+            print(text, end="" if text.endswith("\n") else "\n")
+        elif command == "cancel":
+            task = self._call(handle.cancel)
+            print(f"task {handle.id[:8]} ({task.get('name')}): cancellation requested, now {task.get('status')}")
+        elif command == "rerun":
+            new = self._call(handle.rerun)
+            self.last = new
+            self._show_panel(new.task)
+        elif command == "wait":
+            final = self._wait(handle, args.timeout)
+            print(f"task {handle.id[:8]} ({final.get('name')}) {final.get('status')}")
+            if final.get("status") != "completed":
+                raise TaskFailedError(final)
+        elif command == "panel":
+            self._show_panel(self._call(lambda: handle.task))
+        return None
+
+    # -- helpers of %taskrun -------------------------------------------------------
+
+    def _connect(self, url: str | None, token: str | None) -> None:
+        from .client import TaskRunClient
+
+        try:
+            self._client = TaskRunClient(url, token)
+            status = self._client.status()
+        except Exception as e:  # noqa: BLE001 - a short message, not a traceback
+            self._client = None
+            raise UsageError(f"cannot connect: {_http_message(e)}") from None
+        print(
+            f"connected to {self._client.url} (jupyter_taskrun {status.get('version')}, "
+            f"{status.get('running')} running, {status.get('queued')} queued)"
+        )
+
+    def _resolve(self, ref: str | None) -> TaskHandle:
+        """A task id, a unique id prefix or a task name (newest wins) → handle."""
+        from .client import TaskRunHTTPError
+
+        if ref is None:
+            if self.last is None:
+                raise UsageError("give a task ID (no task was submitted from this notebook yet)")
+            return self.last
+        ref = ref.strip()
+        if len(ref) == 32:
+            try:
+                return TaskHandle(self.client, self.client.get(ref))
+            except TaskRunHTTPError as e:
+                if e.status != 404:
+                    raise UsageError(f"the server refused: {_http_message(e)}") from None
+        matches: list[dict[str, Any]] = []
+        named: list[dict[str, Any]] = []
+        for i, task in enumerate(self._call(lambda: list(self.client.iter_tasks(page_size=200)))):
+            if task["id"].startswith(ref.lower()):
+                matches.append(task)
+            elif task.get("name") == ref:
+                named.append(task)
+            if i > 2000:
+                break
+        if len(matches) == 1:
+            return TaskHandle(self.client, matches[0])
+        if len(matches) > 1:
+            raise UsageError(f"{ref!r} matches {len(matches)} tasks; give more of the id")
+        if named:
+            return TaskHandle(self.client, named[0])
+        raise UsageError(f"no task with id or name {ref!r}")
+
+    def _list(self, args: Any) -> None:
+        from IPython.display import display
+
+        page = self._call(self.client.list, status=args.status, tag=args.tag, name=args.name, limit=args.limit)
+        tasks = page.get("tasks", [])
+        if not tasks:
+            print("no tasks")
+            return
+        from .widgets import badge_html, fmt_seconds, parse_time
+
+        text_rows = []
+        html_rows = []
+        for t in tasks:
+            p = t.get("progress") or {}
+            prog = ""
+            if p.get("total"):
+                prog = f"{100 * float(p.get('value') or 0) / float(p['total']):.0f}%"
+            elif p:
+                prog = str(p.get("value"))
+            started, finished = parse_time(t.get("started_at")), parse_time(t.get("finished_at"))
+            dur = fmt_seconds(finished - started) if started and finished else ""
+            text_rows.append(f"{t['id'][:8]}  {t['status']:<10} {prog:>5}  {dur:>9}  {t.get('name', '')}")
+            html_rows.append(
+                f"<tr><td><code>{t['id'][:8]}</code></td><td>{badge_html(t['status'])}</td><td>{html.escape(prog)}</td>"
+                f"<td>{html.escape(dur)}</td><td>{html.escape(str(t.get('name', '')))}</td>"
+                f"<td>{html.escape(str(t.get('created_at') or '')[:19].replace('T', ' '))}</td></tr>"
+            )
+        head = "id        status      prog   duration  name"
+        heads = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("id", "status", "progress", "duration", "name", "created (UTC)"))
+        display(
+            {
+                "text/plain": "\n".join([head, *text_rows]),
+                "text/html": f"<table class='taskrun-list'><thead><tr>{heads}</tr></thead><tbody>{''.join(html_rows)}</tbody></table>",
+            },
+            raw=True,
+        )
+
+    def _show(self, handle: TaskHandle) -> None:
+        t = self._call(lambda: handle.task)
+        from .widgets import fmt_bytes, fmt_seconds
+
+        lines = [
+            f"task      {t['id']}",
+            f"name      {t.get('name')}",
+            f"status    {t.get('status')}" + (f" (#{t['queue_position']} in queue)" if t.get("queue_position") else ""),
+            f"kernel    {t.get('kernel_name')}   owner {t.get('owner') or '-'}   tags {', '.join(t.get('tags') or []) or '-'}",
+            f"created   {t.get('created_at')}",
+            f"started   {t.get('started_at') or '-'}",
+            f"finished  {t.get('finished_at') or '-'}",
+        ]
+        p = t.get("progress")
+        if p:
+            total = f"/{p['total']}" if p.get("total") is not None else ""
+            lines.append(f"progress  {p.get('value')}{total} {p.get('message') or ''}".rstrip())
+        m = t.get("metrics") or {}
+        if m:
+            cpu = (m.get("cpu_user") or 0) + (m.get("cpu_system") or 0)
+            lines.append(
+                f"metrics   wall {fmt_seconds(m.get('wall'))}, cpu {fmt_seconds(cpu)}, "
+                f"peak memory {fmt_bytes(m.get('peak_rss'))}, kernel start {fmt_seconds(m.get('kernel_start'))}"
+            )
+        if t.get("result"):
+            lines.append(f"result    {decode_result(t['result'])!r}")
+        err = t.get("error")
+        if err:
+            lines.append(f"error     {err.get('ename')}: {err.get('evalue')}")
+            if err.get("reason") and err.get("reason") != err.get("evalue"):
+                lines.append(f"reason    {err.get('reason')}")
+        print("\n".join(lines))
+        if err and err.get("traceback"):
+            print("\n".join(err["traceback"]), file=sys.stderr)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_taskrun``"""
+    ipython.register_magics(TaskRunMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    magics = ipython.magics_manager.registry.pop("TaskRunMagics", None)
+    if magics is not None:
+        for panel in magics.panels:
+            try:
+                panel.close()
+            except Exception:  # noqa: BLE001
+                pass
+        ipython.magics_manager.magics["line"].pop("taskrun", None)
+        ipython.magics_manager.magics["cell"].pop("taskrun", None)
