@@ -39,7 +39,8 @@ from tests._server import JupyterServer  # noqa: E402
 
 #: Where ``run_all.py --install-peers`` puts jupyter_scheduler (kept out of the main
 #: environment: an installed jupyter_scheduler would load into every Jupyter server there).
-DEFAULT_PEERS_DIR = Path(os.environ.get("TASKRUN_BENCH_PEERS", Path.home() / ".cache" / "jupyter_taskrun-bench" / "peers"))
+CACHE_DIR = Path(os.environ.get("TASKRUN_BENCH_CACHE", Path.home() / ".cache" / "jupyter_taskrun-bench"))
+DEFAULT_PEERS_DIR = Path(os.environ.get("TASKRUN_BENCH_PEERS", CACHE_DIR / "peers"))
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -314,23 +315,35 @@ class BenchServer(JupyterServer):
 class Context:
     """What one benchmark run shares: options, a temp dir, cached servers."""
 
-    def __init__(self, *, quick: bool = False, keep: bool = False, peers_dir: Path = DEFAULT_PEERS_DIR):
+    def __init__(
+        self, *, quick: bool = False, keep: bool = False, peers_dir: Path = DEFAULT_PEERS_DIR, cache: bool = True
+    ):
         self.quick = quick
         self.keep = keep
         self.peers_dir = Path(peers_dir)
+        self.cache = cache
+        self.cache_dir = CACHE_DIR
         self.tmp = Path(tempfile.mkdtemp(prefix="taskrun-bench-"))
         self._servers: dict[tuple[Any, ...], BenchServer] = {}
         self._n = 0
         self.nofile = raise_nofile()
 
-    def server(self, *args: str, fresh: bool = False, **kw: Any) -> BenchServer:
-        """A started taskrun server with these extra ``--`` args (cached unless ``fresh``)."""
+    def server(
+        self, *args: str, fresh: bool = False, prepare: Callable[[BenchServer], None] | None = None, **kw: Any
+    ) -> BenchServer:
+        """A started taskrun server with these extra ``--`` args (cached unless ``fresh``).
+
+        ``prepare(srv)`` runs before the server starts (e.g. to fill its SQLite file); it implies ``fresh``.
+        """
+        fresh = fresh or prepare is not None
         key = (args, tuple(sorted((k, repr(v)) for k, v in kw.items())))
         if not fresh and key in self._servers:
             return self._servers[key]
         self._n += 1
         base = self.tmp / f"server{self._n}"
         srv = BenchServer(base, extra_args=tuple(args), **kw)
+        if prepare is not None:
+            prepare(srv)
         t0 = time.monotonic()
         log(f"starting server {self._n}: {' '.join(args) or '(defaults)'}")
         srv.start()
@@ -683,9 +696,10 @@ def standalone(run: Callable[[Context], list[Row]], description: str) -> None:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a sanity run)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
-    ap.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
+    ap.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR, help="where jupyter_scheduler may be installed")
+    ap.add_argument("--no-cache", action="store_true", help="rebuild cached fixtures (the 100k-task store)")
     a = ap.parse_args()
-    ctx = Context(quick=a.quick, keep=a.keep, peers_dir=a.peers_dir)
+    ctx = Context(quick=a.quick, keep=a.keep, peers_dir=a.peers_dir, cache=not a.no_cache)
     print(f"machine: {machine_load()}", flush=True)
     try:
         rows = run(ctx)
@@ -714,3 +728,81 @@ def taskrun_args(pool: int = 1, concurrency: int = 2, *extra: str) -> tuple[str,
         "--TaskRun.max_streams_per_user=2000",
         *extra,
     )
+
+
+# ----------------------------------------------------------------------------- stamped streaming run
+
+
+async def stamped_run(
+    srv: BenchServer, *, subscribers: int, lines: int, interval: float, pool: int = 1
+) -> dict[str, Any]:
+    """Run a task printing ``TS i time.time()`` lines, followed by ``subscribers`` SSE clients
+    connected before the first print (the task waits on a gate file); parse what each received."""
+    import uuid
+
+    srv.wait_quiet(kernels=pool, pool=pool)
+    gate = srv.root / f"gate-{uuid.uuid4().hex}"
+    task = submit(srv, {"code": stamp_code(lines, interval, gate=str(gate)), "name": "stream-bench"})
+    task_id = task["id"]
+    deadline = time.monotonic() + 120
+    while task["status"] == "queued":
+        if time.monotonic() > deadline:
+            raise RuntimeError("stream task never started")
+        time.sleep(0.01)
+        task = srv.http.json("GET", f"taskrun/api/tasks/{task_id}")
+    if task["status"] != "running":
+        raise RuntimeError(f"stream task ended early: {task['status']} {task.get('error')}")
+    me = psutil.Process()
+    t0 = time.monotonic()
+    clients = await open_sse(srv, f"taskrun/api/tasks/{task_id}/events", subscribers)
+    connect_s = time.monotonic() - t0
+    cpu0 = sum(me.cpu_times()[:2])
+    t1 = time.monotonic()
+    gate.touch()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), timeout=lines * interval * 10 + 120)
+    finally:
+        for c in clients:
+            c.close()
+    stream_s = time.monotonic() - t1
+    client_cpu = sum(me.cpu_times()[:2]) - cpu0
+    final = srv.http.json("GET", f"taskrun/api/tasks/{task_id}")
+    # what the server itself kept of the task's output (independent of any subscriber)
+    _, log_bytes, _ = srv.http.request("GET", f"taskrun/api/tasks/{task_id}/logs")
+    stored = [int(p[1]) for p in (ln.split() for ln in log_bytes.decode().splitlines()) if len(p) == 3 and p[0] == "TS"]
+    latencies: list[float] = []
+    complete = delivered = 0
+    problems: list[str] = []
+    if stored != list(range(lines)):
+        problems.append(
+            f"the server stored {len(stored)}/{lines} printed lines of a task that ended "
+            f"{final['status']} (output lost before any subscriber could get it)"
+        )
+    for i, c in enumerate(clients):
+        status, frames = c.frames()
+        got, ids, ended = stamped_lines(frames)
+        idx = [g[0] for g in got]
+        # delivered: every stored event exactly once, in order, then 'end'
+        ok = status == 200 and ended and idx == stored and ids == list(range(1, final["last_event_id"] + 1))
+        if ok:
+            delivered += 1
+            complete += stored == list(range(lines))
+        elif len(problems) < 5:
+            problems.append(
+                f"client {i}: http {status}, end={ended}, {len(set(idx))}/{len(stored)} stored lines, "
+                f"ids {ids[:1]}..{ids[-1:]} ({len(ids)}) vs last {final['last_event_id']}"
+            )
+        latencies += [arrived - printed for _, printed, arrived in got]
+    return {
+        "task": final,
+        "latencies": latencies,
+        "complete": complete,
+        "delivered": delivered,
+        "stored_lines": len(stored),
+        "subscribers": subscribers,
+        "problems": problems,
+        "connect_s": connect_s,
+        "stream_s": stream_s,
+        "client_cpu_s": client_cpu,
+        "events": final["last_event_id"],
+    }

@@ -710,7 +710,8 @@ class TaskRunClient(_ClientBase):
         return self._request("GET", self._task_path(task_id, "/logs"), params=params)[2]
 
     def logs(self, task_id: str, stream: str | None = None, offset: int = 0) -> str:
-        """The log text from byte ``offset``; for incremental reads add ``len(text.encode())``."""
+        """The log text from byte ``offset`` (decoded; for incremental reads prefer ``logs_bytes``,
+        whose length is exactly how far to move ``offset``)."""
         return self.logs_bytes(task_id, stream, offset).decode("utf-8", errors="replace")
 
     def outputs(self, task_id: str) -> list[dict[str, Any]]:

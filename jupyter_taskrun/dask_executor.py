@@ -128,13 +128,18 @@ class DaskExecutor(Executor, LoggingConfigurable):
         kw.setdefault("parent", service)
         super().__init__(**kw)
         self.service = service
-        self.log = getattr(service, "log", log)
         self.scheduler_address: str = getattr(service, "dask_scheduler_address", "") or ""
         self.cluster_factory: str = getattr(service, "dask_cluster_factory", "") or ""
+        #: a configuration problem: reported by info() and to every task, the server keeps serving
+        self._fatal: str | None = None
         if not self.scheduler_address and not self.cluster_factory:
-            raise TaskRunError(
+            self._fatal = (
                 'c.TaskRun.executor = "dask" needs c.TaskRun.dask_scheduler_address or c.TaskRun.dask_cluster_factory'
             )
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            self._fatal = "the Dask executor needs the dask extra: pip install 'jupyter_taskrun[dask]'"
         marker = launcher_settings.server_marker or uuid.uuid4().hex[:12]
         self.topic = f"jupyter-taskrun-{marker}"
         secrets = tuple(getattr(service, "extra_secret_env", ()) or ())
@@ -170,6 +175,10 @@ class DaskExecutor(Executor, LoggingConfigurable):
 
     async def start(self) -> None:
         """Connect in the background: the server starts even if the scheduler is down."""
+        if self._fatal:
+            self._status, self._error = "misconfigured", self._fatal
+            self.log.error("taskrun: %s", self._fatal)
+            return
         if self._supervisor is None:
             self._supervisor = asyncio.ensure_future(self._supervise())
 
@@ -199,10 +208,15 @@ class DaskExecutor(Executor, LoggingConfigurable):
 
         address = await self._resolve_address()
         self._status = "connecting"
-        client = await asyncio.wait_for(
-            Client(address, asynchronous=True, set_as_default=False, timeout=self.connect_timeout),
-            self.connect_timeout + 5,
-        )
+        client = Client(address, asynchronous=True, set_as_default=False, timeout=self.connect_timeout)
+        try:
+            await asyncio.wait_for(client, self.connect_timeout + 5)
+        except BaseException:
+            try:
+                await asyncio.wait_for(client.close(), 5)
+            except Exception:
+                pass
+            raise
         self.client = client
         self._subscribe(client)
         self.log.info("taskrun: connected to the Dask scheduler at %s", address)
@@ -267,6 +281,8 @@ class DaskExecutor(Executor, LoggingConfigurable):
         """The connected client, or ExecutorUnavailable once ``unavailable_wait`` is over."""
         if self._connected.is_set() and self.client is not None:
             return self.client
+        if self._fatal:
+            raise ExecutorUnavailable(self._fatal)
         waiter = asyncio.ensure_future(self._connected.wait())
         stopper = asyncio.ensure_future(state.stop_wake.wait())
         try:
@@ -870,6 +886,16 @@ async def _dispose(kernel: Any, tmp: str | None) -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload hook (``dask worker ... --preload jupyter_taskrun.dask_executor``).
+
+    Optional: imports the task-running code and starts this worker's kernel reaper at
+    worker start, so the first task does not pay for them.
+    """
+    _ensure_reaper()
+    KernelLauncher  # noqa: B018 - imported above with nbclient/jupyter_client; nothing else to warm
 
 
 async def _worker_main(job: TaskJob, token: str, key: str, settings: dict[str, Any]) -> dict[str, Any]:

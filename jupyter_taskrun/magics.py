@@ -11,12 +11,13 @@ from __future__ import annotations
 import html
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
 from .handle import TaskFailedError, TaskHandle, decode_result
 
@@ -51,6 +52,14 @@ def parse_assignments(items: list[str], option: str, *, json_values: bool) -> di
             value = raw
         out[key] = value
     return out
+
+
+def _split(line: str) -> list[str]:
+    """Shell-like splitting with quotes removed: ``--param 'cfg={"a": 1}'`` is one argument."""
+    try:
+        return shlex.split(line, posix=True)
+    except ValueError as e:  # unbalanced quotes
+        raise UsageError(f"cannot parse the options: {e}") from None
 
 
 def _flatten(groups: list[list[str]] | None) -> list[str]:
@@ -138,7 +147,7 @@ class TaskRunMagics(Magics):
         ``h.outputs()``, ``h.cancel()``, ``h.result`` (the last expression's value).
         """
         try:
-            args = parse_argstring(self.taskrun_cell, line)
+            args = self.taskrun_cell.parser.parse_args(_split(line))
         except UsageError as e:
             raise UsageError(f"{e}\n{CELL_USAGE}") from None
         if not cell.strip():
@@ -231,7 +240,7 @@ class TaskRunMagics(Magics):
         if not line.strip():
             raise UsageError(LINE_USAGE)
         try:
-            args = self._line_parser().parse_argstring(line)
+            args = self._line_parser().parse_args(_split(line))
         except UsageError as e:
             raise UsageError(f"{e}\n{LINE_USAGE}") from None
         command = args.command

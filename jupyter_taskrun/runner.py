@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from .kernels import TaskKernel, describe_exit, execute_silently, watch_process_exit
+from .kernels import TaskKernel, descendants, describe_exit, execute_silently, watch_process_exit
 from .models import EventType, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,25 @@ class ProcessTreeSampler:
     _live: dict[int, tuple[float, float]] = field(default_factory=dict)
     _last: tuple[float, float] | None = None
     seen: set[int] = field(default_factory=set)
+    baseline: tuple[float, float] | None = None
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        u, s, _ = self._read()
-        self._base = (u, s)  # a pooled kernel spent CPU warming up; that is not the task's
+        if self.baseline is None:
+            u, s, _ = self._read()
+            self.baseline = (u, s)
+        self._base = self.baseline  # a pooled kernel spent CPU warming up; that is not the task's
 
     def _read(self) -> tuple[float, float, int]:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
+        procs = []
+        for pid in (self.pid, *descendants(self.pid)):
+            proc = self._procs.get(pid)
+            if proc is None:  # Process() reads /proc/<pid>/stat once; keep it for later samples
+                try:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            procs.append(proc)
         live: dict[int, tuple[float, float]] = {}
         rss = 0
         for p in procs:
@@ -324,7 +332,7 @@ class NotebookRunner:
         """Execute every code cell in order; raises CancelledError if cancelled from outside."""
         kernel = self.kernel
         pid = kernel.pid
-        self.sampler = ProcessTreeSampler(pid) if pid else None
+        self.sampler = ProcessTreeSampler(pid, baseline=kernel.cpu_baseline) if pid else None
         stop_watch = (
             watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
         )

@@ -185,7 +185,7 @@ class TaskRun(LoggingConfigurable):
         sizes = self.kernel_pool_size
         if isinstance(sizes, int):
             sizes = {self.kernel_name_default: sizes}
-        pool = KernelPool(launcher, dict(sizes), log=self.log) if any(v > 0 for v in sizes.values()) else None
+        pool = KernelPool(launcher, dict(sizes), cwd=self.root_dir, log=self.log) if any(v > 0 for v in sizes.values()) else None
         return LocalExecutor(launcher, pool, root_dir=self.root_dir, log=self.log)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -518,7 +518,10 @@ class TaskRun(LoggingConfigurable):
         try:
             try:
                 sub = TaskSubmission.from_dict(task.submission)
-                nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name)
+                if sub.path is not None:  # file reads go to a thread; in-memory sources are built inline
+                    nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name)
+                else:
+                    nb, context = build_notebook(sub, self.root_dir, task.kernel_name)
                 if context.get("cwd") is None:
                     context["cwd"] = self.root_dir
             except TaskRunError as e:

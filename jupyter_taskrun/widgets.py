@@ -78,6 +78,8 @@ def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 60:
@@ -334,7 +336,7 @@ class TaskPanel(widgets.VBox):
         self.task: dict[str, Any] = dict(task)
         self.status: str = task.get("status", "queued")
         self.last_seq: int = 0
-        self.log = LogBuffer(max_log_chars)
+        self.log_buffer = LogBuffer(max_log_chars)
         self.outputs: list[dict[str, Any]] = []
         self._display_ids: dict[str, int] = {}
         self.samples: deque[dict[str, Any]] = deque(maxlen=600)
@@ -469,7 +471,7 @@ class TaskPanel(widgets.VBox):
 
     def stop(self) -> None:
         """Stop following (closes the event stream); the panel keeps what it shows."""
-        fut, self._future = self._future, None
+        fut, self._future = getattr(self, "_future", None), None
         if fut is not None and not fut.done():
             fut.cancel()
         with self._lock:
@@ -478,6 +480,8 @@ class TaskPanel(widgets.VBox):
                 self._render_handle = None
 
     def close(self) -> None:
+        if not hasattr(self, "_lock"):  # failed half-way through __init__
+            return super().close()
         self._closed = True
         self.stop()
         self.mode = "closed"
@@ -526,7 +530,7 @@ class TaskPanel(widgets.VBox):
             return None
         panel = TaskPanel(self.client, new["id"], task=new, start=True, transport=self.transport,
                           poll_interval=self.poll_interval, render_interval=self.render_interval,
-                          max_log_chars=self.log.max_chars, max_outputs=self.max_outputs)
+                          max_log_chars=self.log_buffer.max_chars, max_outputs=self.max_outputs)
         with self._lock:
             self.reruns.append(panel)
             self.rerun_box.children = (*self.rerun_box.children, panel)
@@ -608,7 +612,7 @@ class TaskPanel(widgets.VBox):
                     self.error = data["error"]
                 self.cell_index = None
         elif etype == "log":
-            self.log.feed(data.get("stream", "stdout"), data.get("text", ""))
+            self.log_buffer.feed(data.get("stream", "stdout"), data.get("text", ""))
         elif etype == "output":
             self._add_output(data)
         elif etype == "progress":
@@ -807,20 +811,20 @@ class TaskPanel(widgets.VBox):
         else:
             self.progress_row.layout.display = "none"
         # log
-        if self.log.total:
+        if self.log_buffer.total:
             self.log_box.layout.display = "flex"
-            dropped = f" · earlier {fmt_bytes(self.log.dropped)} not shown" if self.log.dropped else ""
+            dropped = f" · earlier {fmt_bytes(self.log_buffer.dropped)} not shown" if self.log_buffer.dropped else ""
             trunc = f' · <span style="color:#ef6c00">{html.escape(self.truncated)}</span>' if self.truncated else ""
             self.log_header.value = f'<span style="font-size:12px"><b>Log</b>{dropped}{trunc}</span>'
-            if self.follow_toggle.value and self._rendered_log_total != self.log.total:
-                self._rendered_log_total = self.log.total
+            if self.follow_toggle.value and self._rendered_log_total != self.log_buffer.total:
+                self._rendered_log_total = self.log_buffer.total
                 # column-reverse keeps the view pinned to the newest line as it grows
                 self.log_view.value = (
                     '<div class="taskrun-logbox" style="display:flex;flex-direction:column-reverse;max-height:15em;'
                     "overflow:auto;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px;"
                     'border:1px solid var(--jp-border-color2,#e0e0e0)"><pre style="margin:0;padding:4px 8px;'
                     f"font-family:{_MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-word\">"
-                    f"{self.log.html()}</pre></div>"
+                    f"{self.log_buffer.html()}</pre></div>"
                 )
         # outputs
         if self._outputs_version != self._rendered_outputs_version:
@@ -1014,7 +1018,7 @@ class TaskPanel(widgets.VBox):
                     self._log_offsets[stream] += len(data)
                     dec = self._log_decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
                     with self._lock:
-                        self.log.feed(stream, dec.decode(data))
+                        self.log_buffer.feed(stream, dec.decode(data))
             outputs = await ac.outputs(self.task_id)
             metrics = None
             try:
@@ -1275,9 +1279,9 @@ class TaskListPanel(widgets.VBox):
         task_id = self.picker.value
         if not task_id:
             return None
-        return self.open(task_id)
+        return self.open_task(task_id)
 
-    def open(self, task_id: str) -> TaskPanel:
+    def open_task(self, task_id: str) -> TaskPanel:
         """Show the live panel of one task below the list."""
         panel = self.panels.get(task_id)
         if panel is None:
@@ -1296,11 +1300,13 @@ class TaskListPanel(widgets.VBox):
             self._future = self._bg.submit(self._main())
 
     def stop(self) -> None:
-        fut, self._future = self._future, None
+        fut, self._future = getattr(self, "_future", None), None
         if fut is not None and not fut.done():
             fut.cancel()
 
     def close(self) -> None:
+        if not hasattr(self, "_lock"):
+            return super().close()
         self._closed = True
         self.stop()
         for panel in self.panels.values():

@@ -247,7 +247,7 @@ def test_wait_timeout_then_cancel_then_delete(client):
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         client.wait(task["id"], timeout=1.5)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10  # generous: CI machines are slow, the point is "not 120 s"
 
     wait_for_status(client, task["id"], "running")
     with pytest.raises(TaskRunHTTPError) as info:

@@ -156,7 +156,8 @@ async def logs_of(api, task_id: str) -> str:
 async def wait_log(api, task_id: str, needle: str, timeout: float = 60) -> str:
     async def check():
         text = await logs_of(api, task_id)
-        return text if needle in text else None
+        # the whole line: a log chunk may end in the middle of it
+        return text if needle in text and "\n" in text.split(needle, 1)[1] else None
 
     return await wait_for(check, timeout, 0.05, f"{needle!r} in the logs")
 
@@ -227,7 +228,7 @@ async def test_kernel_death_fails_task_within_2s_keeps_output_next_task_runs(api
         assert frame is not None, "stream ended without a final status"
         if frame["event"] == "log":
             log_text += frame["data"]["data"]["text"]
-            if t_ready is None and "READY" in log_text:
+            if t_ready is None and "READY" in log_text and "\n" in log_text.split("READY")[1]:
                 t_ready = frame["t"]
                 if kind == "sigkill-from-outside":
                     pid = int(log_text.split("READY")[1].split()[0])
@@ -377,9 +378,12 @@ async def test_vanishing_sse_and_ws_clients_free_everything(api, taskrun):
     assert (await logs_of(api, tid)) == "".join(f"tick {i}\n" for i in range(150))
 
 
+N_RESUME = 1500
+
+
 async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
     rnd = random.Random(8)
-    task = await api.submit(code=TICKER.format(n=300, dt=0.01))
+    task = await api.submit(code=TICKER.format(n=N_RESUME, dt=0.002))
     tid = task["id"]
     seen: list[dict[str, Any]] = []
     last, reconnects, ended = 0, 0, False
@@ -388,7 +392,7 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
         sse = await sse_connect(api, f"tasks/{tid}/events", headers)
         assert sse.status == 200
         reconnects += 1
-        for _ in range(rnd.randint(1, 12)):
+        for _ in range(rnd.randint(1, 6)):
             frame = await sse.next_frame(30)
             if frame is None or frame["event"] == "end":
                 ended = True
@@ -401,14 +405,14 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
     assert seqs == list(range(1, len(seqs) + 1)), "a resumed stream has no gap and no duplicate"
     assert [f["data"]["seq"] for f in seen] == seqs
     text = "".join(f["data"]["data"]["text"] for f in seen if f["event"] == "log")
-    assert text == "".join(f"tick {i}\n" for i in range(300))
+    assert text == "".join(f"tick {i}\n" for i in range(N_RESUME))
     assert seqs[-1] == (await api.get(tid))["last_event_id"]
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="stream slots released")
 
 
 async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
     rnd = random.Random(9)
-    tid = (await api.submit(code=TICKER.format(n=200, dt=0.01)))["id"]
+    tid = (await api.submit(code=TICKER.format(n=N_RESUME, dt=0.002)))["id"]
     seen: list[int] = []
     text = ""
     ended = False
@@ -417,9 +421,10 @@ async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
         ws = await ws_connect(api, tid, after=seen[-1] if seen else 0)
         reconnects += 1
         assert json.loads(await ws.read_message())["type"] == "connected"
-        for _ in range(rnd.randint(1, 12)):
+        for _ in range(rnd.randint(1, 6)):
             msg = await asyncio.wait_for(ws.read_message(), 30)
             if msg is None:
+                print("WS CLOSED", ws.close_code, ws.close_reason, seen[-1:], flush=True)
                 ended = True
                 break
             ev = json.loads(msg)
@@ -432,7 +437,7 @@ async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
         ws.close() if rnd.random() < 0.5 else ws.stream.close()
     assert reconnects > 10
     assert seen == list(range(1, len(seen) + 1))
-    assert text == "".join(f"tick {i}\n" for i in range(200))
+    assert text == "".join(f"tick {i}\n" for i in range(N_RESUME))
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="stream slots released")
 
 

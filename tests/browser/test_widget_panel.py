@@ -1,0 +1,126 @@
+"""The ``%%taskrun`` panel (ipywidgets) rendered in real headless Chromium inside JupyterLab.
+
+A notebook is opened in a real ``jupyter lab`` (fixtures in ``conftest.py``), its
+``%%taskrun`` cells are run from the keyboard, and the panel is watched in the DOM
+until the task has completed (and a second one failed). Screenshots land in
+``tests/artifacts/`` for humans.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+TASK_CODE = """%%taskrun --name widget-demo --tag screenshot
+import sys, time
+from jupyter_taskrun import progress
+from tqdm import tqdm
+from IPython.display import HTML, display
+print("loading the data set...")
+for i in range(8):
+    progress(i + 1, 8, f"batch {i + 1}/8")
+    print(f"batch {i + 1}: loss={1.0 / (i + 1):.3f}")
+    time.sleep(0.4)
+print("1 batch had missing values; skipped", file=sys.stderr)
+for _ in tqdm(range(20), desc="evaluating"):
+    time.sleep(0.05)
+display(HTML("<h4 style='margin:4px 0'>Report</h4><table><tr><th>metric</th><th>value</th></tr>"
+             "<tr><td>accuracy</td><td>0.93</td></tr><tr><td>f1</td><td>0.91</td></tr></table>"))
+{"accuracy": 0.93, "f1": 0.91}"""
+
+FAILING_CODE = """%%taskrun --name widget-failure
+values = {"a": 1}
+print("about to look up b")
+values["b"]"""
+
+
+def write_notebook(root: Path, name: str) -> None:
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+        for src in ("%load_ext jupyter_taskrun", TASK_CODE, FAILING_CODE)
+    ]
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (root / name).write_text(json.dumps(nb))
+
+
+def panel_for(page: Any, cell_index: int) -> Any:
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(cell_index)
+    return cell.locator(".taskrun-panel").first
+
+
+def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any, artifacts_dir: Path) -> None:
+    page = lab_page
+    name = f"widget-panel-{uuid.uuid4().hex[:6]}.ipynb"
+    write_notebook(lab_server.root, name)
+    page.goto(f"{lab_server.url}lab/tree/{name}?token={lab_server.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=30000)
+    # wait for the kernel before running, so keyboard input is not lost in a dialog
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
+
+    first = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").first
+    first.click()
+    page.keyboard.press("Escape")  # command mode
+    for _ in range(3):
+        page.keyboard.press("Shift+Enter")
+
+    panel = panel_for(page, 1)
+    panel.wait_for(state="visible", timeout=60000)
+    # live: running, the progress bar moving, log lines streaming in
+    panel.locator(".taskrun-badge [data-status='running']").wait_for(timeout=60000)
+    panel.locator(".taskrun-progress-text").wait_for(timeout=30000)
+    page.wait_for_function(
+        "el => el.textContent.includes('batch 3')", arg=panel.locator(".taskrun-log").element_handle(), timeout=30000
+    )
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(artifacts_dir / "widget-panel-running.png"))
+
+    panel.locator(".taskrun-badge [data-status='completed']").wait_for(timeout=90000)
+    # the final state as the user sees it
+    log_text = panel.locator(".taskrun-log").inner_text()
+    assert "loading the data set" in log_text and "batch 8: loss=0.125" in log_text
+    stderr = panel.locator(".taskrun-log .taskrun-stderr")
+    assert stderr.count() >= 1 and "missing values" in stderr.first.inner_text()
+    assert "20/20" in panel.locator(".taskrun-progress-text").inner_text()
+    assert "accuracy" in panel.locator(".taskrun-outputs").inner_text()
+    assert panel.locator(".taskrun-metrics svg.taskrun-sparkline").count() == 1
+    metrics = panel.locator(".taskrun-metrics").inner_text()
+    assert "peak mem" in metrics and "MB" in metrics and "kernel start" in metrics
+    cancel = panel.get_by_role("button", name="Cancel")
+    assert cancel.is_disabled()
+
+    # "Open executed notebook" saves it next to this notebook and shows a link
+    panel.get_by_role("button", name="Open executed notebook").click()
+    link = panel.locator("a.taskrun-notebook-link")
+    link.wait_for(timeout=30000)
+    saved = link.inner_text().strip()
+    assert saved.endswith(".executed.ipynb") and (lab_server.root / saved).is_file()
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(artifacts_dir / "widget-panel-completed.png"))
+
+    # the failing task: error head and the task's traceback
+    failed = panel_for(page, 2)
+    failed.wait_for(state="visible", timeout=60000)
+    failed.locator(".taskrun-badge [data-status='failed']").wait_for(timeout=90000)
+    error = failed.locator(".taskrun-error")
+    error.wait_for(state="visible")
+    assert "KeyError" in error.inner_text()
+    failed.scroll_into_view_if_needed()
+    failed.screenshot(path=str(artifacts_dir / "widget-panel-failed.png"))
+    page.screenshot(path=str(artifacts_dir / "widget-panel-notebook.png"))
+
+    # the server agrees
+    tasks = lab_server.api.get("taskrun/api/tasks?name=widget-demo")["tasks"]
+    assert tasks and tasks[0]["status"] == "completed"
+    assert not [e for e in page.errors if "taskrun" in e.lower() or "widget" in e.lower()], page.errors

@@ -1,0 +1,445 @@
+"""Dask executor (issue 7): a real ``dask scheduler`` and real ``dask worker`` processes on 127.0.0.1.
+
+Every test goes through the real REST/SSE API of a real Jupyter server configured with
+``c.TaskRun.executor = "dask"``. Workers run without a nanny, so a task kernel's parent
+process *is* the worker process (that is how "it ran on the worker" is checked), and a
+SIGKILL to that process is a real worker loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.dask
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskProcesses:
+    """A scheduler and workers as subprocesses; everything started here is killed in ``close()``."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.addresses: dict[str, str] = {}
+        self._procs: list[subprocess.Popen] = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")]))
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._procs.append(proc)
+        return proc
+
+    def start_scheduler(self) -> None:
+        self.scheduler = self._spawn(
+            [*SCHEDULER, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"], "scheduler"
+        )
+
+    def start_worker(self, name: str, resources: str | None = None) -> subprocess.Popen:
+        cmd = [*WORKER, self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1"]
+        cmd += ["--no-dashboard", "--memory-limit", "0", "--death-timeout", "60"]
+        cmd += ["--preload", "jupyter_taskrun.dask_executor"]  # warm imports, start the kernel reaper
+        if resources:
+            cmd += ["--resources", resources]
+        proc = self._spawn(cmd, name)
+        self.workers[name] = proc
+        return proc
+
+    def wait_workers(self, names: list[str], timeout: float = 60) -> dict[str, str]:
+        """Block until the named workers are registered; returns name -> address."""
+        from distributed import Client
+
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout=timeout) as client:
+            while True:
+                found = {w["name"]: a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+                if all(n in found for n in names):
+                    self.addresses.update({n: found[n] for n in names})
+                    return {n: found[n] for n in names}
+                for n in names:
+                    if self.workers[n].poll() is not None:
+                        raise RuntimeError(f"worker {n} exited: {(self.log_dir / f'{n}.log').read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"workers {names} not up after {timeout}s (have {sorted(found)})")
+                time.sleep(0.1)
+
+    def kill_scheduler(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.kill()
+        self.scheduler.wait(10)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for proc in self._procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    @property
+    def worker_pids(self) -> dict[int, str]:
+        return {p.pid: name for name, p in self.workers.items()}
+
+
+WORKERS = {"w1": None, "w2": None, "victim": "VICTIM=1", "r1": "RETRY=1", "r2": "RETRY=1"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One scheduler and single-thread workers, shared by the module, all started at once.
+
+    "w1", "w2": plain workers. "victim" (resource VICTIM=1), "r1" and "r2" (RETRY=1): the
+    workers the worker-loss tests kill; tasks that ask for those resources can only go there.
+    """
+    procs = DaskProcesses(tmp_path_factory.mktemp("dask"))
+    try:
+        procs.start_scheduler()
+        for name, resources in WORKERS.items():
+            procs.start_worker(name, resources)
+        procs.wait_workers(list(WORKERS))
+        yield procs
+    finally:
+        procs.close()
+
+
+@pytest.fixture
+def dask_executor_config() -> dict[str, Any]:
+    """``c.DaskExecutor`` settings: fail fast in tests where the real defaults wait long."""
+    return {"unavailable_wait": 3.0, "resource_wait": 1.0}
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config, dask_executor_config):
+    from traitlets.config import Config
+
+    jp_server_config["DaskExecutor"] = Config(dask_executor_config)
+    return jp_server_config
+
+
+@pytest.fixture
+def taskrun_config(request, cluster) -> dict[str, Any]:
+    """TaskRun settings; indirect parametrize picks a variant ("retry", "lonely", "factory")."""
+    variant = getattr(request, "param", None)
+    config: dict[str, Any] = {"executor": "dask", "dask_scheduler_address": cluster.address}
+    if variant == "retry":
+        config["retry_on_worker_loss"] = True
+    elif variant == "lonely":
+        config["dask_scheduler_address"] = request.getfixturevalue("lonely_scheduler").address
+    elif variant == "factory":
+        config = {"executor": "dask", "dask_cluster_factory": "tests.test_dask:small_cluster"}
+    return config
+
+
+@pytest.fixture
+def lonely_scheduler(tmp_path):
+    """A scheduler of its own (no workers yet), for the test that kills it."""
+    procs = DaskProcesses(tmp_path)
+    procs.start_scheduler()
+    yield procs
+    procs.close()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+async def wait_connected(api, workers: int | None = None, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, status, _ = await api.call("GET", "status")
+        assert code == 200
+        ex = status["executor"]
+        if ex.get("connected") and (workers is None or ex.get("workers") == workers):
+            return ex
+        assert time.monotonic() < deadline, f"executor never connected: {ex}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_log(api, task_id: str, needle: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, logs, _ = await api.call("GET", f"tasks/{task_id}/logs")
+        if needle in logs:
+            return logs
+        task = await api.get(task_id)
+        assert task["status"] in ("queued", "running"), task
+        assert time.monotonic() < deadline, f"{needle!r} never logged; logs: {logs!r}"
+        await asyncio.sleep(0.05)
+
+
+async def process_gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def pid_line(logs: str) -> tuple[int, int]:
+    """(kernel pid, its parent pid) from a line 'pids <pid> <ppid>'."""
+    for line in logs.splitlines():
+        if line.startswith("pids "):
+            _, pid, ppid = line.split()
+            return int(pid), int(ppid)
+    raise AssertionError(f"no pid line in {logs!r}")
+
+
+PIDS = "import os, time\nprint('pids', os.getpid(), os.getppid(), flush=True)\n"
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+async def test_task_runs_on_a_worker_with_live_ordered_events(api, cluster):
+    ex = await wait_connected(api, workers=len(WORKERS))
+    assert ex["kind"] == "dask" and ex["scheduler"] == cluster.address
+    code = (
+        PIDS
+        + "for i in range(60):\n    print(i, flush=True)\n    time.sleep(0.005)\n"
+        + "time.sleep(1.5)\nprint('late', flush=True)\n6 * 7"
+    )
+    task = await api.submit(code=code, name="on-a-worker")
+    arrivals: list[float] = []
+
+    def stamp(frames):
+        while len(arrivals) < len(frames):
+            arrivals.append(time.monotonic())
+        return False
+
+    frames = await api.sse(f"tasks/{task['id']}/events", stop=stamp)
+    events = [(f, t) for f, t in zip(frames, arrivals) if f["event"] != "end" and f.get("data") is not None]
+    task = await api.get(task["id"])
+    assert task["status"] == "completed", task
+    assert task["result"]["data"]["text/plain"] == "42"
+
+    # it ran on a worker: the kernel's parent is a dask worker process, not this (server) process
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    pid, ppid = pid_line(logs)
+    assert ppid != os.getpid() and ppid in cluster.worker_pids, (ppid, cluster.worker_pids)
+    name = cluster.worker_pids[ppid]
+    assert task["executor"] == "dask"
+    assert task["worker"] == cluster.addresses[name]
+    assert task["metrics"]["worker"] == cluster.addresses[name]
+    assert task["metrics"]["dask_attempts"] == 1
+    assert await process_gone(pid, within=5)  # disposed after the task
+
+    # every event, in order, nothing lost or doubled: seq is 1..N with no gap
+    seqs = [f["data"]["seq"] for f, _ in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert logs == f"pids {pid} {ppid}\n" + "".join(f"{i}\n" for i in range(60)) + "late\n"
+    streamed = "".join(f["data"]["data"]["text"] for f, _ in events if f["data"]["type"] == "log")
+    assert streamed == logs
+    types = [f["data"]["type"] for f, _ in events]
+    assert types[0] == "status" and types[-1] == "status"
+    assert "cell" in types and "metrics" in types and "result" in types
+
+    # live: "59" reached the SSE client well before "late" (printed 1.5 s later) and the end
+    def arrival_of(text: str) -> float:
+        return next(t for f, t in events if f["data"]["type"] == "log" and text in f["data"]["data"]["text"])
+
+    assert arrival_of("late") - arrival_of("59\n") > 1.0
+
+
+async def test_two_tasks_run_at_once_on_different_workers(api, cluster, tmp_path):
+    await wait_connected(api, workers=len(WORKERS))
+
+    def code(me: str) -> str:
+        # a rendezvous: each task waits until the other one is running too
+        return PIDS + (
+            f"import pathlib\nd = pathlib.Path({str(tmp_path)!r})\n(d / {me!r}).touch()\n"
+            "deadline = time.time() + 60\n"
+            "while not ((d / 'a').exists() and (d / 'b').exists()):\n"
+            "    assert time.time() < deadline, 'the other task never ran at the same time'\n"
+            "    time.sleep(0.02)\n"
+            "time.sleep(1)\nprint('met', time.time(), flush=True)\n"
+        )
+
+    a = await api.submit(code=code("a"), name="a")
+    b = await api.submit(code=code("b"), name="b")
+    ta, tb = await asyncio.gather(api.wait(a["id"]), api.wait(b["id"]))
+    assert ta["status"] == tb["status"] == "completed", (ta["error"], tb["error"])
+    parents = []
+    for t in (ta, tb):
+        _, logs, _ = await api.call("GET", f"tasks/{t['id']}/logs")
+        parents.append(pid_line(logs)[1])
+        assert "met " in logs
+    assert parents[0] != parents[1] and set(parents) <= set(cluster.worker_pids), (parents, cluster.worker_pids)
+    assert ta["worker"] != tb["worker"]
+    # both were running at once: neither finished before the other started
+    assert ta["started_at"] < tb["finished_at"] and tb["started_at"] < ta["finished_at"]
+
+
+async def test_cancel_kills_the_remote_kernel(api, cluster):
+    task = await api.submit(code=PIDS + "time.sleep(60)")
+    logs = await wait_for_log(api, task["id"], "pids ")
+    pid, ppid = pid_line(logs)
+    assert ppid in cluster.worker_pids
+    code, _, _ = await api.call("POST", f"tasks/{task['id']}/cancel")
+    assert code == 202
+    task = await api.wait(task["id"], 20)
+    assert task["status"] == "cancelled"
+    assert task["error"]["reason"] == "cancelled by user"
+    assert await process_gone(pid, within=5)
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    assert logs.startswith("pids ")  # output from before the cancel is kept
+
+
+async def test_timeout_kills_the_remote_kernel(api, cluster):
+    # generous: a loaded CI machine may take seconds to start a kernel
+    task = await api.run(code=PIDS + "time.sleep(60)", timeout=8, wait_s=40)
+    assert task["status"] == "timed_out"
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    pid, ppid = pid_line(logs)
+    assert ppid in cluster.worker_pids
+    assert "timeout" in task["error"]["reason"]
+    assert await process_gone(pid, within=5)
+
+
+async def test_sigkill_of_the_worker_fails_the_task_naming_it(api, cluster):
+    victim, address = cluster.workers["victim"], cluster.addresses["victim"]
+    await wait_connected(api)
+    # the resource hint maps to Dask's resources=: only the victim offers VICTIM
+    task = await api.submit(code=PIDS + "time.sleep(60)", resources={"VICTIM": 1})
+    logs = await wait_for_log(api, task["id"], "pids ")
+    pid, ppid = pid_line(logs)
+    assert ppid == victim.pid
+    t0 = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    task = await api.wait(task["id"], 30)
+    assert task["status"] == "failed", task
+    reason = task["error"]["reason"]
+    assert address in reason and "lost" in reason, reason
+    assert time.monotonic() - t0 < 10
+    # the orphaned kernel does not outlive its worker
+    assert await process_gone(pid, within=5)
+    _, status, _ = await api.call("GET", "status")
+    assert address in status["executor"].get("lost_workers", [])
+    # the server keeps serving and the other workers keep working
+    after = await api.run(code="print('fine')")
+    assert after["status"] == "completed" and after["worker"] != address
+
+
+@pytest.mark.parametrize(
+    "taskrun_config", [pytest.param("retry", id="retry_on_worker_loss")], indirect=True
+)
+async def test_worker_loss_reruns_once_when_configured(api, cluster, taskrun):
+    assert taskrun.retry_on_worker_loss
+    try:
+        await _rerun_once(api, cluster, {n: cluster.addresses[n] for n in ("r1", "r2")})
+    finally:
+        for name in ("r1", "r2"):
+            cluster.workers[name].kill()
+
+
+async def _rerun_once(api, cluster, addresses: dict[str, str]) -> None:
+    await wait_connected(api)
+    task = await api.submit(code=PIDS + "time.sleep(4)\nprint('done', flush=True)", resources={"RETRY": 1})
+    logs = await wait_for_log(api, task["id"], "pids ")
+    pid, ppid = pid_line(logs)
+    first = cluster.worker_pids[ppid]
+    cluster.workers[first].send_signal(signal.SIGKILL)
+    task = await api.wait(task["id"], 60)
+    assert task["status"] == "completed", task
+    other = {"r1": "r2", "r2": "r1"}[first]
+    assert task["worker"] == addresses[other]
+    assert task["metrics"]["dask_attempts"] == 2
+    assert task["metrics"]["lost_workers"] == [addresses[first]]
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    assert f"Dask worker {addresses[first]} was lost" in logs
+    assert logs.count("pids ") == 2 and logs.endswith("done\n")
+    assert await process_gone(pid, within=5)
+
+
+async def test_resources_no_worker_offers_fail_clearly(api, cluster):
+    await wait_connected(api)
+    task = await api.run(code="print('never')", resources={"NO_SUCH_THING": 1}, wait_s=30)
+    assert task["status"] == "failed"
+    assert "no Dask worker offers the resources" in task["error"]["reason"]
+
+
+@pytest.mark.parametrize("taskrun_config", [pytest.param("lonely", id="own-scheduler")], indirect=True)
+async def test_scheduler_loss_is_reported_and_tasks_fail_clearly_then_recover(api, taskrun, lonely_scheduler):
+    procs = lonely_scheduler
+    await wait_connected(api, timeout=60)
+    procs.kill_scheduler()
+    procs.start_worker("late-worker")  # waits for a scheduler to come back (its start-up overlaps the outage)
+    deadline = time.monotonic() + 10
+    while True:
+        _, status, _ = await api.call("GET", "status")
+        ex = status["executor"]
+        if not ex["connected"]:
+            break
+        assert time.monotonic() < deadline, ex
+        await asyncio.sleep(0.05)
+    assert ex["status"] in ("reconnecting", "unavailable") and procs.address in (ex["error"] or ""), ex
+    # a task submitted meanwhile fails clearly after c.DaskExecutor.unavailable_wait (3 s here)
+    t0 = time.monotonic()
+    task = await api.run(code="print('x')", wait_s=30)
+    assert task["status"] == "failed"
+    assert "Dask executor unavailable" in task["error"]["reason"], task["error"]
+    assert procs.address in task["error"]["reason"]
+    assert time.monotonic() - t0 < 10
+    # the scheduler comes back: the executor reconnects (and resubscribes) by itself
+    procs.start_scheduler()
+    await asyncio.to_thread(procs.wait_workers, ["late-worker"])
+    await wait_connected(api, workers=1, timeout=60)
+    task = await api.run(code="print('back')")
+    assert task["status"] == "completed", task
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    assert logs == "back\n"  # events flow again over the new scheduler
+
+
+def small_cluster():
+    """A ``dask_cluster_factory`` for the test below: an in-process LocalCluster."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+
+
+@pytest.mark.parametrize("taskrun_config", [pytest.param("factory", id="cluster-factory")], indirect=True)
+async def test_cluster_factory(api, taskrun):
+    ex = await wait_connected(api, workers=1, timeout=60)
+    assert ex["cluster_factory"] == "tests.test_dask:small_cluster"
+    task = await api.run(code="print('from a LocalCluster')")
+    assert task["status"] == "completed", task
+    assert task["worker"] and task["worker"].startswith(("inproc://", "tcp://"))
+    cluster = taskrun.executor_impl.cluster
+    await taskrun.stop()
+    assert cluster.status.name == "closed"
