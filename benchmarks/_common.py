@@ -40,7 +40,24 @@ from tests._server import JupyterServer  # noqa: E402
 #: Where ``run_all.py --install-peers`` puts jupyter_scheduler (kept out of the main
 #: environment: an installed jupyter_scheduler would load into every Jupyter server there).
 CACHE_DIR = Path(os.environ.get("TASKRUN_BENCH_CACHE", Path.home() / ".cache" / "jupyter_taskrun-bench"))
-DEFAULT_PEERS_DIR = Path(os.environ.get("TASKRUN_BENCH_PEERS", CACHE_DIR / "peers"))
+PEERS_VENV = CACHE_DIR / "peers-venv"
+#: The peers venv's own site-packages: only what the main environment lacks (it sees the
+#: main site-packages). It goes on PYTHONPATH of the jupyter-scheduler server only.
+DEFAULT_PEERS_DIR = Path(
+    os.environ.get(
+        "TASKRUN_BENCH_PEERS",
+        PEERS_VENV / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages",
+    )
+)
+
+
+def install_peers() -> Path:
+    """Install jupyter_scheduler into a venv that sees this environment's packages, so pip adds
+    only what is missing; returns the directory to put on the scheduler server's PYTHONPATH."""
+    if not (PEERS_VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(PEERS_VENV)], check=True)
+    subprocess.run([str(PEERS_VENV / "bin" / "python"), "-m", "pip", "install", "jupyter_scheduler"], check=True)
+    return DEFAULT_PEERS_DIR
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 

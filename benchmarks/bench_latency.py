@@ -19,7 +19,7 @@ import importlib.util
 import subprocess
 import sys
 import time
-from pathlib import Path
+from datetime import datetime
 
 from _common import (
     BenchServer,
@@ -40,8 +40,17 @@ from _common import (
 CODE = {"code": "print(1)"}
 
 
-def taskrun_series(srv: BenchServer, n: int, *, pool: int) -> tuple[list[float], int]:
-    """n timed submissions (after one warm-up); returns (seconds, pool misses)."""
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def taskrun_series(srv: BenchServer, n: int, *, pool: int, parts: dict[str, list[float]]) -> tuple[list[float], int]:
+    """n timed submissions (after one warm-up); returns (seconds, pool misses).
+
+    ``parts`` gets the server-side breakdown of each sample (from the task's own timestamps):
+    queued (created -> started: dispatch, notebook build), running (started -> finished: kernel
+    start when cold, setup, the cell) and the rest (HTTP, auth, store writes, waking the waiter).
+    """
     misses = 0
     times = []
     for i in range(n + 1):
@@ -54,6 +63,12 @@ def taskrun_series(srv: BenchServer, n: int, *, pool: int) -> tuple[list[float],
             continue
         if i:  # the first is the warm-up
             times.append(dt)
+            created, started, finished = (epoch(task[k]) for k in ("created_at", "started_at", "finished_at"))
+            parts.setdefault("queued", []).append(started - created)
+            parts.setdefault("running", []).append(finished - started)
+            parts.setdefault("kernel start", []).append(task["metrics"].get("kernel_start") or 0.0)
+            parts.setdefault("cell", []).append(sum(c["duration"] for c in task["metrics"].get("cell_durations", [])))
+            parts.setdefault("http+rest", []).append(dt - (finished - created))
     return times, misses
 
 
@@ -135,12 +150,13 @@ def run(ctx: Context) -> list[Row]:
 
     srv = ctx.server(*taskrun_args(pool=1))
     log("latency: taskrun pool hit")
-    series["taskrun pool hit"], misses = taskrun_series(srv, ctx.n(8, 30), pool=1)
+    parts: dict[str, dict[str, list[float]]] = {"taskrun pool hit": {}, "taskrun cold (pool off)": {}}
+    series["taskrun pool hit"], misses = taskrun_series(srv, ctx.n(8, 30), pool=1, parts=parts["taskrun pool hit"])
     notes["taskrun pool hit"] = f"{misses} pool miss(es) dropped" if misses else "every sample a pool hit"
 
     srv = ctx.server(*taskrun_args(pool=0))
     log("latency: taskrun cold")
-    series["taskrun cold (pool off)"], _ = taskrun_series(srv, ctx.n(5, 15), pool=0)
+    series["taskrun cold (pool off)"], _ = taskrun_series(srv, ctx.n(5, 15), pool=0, parts=parts["taskrun cold (pool off)"])
 
     log("latency: stock nbclient")
     n_nb = ctx.n(5, 15)
@@ -190,6 +206,14 @@ def run(ctx: Context) -> list[Row]:
         rows,
         "1. LATENCY",
     )
+
+    emit_table(
+        ["taskrun, where the time goes (p50 of each part)", "queued", "  kernel start", "running", "  cell", "http+rest"],
+        [[name] + [fmt_ms(stats(p[k])["p50"]) for k in ("queued", "kernel start", "running", "cell", "http+rest")]
+         for name, p in parts.items() if p],
+        "   queued = created->started (dispatch, notebook build); running = started->finished (kernel start "
+        "when cold, setup, the cell, collecting the result); http+rest = client round trip minus created->finished",
+    )  # fmt: skip
 
     speedup_nb = ratio(nb["p50"], hit["p50"])
     out = [

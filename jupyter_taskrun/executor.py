@@ -35,6 +35,7 @@ class TaskJob:
     cell_timeout: float | None = None
     memory_limit: int | None = None
     max_output_bytes: int = 64 * 1024 * 1024
+    max_notebook_stream_bytes: int = 4 * 1024 * 1024
     metrics_interval: float = 0.5
     resources: dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +99,7 @@ async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log
         setup_code=setup_code(context),
         cell_timeout=job.cell_timeout,
         max_output_bytes=job.max_output_bytes,
+        max_notebook_stream_bytes=job.max_notebook_stream_bytes,
         memory_limit=job.memory_limit,
         sample_interval=job.metrics_interval,
         log=log,

@@ -205,6 +205,7 @@ class NotebookRunner:
         setup_code: str | None = None,
         cell_timeout: float | None = None,
         max_output_bytes: int = 64 * 1024 * 1024,
+        max_notebook_stream_bytes: int = 4 * 1024 * 1024,
         memory_limit: int | None = None,
         sample_interval: float = 0.5,
         log: logging.Logger = log,
@@ -215,6 +216,8 @@ class NotebookRunner:
         self.setup_code = setup_code
         self.cell_timeout = cell_timeout
         self.max_output_bytes = max_output_bytes
+        self.max_notebook_stream_bytes = max_notebook_stream_bytes
+        self.notebook_stream_full = False
         self.memory_limit = memory_limit
         self.sample_interval = sample_interval
         self.log = log
@@ -262,9 +265,18 @@ class NotebookRunner:
                 self.emit_progress(state)
 
     def keep_stream(self, outs: list[NotebookNode], name: str, text: str) -> NotebookNode | None:
-        """Coalesce stream text into the cell's outputs, within the output budget."""
-        if self.truncated:
+        """Coalesce stream text into the cell's outputs, within the notebook's stream budget.
+
+        The full log lives in the event store; the executed notebook keeps at most
+        ``max_notebook_stream_bytes`` of it, so a task printing gigabytes never
+        holds them in the server's memory.
+        """
+        if self.notebook_stream_full:
             return None
+        self.stored_stream_bytes += len(text)
+        if self.stored_stream_bytes > self.max_notebook_stream_bytes:
+            self.notebook_stream_full = True
+            text = f"\n[jupyter_taskrun: output truncated in this notebook after {self.max_notebook_stream_bytes} bytes; the full log is in the task's logs]\n"
         if outs and outs[-1].get("output_type") == "stream" and outs[-1].get("name") == name:
             outs[-1]["text"] += text
             return outs[-1]

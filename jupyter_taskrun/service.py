@@ -112,6 +112,9 @@ class TaskRun(LoggingConfigurable):
     max_output_bytes = Int(
         64 * 1024 * 1024, config=True, help="Stored output per task; beyond it output is dropped with a marker event."
     )
+    max_notebook_stream_bytes = Int(
+        4 * 1024 * 1024, config=True, help="Stream text kept in the executed notebook (the logs keep up to max_output_bytes)."
+    )
     memory_limit = Int(
         0, config=True, help="Default per-task memory limit in bytes for the kernel's process tree (0: none)."
     )
@@ -545,6 +548,7 @@ class TaskRun(LoggingConfigurable):
                 cell_timeout=sub.cell_timeout or self.default_cell_timeout or None,
                 memory_limit=sub.memory_limit or self.memory_limit or None,
                 max_output_bytes=self.max_output_bytes,
+                max_notebook_stream_bytes=self.max_notebook_stream_bytes,
                 metrics_interval=self.metrics_interval,
                 resources=dict(sub.resources),
             )

@@ -401,6 +401,7 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
             last = frame["id"]
         sse.abort() if rnd.random() < 0.5 else await sse.close()
     assert reconnects > 20
+    print("FINAL", await api.get(tid), len(await logs_of(api, tid)), flush=True)
     seqs = [f["id"] for f in seen]
     assert seqs == list(range(1, len(seqs) + 1)), "a resumed stream has no gap and no duplicate"
     assert [f["data"]["seq"] for f in seen] == seqs

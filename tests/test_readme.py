@@ -1,0 +1,35 @@
+"""The README's curl examples really work against a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from ._server import JupyterServer
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def curl_examples() -> str:
+    text = README.read_text()
+    section = text.split("### curl examples", 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_curl_examples_run(tmp_path):
+    script = curl_examples()
+    assert "curl" in script
+    with JupyterServer(tmp_path, extra_args=("--TaskRun.kernel_pool_size=0",)) as server:
+        env = {**os.environ, "URL": server.url.rstrip("/"), "TOKEN": server.token}
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert '"status": "completed"' in out and '"name": "answer"' in out
+    assert "event: end" in out and "event: log" in out
+    assert "0\n1\n2\n" in out  # the logs
+    # the resumed stream starts after event 3
+    resumed = out.split("event: end", 1)[1]
+    assert "id: 4\n" in resumed and "id: 3\n" not in resumed.split("id: 4\n")[0]
+    assert '"samples"' in out  # metrics
