@@ -788,7 +788,7 @@ class TaskPanel(widgets.VBox):
         self.layout.border_left = f"4px solid {STATUS_COLORS.get(status, '#6b7280')}"
         label, elapsed = self._elapsed()
         self.elapsed_label.value = (
-            f'<span style="font-size:12px;opacity:.85" title="{label}">⏱ {fmt_seconds(elapsed)}</span>' if elapsed is not None else ""
+            f'<span style="font-size:12px;opacity:.85">{label} <b>{fmt_seconds(elapsed)}</b></span>' if elapsed is not None else ""
         )
         pos = self.task.get("queue_position") if status == "queued" else None
         self.queue_label.value = (
@@ -1074,9 +1074,6 @@ class TaskPanel(widgets.VBox):
         folder = folder.replace(os.sep, "/").strip("/")
         return f"{folder}/{self._safe_name()}" if folder else self._safe_name()
 
-    def _repr_keys(self):  # keep the default widget repr short
-        return iter(())
-
     def __repr__(self) -> str:
         return f"<TaskPanel {self.task_id[:8]} {self.status}>"
 
@@ -1160,6 +1157,9 @@ class TaskListPanel(widgets.VBox):
         self._render()
         if start:
             self.start()
+
+    def __repr__(self) -> str:
+        return f"<TaskListPanel {len(self.order)} tasks>"
 
     # -- data ------------------------------------------------------------------
 

@@ -395,6 +395,7 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
         for _ in range(rnd.randint(1, 6)):
             frame = await sse.next_frame(30)
             if frame is None or frame["event"] == "end":
+                print("SSE END", frame, last, reconnects, flush=True)
                 ended = True
                 break
             seen.append(frame)

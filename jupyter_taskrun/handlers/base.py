@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -43,6 +45,24 @@ class TaskRunHTTPError(web.HTTPError):
         self.message = message
         self.domain_reason = reason
         self.retry_after = retry_after
+
+
+_ANON_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def owner_name(user: Any) -> str:
+    """The task owner for a server identity.
+
+    With a shared token, jupyter_server makes up a new anonymous user per request
+    ("Anonymous Io", a random id); that identity is the one person running the
+    server, so tasks are owned by the server's OS user. Real identities
+    (JupyterHub, custom identity providers) are used as they are.
+    """
+    username = getattr(user, "username", None) or ""
+    name = getattr(user, "name", None) or ""
+    if isinstance(name, str) and name.startswith("Anonymous ") and _ANON_ID.match(username):
+        return getpass.getuser()
+    return username or str(user or "")
 
 
 def http_error(e: TaskRunError) -> TaskRunHTTPError:
@@ -139,8 +159,7 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def username(self) -> str:
-        user = self.current_user
-        return getattr(user, "username", None) or getattr(user, "name", None) or str(user or "")
+        return owner_name(self.current_user)
 
     def sees_all(self) -> bool:
         """May this user see and control every user's tasks (not only their own)?"""

@@ -25,7 +25,7 @@ from ..broker import ALL_TASKS, Subscription
 from ..errors import TaskNotFound, TaskRunError
 from ..models import TaskEvent
 from ..service import TaskRun
-from .base import AUTH_RESOURCE, TaskRunHandler, http_error
+from .base import AUTH_RESOURCE, TaskRunHandler, http_error, owner_name
 
 REPLAY_PAGE = 1000
 
@@ -209,8 +209,7 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     @property
     def username(self) -> str:
-        user = self.current_user
-        return getattr(user, "username", None) or str(user or "")
+        return owner_name(self.current_user)
 
     async def pre_get(self) -> None:
         user = self.current_user

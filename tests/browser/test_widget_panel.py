@@ -54,6 +54,27 @@ def write_notebook(root: Path, name: str) -> None:
     (root / name).write_text(json.dumps(nb))
 
 
+def run_cell(page: Any, index: int, attempts: int = 4) -> None:
+    """Run one cell (Ctrl+Enter) and make sure the kernel took it.
+
+    Right after a notebook opens, Lab may still reconnect the kernel's websocket, and an
+    execute request sent in that window is lost: run again until the prompt shows it ran.
+    """
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
+    prompt = cell.locator(".jp-InputPrompt")
+    for _ in range(attempts):
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        try:
+            page.wait_for_function(
+                "el => /\\[(\\d+|\\*)\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=8000
+            )
+            return
+        except Exception:  # noqa: BLE001 - lost in a reconnect: retry
+            continue
+    raise AssertionError(f"cell {index} never ran")
+
+
 def panel_for(page: Any, cell_index: int) -> Any:
     cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(cell_index)
     return cell.locator(".taskrun-panel").first
@@ -69,11 +90,8 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     # wait for the kernel before running, so keyboard input is not lost in a dialog
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
 
-    first = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").first
-    first.click()
-    page.keyboard.press("Escape")  # command mode
-    for _ in range(3):
-        page.keyboard.press("Shift+Enter")
+    for index in range(3):
+        run_cell(page, index)
 
     panel = panel_for(page, 1)
     panel.wait_for(state="visible", timeout=60000)
