@@ -30,6 +30,7 @@ class TaskRunApp(ExtensionApp):
             root_dir=serverapp.root_dir,
             kernel_spec_manager=serverapp.kernel_spec_manager,
             default_kernel=getattr(serverapp.kernel_manager, "default_kernel_name", "python3") or "python3",
+            event_logger=getattr(serverapp, "event_logger", None),
         )
         self.settings.update({"taskrun": self.taskrun})
         # Inside an already running loop (tests, embedding) start now; a normal server

@@ -46,6 +46,7 @@ from .models import (
 from .notebook import build_notebook, resolve_path
 from .queue import TaskQueue
 from .store import TaskStore
+from .telemetry import TaskTelemetry
 
 
 @dataclass
@@ -136,8 +137,11 @@ class TaskRun(LoggingConfigurable):
     )
     retry_on_worker_loss = Bool(False, config=True, help="Re-run a task once if its Dask worker dies.")
 
-    def __init__(self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", **kw: Any):
+    def __init__(
+        self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", event_logger: Any = None, **kw: Any
+    ):
         super().__init__(**kw)
+        self.telemetry = TaskTelemetry(event_logger, self.log)
         self.root_dir = os.path.realpath(root_dir)
         self.kernel_spec_manager = kernel_spec_manager
         self.server_default_kernel = default_kernel
@@ -332,6 +336,8 @@ class TaskRun(LoggingConfigurable):
         for task in tasks:
             self._active[task.id] = task
             self.queue.put(task.id, task.priority, force=True)
+            self.telemetry.status(task)
+        self._update_gauges()
         self.broker.publish(ALL_TASKS, changes)
         return tasks
 
@@ -452,6 +458,10 @@ class TaskRun(LoggingConfigurable):
             for ev in self.store.iter_events(task_id, (EventType.METRICS.value,))
         ]
         return {"task_id": task.id, "summary": task.metrics, "samples": samples, "cells": task.metrics.get("cell_durations", [])}
+
+    def _update_gauges(self) -> None:
+        running = sum(1 for t in self._active.values() if t.status == TaskStatus.RUNNING)
+        self.telemetry.gauges(running, len(self.queue))
 
     def acquire_stream(self, user: str) -> None:
         """Count a live SSE/WebSocket stream against the user's limit."""
@@ -621,6 +631,8 @@ class TaskRun(LoggingConfigurable):
         self._emit(task, EventType.STATUS, data)
         self._record_change("status", task.id, task.to_dict())
         self._flush()
+        self.telemetry.status(task)
+        self._update_gauges()
 
     def _finish(self, task: Task, status: TaskStatus, *, reason: str | None = None, error: dict[str, Any] | None = None) -> None:
         if task.status.is_terminal:
