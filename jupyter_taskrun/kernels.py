@@ -188,10 +188,10 @@ class TaskKernel:
             pass
 
 
-def kill_marked_processes(markers: set[str]) -> list[int]:
-    """Kill processes whose environment carries one of our kernel markers."""
-    killed = []
-    if not markers:
+def kill_marked_processes(markers: set[str] = frozenset(), prefix: str | None = None) -> list[int]:
+    """Kill processes whose kernel marker is in ``markers`` or starts with ``prefix``."""
+    killed: list[int] = []
+    if not markers and not prefix:
         return killed
     me = os.getpid()
     for proc in psutil.process_iter(["pid"]):
@@ -201,7 +201,7 @@ def kill_marked_processes(markers: set[str]) -> list[int]:
             value = proc.environ().get(KERNEL_MARKER_ENV)
         except (psutil.Error, OSError):
             continue
-        if value in markers:
+        if value is not None and (value in markers or (prefix is not None and value.startswith(prefix))):
             try:
                 proc.kill()
                 killed.append(proc.pid)

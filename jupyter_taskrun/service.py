@@ -236,24 +236,7 @@ class TaskRun(LoggingConfigurable):
         self._flush()
 
     def _kill_orphans(self) -> list[int]:
-        import psutil
-
-        prefix = self.server_marker + ":"
-        killed = []
-        for proc in psutil.process_iter(["pid"]):
-            if proc.pid == os.getpid():
-                continue
-            try:
-                marker = proc.environ().get(KERNEL_MARKER_ENV, "")
-            except (psutil.Error, OSError):
-                continue
-            if marker.startswith(prefix):
-                try:
-                    proc.kill()
-                    killed.append(proc.pid)
-                except psutil.Error:
-                    pass
-        return killed
+        return kill_marked_processes(prefix=self.server_marker + ":")
 
     async def stop(self) -> None:
         """Stop dispatching, end running tasks as interrupted, kill every kernel, close the store."""
