@@ -35,7 +35,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests._server import JupyterServer  # noqa: E402
+from tests._server import JupyterServer
 
 #: Where ``run_all.py --install-peers`` puts jupyter_scheduler (kept out of the main
 #: environment: an installed jupyter_scheduler would load into every Jupyter server there).
@@ -381,6 +381,18 @@ class Context:
             except Exception as e:  # noqa: BLE001 - keep cleaning up
                 log(f"stopping a server failed: {e}")
         self._servers.clear()
+        # safety net: anything still running from our temp dir (servers, kernels: their
+        # connection files live in each server's runtime dir) is a leak; kill and say so
+        leaked = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if str(self.tmp) in " ".join(proc.info["cmdline"] or ()):
+                    proc.kill()
+                    leaked.append(proc.pid)
+            except psutil.Error:
+                pass
+        if leaked:
+            log(f"WARNING: killed {len(leaked)} leftover process(es) of this run: {leaked}")
         if not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
@@ -622,7 +634,7 @@ class SSEClient(asyncio.Protocol):
                 if not line or line.startswith(":"):
                     continue
                 k, _, v = line.partition(":")
-                v = v[1:] if v.startswith(" ") else v
+                v = v.removeprefix(" ")
                 fields[k] = fields[k] + "\n" + v if k in fields else v
             if fields:
                 out.append((time_at(raw_pos(end + 1)), fields))
@@ -765,7 +777,7 @@ async def stamped_run(
     while task["status"] == "queued":
         if time.monotonic() > deadline:
             raise RuntimeError("stream task never started")
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
         task = srv.http.json("GET", f"taskrun/api/tasks/{task_id}")
     if task["status"] != "running":
         raise RuntimeError(f"stream task ended early: {task['status']} {task.get('error')}")

@@ -41,15 +41,16 @@ def nbclient_latency(a) -> dict:
 
     imp = time.perf_counter() - T_IMPORT0
     nb = notebook("print(1)")
-    times = []
+    times, cpu = [], []
     for i in range(a.warmup + a.n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = nbclient.NotebookClient(copy.deepcopy(nb)).execute()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         assert out.cells[0].outputs[0]["text"] == "1\n", out.cells[0].outputs
         if i >= a.warmup:
             times.append(dt)
-    return {"times": times, "import_s": imp, "nbclient": nbclient.__version__}
+            cpu.append(dc)
+    return {"times": times, "cpu": cpu, "import_s": imp, "nbclient": nbclient.__version__}
 
 
 def papermill_latency(a) -> dict:
@@ -60,14 +61,15 @@ def papermill_latency(a) -> dict:
     d = Path(tempfile.mkdtemp(prefix="pm-"))
     src = d / "in.ipynb"
     nbformat.write(notebook("print(1)"), src)
-    times = []
+    times, cpu = [], []
     for i in range(a.warmup + a.n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         papermill.execute_notebook(str(src), str(d / f"out{i}.ipynb"))
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= a.warmup:
             times.append(dt)
-    return {"times": times, "import_s": imp, "papermill": papermill.__version__}
+            cpu.append(dc)
+    return {"times": times, "cpu": cpu, "import_s": imp, "papermill": papermill.__version__}
 
 
 def nbclient_throughput(a) -> dict:
@@ -140,9 +142,8 @@ def direct_stream(a) -> dict:
 
 
 def nbclient_bigoutput(a) -> dict:
-    import psutil
-
     import nbclient
+    import psutil
 
     proc = psutil.Process()
     code = (

@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
             ["taskrun, idle (same probe)", "-", "-", "-", "-", fmt_ms(idle["max"]), fmt_ms(idle["p99"]), idle["n"]],
             [f"stock nbclient, {mb} MiB cell", "-", f"{nb_total:.1f}s", f"{mb / nb_total:.0f}",
              f"+{nb_growth / MIB:.0f} MiB", "-", "-", "-"],
-        ],  # fmt: skip
+        ],
         f"6. BIG OUTPUT (stored {m.get('output_bytes', 0) / MIB:.0f} MiB counted, truncated={m.get('output_truncated')}, "
         f"server RSS {rss_end / MIB:.0f} MiB 1 s after)",
     )

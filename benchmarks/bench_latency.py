@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import datetime
 
+import psutil
 from _common import (
     BenchServer,
     Context,
@@ -53,9 +54,12 @@ def taskrun_series(srv: BenchServer, n: int, *, pool: int, parts: dict[str, list
     """
     misses = 0
     times = []
+    proc = psutil.Process(srv.pid)
     for i in range(n + 1):
         srv.wait_quiet(kernels=pool, pool=pool)
+        cpu0 = sum(proc.cpu_times()[:2])
         task, dt = submit_wait(srv, CODE)
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
         if task["status"] != "completed":
             raise RuntimeError(f"print(1) task ended {task['status']}: {task.get('error')}")
         if pool and not task["metrics"].get("pooled_kernel"):
@@ -69,6 +73,7 @@ def taskrun_series(srv: BenchServer, n: int, *, pool: int, parts: dict[str, list
             parts.setdefault("kernel start", []).append(task["metrics"].get("kernel_start") or 0.0)
             parts.setdefault("cell", []).append(sum(c["duration"] for c in task["metrics"].get("cell_durations", [])))
             parts.setdefault("http+rest", []).append(dt - (finished - created))
+            parts.setdefault("server CPU", []).append(cpu)
     return times, misses
 
 
@@ -83,7 +88,6 @@ def scheduler_path(ctx: Context) -> list[str] | None:
 
 def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]:
     import nbformat
-
     from _peers import notebook
 
     base = ctx.tmp / "scheduler"
@@ -127,7 +131,6 @@ def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]
 
 def papermill_cli_series(ctx: Context, n: int) -> list[float]:
     import nbformat
-
     from _peers import notebook
 
     d = ctx.tmp / "papermill-cli"
@@ -162,12 +165,14 @@ def run(ctx: Context) -> list[Row]:
     n_nb = ctx.n(5, 15)
     r = run_worker(["nbclient-latency", "--n", str(n_nb)], timeout=120 + 20 * n_nb)
     series["stock nbclient (in-process)"] = r["times"]
+    cpu_of = {"nbclient": r.get("cpu", [])}
     notes["stock nbclient (in-process)"] = f"nbclient {r['nbclient']}, import {r['import_s']:.1f}s not counted"
 
     log("latency: papermill")
     n_pm = ctx.n(3, 10)
     r = run_worker(["papermill-latency", "--n", str(n_pm)], timeout=120 + 20 * n_pm)
     series["papermill.execute_notebook"] = r["times"]
+    cpu_of["papermill"] = r.get("cpu", [])
     notes["papermill.execute_notebook"] = f"papermill {r['papermill']}, import {r['import_s']:.1f}s not counted"
     series["papermill CLI (wall)"] = papermill_cli_series(ctx, ctx.n(2, 5))
     notes["papermill CLI (wall)"] = "includes interpreter start and imports"
@@ -207,12 +212,19 @@ def run(ctx: Context) -> list[Row]:
         "1. LATENCY",
     )
 
+    cpu_rows = [[name] + [fmt_ms(stats(p[k])["p50"]) for k in ("queued", "kernel start", "running", "cell", "http+rest")]
+                + [fmt_ms(sum(p["server CPU"]) / len(p["server CPU"]))] for name, p in parts.items() if p]
+    for name, key in (("stock nbclient (in-process)", "nbclient"), ("papermill.execute_notebook", "papermill")):
+        if cpu_of.get(key):
+            cpu_rows.append([name + " (client process CPU)", "", "", "", "", "", fmt_ms(sum(cpu_of[key]) / len(cpu_of[key]))])
     emit_table(
-        ["taskrun, where the time goes (p50 of each part)", "queued", "  kernel start", "running", "  cell", "http+rest"],
-        [[name] + [fmt_ms(stats(p[k])["p50"]) for k in ("queued", "kernel start", "running", "cell", "http+rest")]
-         for name, p in parts.items() if p],
+        ["where the time goes (p50 of each part)", "queued", "  kernel start", "running", "  cell", "http+rest",
+         "CPU/task (avg)"],
+        cpu_rows,
         "   queued = created->started (dispatch, notebook build); running = started->finished (kernel start "
-        "when cold, setup, the cell, collecting the result); http+rest = client round trip minus created->finished",
+        "when cold, setup, the cell, collecting the result); http+rest = client round trip minus created->finished;\n"
+        "   CPU/task = the server process's user+system CPU during the request (psutil, 10 ms ticks, averaged), "
+        "kernels not included - load-independent, unlike the times",
     )  # fmt: skip
 
     speedup_nb = ratio(nb["p50"], hit["p50"])

@@ -20,7 +20,19 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import BenchServer, Context, Row, emit_table, fmt_ms, fmt_ratio, log, ratio, standalone, stats, taskrun_args
+from _common import (
+    BenchServer,
+    Context,
+    Row,
+    emit_table,
+    fmt_ms,
+    fmt_ratio,
+    log,
+    ratio,
+    standalone,
+    stats,
+    taskrun_args,
+)
 
 N_TASKS = 100_000
 BATCH = 5_000

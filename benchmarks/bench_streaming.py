@@ -51,7 +51,7 @@ def run(ctx: Context) -> list[Row]:
             ["taskrun: kernel -> server -> SSE client", s["n"], fmt_ms(s["p50"]), fmt_ms(s["p95"]), fmt_ms(s["max"]),
              fmt_ratio(ratio(s["p50"], b["p50"]))],
             ["stock kernel -> jupyter_client (no server)", b["n"], fmt_ms(b["p50"]), fmt_ms(b["p95"]), fmt_ms(b["max"]), "1.00x"],
-        ],  # fmt: skip
+        ],
         "2. STREAMING" + (f"  (delivery problems: {problems})" if problems else ""),
     )
     vs = f"stock direct p50 {fmt_ms(b['p50'])} ({fmt_ratio(ratio(b['p50'], s['p50']))} slower)"

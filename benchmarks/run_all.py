@@ -30,7 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_PEERS_DIR, Context, Row, install_peers, log, machine_load, print_summary  # noqa: E402
+from _common import (
+    DEFAULT_PEERS_DIR,
+    Context,
+    Row,
+    install_peers,
+    log,
+    machine_load,
+    print_summary,
+)
 
 BENCHES = ["latency", "streaming", "throughput", "fanout", "list", "bigoutput"]
 

@@ -88,6 +88,7 @@ class _Attempt:
     host: str | None = None
     started: float | None = None
     other_workers: set[str] = field(default_factory=set)
+    kernel_pid: int | None = None
     lost: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     expected: int | None = None
     all_seen: asyncio.Event = field(default_factory=asyncio.Event)
@@ -165,7 +166,10 @@ class DaskExecutor(Executor, LoggingConfigurable):
         self._attempts: dict[str, _Attempt] = {}  # token -> live attempt
         self._dead: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._bg: set[asyncio.Future[Any]] = set()
+        #: workers that ran a task when they left the cluster (shown by info())
         self.lost_workers: list[str] = []
+        #: every worker the scheduler removed (bounded); no stop requests are sent there
+        self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
     def retry_on_worker_loss(self) -> bool:
@@ -206,8 +210,9 @@ class DaskExecutor(Executor, LoggingConfigurable):
     async def _connect(self) -> None:
         from distributed import Client
 
+        if self._status == "starting":
+            self._status = "connecting"  # later attempts keep saying "reconnecting"/"unavailable"
         address = await self._resolve_address()
-        self._status = "connecting"
         client = Client(address, asynchronous=True, set_as_default=False, timeout=self.connect_timeout)
         try:
             await asyncio.wait_for(client, self.connect_timeout + 5)
@@ -280,6 +285,8 @@ class DaskExecutor(Executor, LoggingConfigurable):
     async def _ready_client(self, state: _TaskState) -> Any:
         """The connected client, or ExecutorUnavailable once ``unavailable_wait`` is over."""
         if self._connected.is_set() and self.client is not None:
+            if self.client.scheduler_comm is not self._comm_seen:
+                self._subscribe(self.client)  # reconnected between two supervisor checks
             return self.client
         if self._fatal:
             raise ExecutorUnavailable(self._fatal)
@@ -295,6 +302,8 @@ class DaskExecutor(Executor, LoggingConfigurable):
         if not self._connected.is_set() or self.client is None:
             detail = self._error or f"the Dask scheduler at {self._where()} is not connected"
             raise ExecutorUnavailable(f"Dask executor unavailable for {self.unavailable_wait:g} s: {detail}")
+        if self.client.scheduler_comm is not self._comm_seen:
+            self._subscribe(self.client)
         return self.client
 
     async def stop(self) -> None:
@@ -303,11 +312,12 @@ class DaskExecutor(Executor, LoggingConfigurable):
             if state.stop_grace is None:
                 state.stop_grace = 0.0
                 state.stop_wake.set()
-        sends = [self._stop_attempt(a, 0.0) for a in list(self._attempts.values())]
-        if sends:
-            await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), self.stop_timeout + 1)
-        if self._bg:
-            await asyncio.wait(list(self._bg), timeout=self.stop_timeout)
+        sends = [asyncio.ensure_future(self._stop_attempt(a, 0.0)) for a in list(self._attempts.values())]
+        pending = sends + list(self._bg)
+        if pending:
+            # bounded: closing the client below releases every key anyway, and a worker-side
+            # run whose key is released kills its kernel by itself
+            await asyncio.wait(pending, timeout=self.stop_timeout)
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
@@ -417,9 +427,8 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 reason = getattr(value, "reason", "") or ""
                 if "scheduler" in reason:
                     where = f" (on worker {attempt.worker})" if attempt.worker else ""
-                    raise ExecutorUnavailable(
-                        f"lost the connection to the Dask scheduler at {self._where()} while the task was running{where}"
-                    )
+                    msg = f"lost the connection to the Dask scheduler at {self._where()} while the task was running"
+                    raise ExecutorUnavailable(msg + where)
                 if state.stop_grace is not None:
                     raise TaskRunError("stopped before the task started on a Dask worker")
                 raise TaskRunError(f"the Dask cluster cancelled the task ({reason or 'no reason given'})")
@@ -451,7 +460,10 @@ class DaskExecutor(Executor, LoggingConfigurable):
         except asyncio.TimeoutError:
             missing = sent - attempt.next_n
             self.log.warning(
-                "taskrun: %d event message(s) of task %s never arrived from %s", missing, attempt.task_id, attempt.worker
+                "taskrun: %d event message(s) of task %s never arrived from %s",
+                missing,
+                attempt.task_id,
+                attempt.worker,
             )
             for n in sorted(attempt.pending):  # deliver what did arrive, in order
                 self._apply(attempt, attempt.pending.pop(n))
@@ -513,7 +525,11 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 for type_, data in json.loads(msg["e"]):
                     attempt.emit(type_, data)
             elif kind == "kernel":
-                attempt.on_kernel(msg.get("pid"))
+                # the pid is only meaningful on the worker's machine: never hand it to code that
+                # could signal a local process with it (the call still lets the service stop a
+                # task that was cancelled while its kernel was starting)
+                attempt.kernel_pid = msg.get("pid")
+                attempt.on_kernel(None)
             elif kind == "start":
                 worker = msg.get("worker")
                 if attempt.worker is None:
@@ -539,11 +555,17 @@ class DaskExecutor(Executor, LoggingConfigurable):
             _ts, msg = event
         except Exception:
             return
-        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+        if not isinstance(msg, dict) or not msg.get("worker"):
             return
-        address = msg.get("worker")
-        if not address:
+        address = msg["worker"]
+        if msg.get("action") == "add-worker":
+            self._gone.pop(address, None)  # a worker back on the same address
             return
+        if msg.get("action") != "remove-worker":
+            return
+        self._gone[address] = None
+        while len(self._gone) > 1000:
+            self._gone.popitem(last=False)
         hit = False
         for attempt in list(self._attempts.values()):
             if attempt.worker == address and not attempt.lost.done():
@@ -575,6 +597,8 @@ class DaskExecutor(Executor, LoggingConfigurable):
         client = self.client
         stopped = False
         for worker in filter(None, {attempt.worker, *attempt.other_workers}):
+            if worker in self._gone:
+                continue  # nobody there to ask (and a request would wait for a connect timeout)
             stopped = await self._send_stop(worker, attempt.token, grace) or stopped
         if (cancel_future or not stopped) and attempt.future is not None and client is not None:
             # not started yet (or its worker is unreachable): cancelling the key makes the
@@ -664,9 +688,22 @@ async def _outcome(future: Any) -> tuple[str, Any]:
 _ACTIVE: dict[str, _WorkerRun] = {}
 _LAUNCHERS: dict[tuple[Any, ...], KernelLauncher] = {}
 _DISPOSALS: set[asyncio.Future[Any]] = set()
-#: marks every kernel this worker process starts: "<prefix>:<uuid>" (see KernelLauncher)
-_WORKER_MARKER = f"taskrun-dask-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+_MARKER: tuple[int, str] | None = None
 _REAPER: subprocess.Popen | None = None
+
+
+def _worker_marker() -> str:
+    """Marks every kernel this worker process starts ("<marker>:<uuid>", see KernelLauncher).
+
+    Per process (a forked worker gets its own), so a reaper only ever kills its worker's kernels.
+    """
+    global _MARKER, _REAPER, _LAUNCHERS
+    if _MARKER is None or _MARKER[0] != os.getpid():
+        if _MARKER is not None:  # forked: the parent's reaper and launchers are not ours
+            _REAPER, _LAUNCHERS = None, {}
+        _MARKER = (os.getpid(), f"taskrun-dask-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return _MARKER[1]
+
 
 #: runs in its own session; when the worker process dies, kills every process carrying one
 #: of this worker's kernel markers (kernels, and whatever they forked)
@@ -701,10 +738,11 @@ for _ in range(3):
 
 def _ensure_reaper() -> None:
     global _REAPER
+    marker = _worker_marker()
     if _REAPER is not None and _REAPER.poll() is None:
         return
     _REAPER = subprocess.Popen(
-        [sys.executable, "-c", _REAPER_CODE, str(os.getpid()), _WORKER_MARKER, KERNEL_MARKER_ENV],
+        [sys.executable, "-c", _REAPER_CODE, str(os.getpid()), marker, KERNEL_MARKER_ENV],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -714,7 +752,13 @@ def _ensure_reaper() -> None:
 
 
 def _launcher(settings: dict[str, Any]) -> KernelLauncher:
-    key = (settings["flush_interval"], settings["start_timeout"], tuple(settings["secrets"]), settings["pass_credentials"])
+    marker = _worker_marker()
+    key = (
+        settings["flush_interval"],
+        settings["start_timeout"],
+        tuple(settings["secrets"]),
+        settings["pass_credentials"],
+    )
     launcher = _LAUNCHERS.get(key)
     if launcher is None:
         from jupyter_client.kernelspec import KernelSpecManager
@@ -729,7 +773,7 @@ def _launcher(settings: dict[str, Any]) -> KernelLauncher:
             base_env=base_env,
             flush_interval=settings["flush_interval"],
             start_timeout=settings["start_timeout"],
-            server_marker=_WORKER_MARKER,
+            server_marker=marker,
             log=log,
         )
         _LAUNCHERS[key] = launcher
@@ -759,7 +803,10 @@ class _WorkerRun:
     def send(self, kind: str, **fields: Any) -> None:
         msg = {"run": self.token, "task": self.job.task_id, "n": self.n, "k": kind, **fields}
         self.n += 1
-        self.worker.log_event(self.topic, msg)
+        try:
+            self.worker.log_event(self.topic, msg)
+        except Exception:  # worker closing: the server notices the gap and the lost worker
+            log.exception("taskrun: could not send a %s message of task %s", kind, self.job.task_id)
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """The runner's emit: events of one loop turn travel as one message."""
@@ -838,11 +885,15 @@ class _WorkerRun:
                 if kernel is not None:
                     kernel.kill_now()
                 reason = "stopped before its kernel started"
+                error = {
+                    "ename": "TaskStopped",
+                    "evalue": reason,
+                    "traceback": [],
+                    "cell_index": None,
+                    "reason": reason,
+                }
                 result = JobResult(
-                    outcome=RunOutcome(
-                        TaskStatus.FAILED,
-                        error={"ename": "TaskStopped", "evalue": reason, "traceback": [], "cell_index": None, "reason": reason},
-                    ),
+                    outcome=RunOutcome(TaskStatus.FAILED, error=error),
                     notebook=job.notebook,
                     metrics={},
                 )

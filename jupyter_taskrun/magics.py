@@ -8,11 +8,13 @@ the running server's runtime info; ``%taskrun connect URL --token T`` picks one 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 import shlex
 import sys
+import weakref
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -79,7 +81,8 @@ class TaskRunMagics(Magics):
         self._client = client
         #: the last task submitted from this kernel (the default ID of ``%taskrun`` commands)
         self.last: TaskHandle | None = None
-        self.panels: list[Any] = []
+        #: panels shown by the magics (weak: closed widgets go away)
+        self.panels: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- server ------------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class TaskRunMagics(Magics):
         from .widgets import TaskPanel
 
         panel = TaskPanel(self.client, task["id"], task=task)
-        self.panels.append(panel)
+        self.panels.add(panel)
         display(panel)
         return panel
 
@@ -256,7 +259,7 @@ class TaskRunMagics(Magics):
             from .widgets import TaskListPanel
 
             panel = self._call(TaskListPanel, self.client)
-            self.panels.append(panel)
+            self.panels.add(panel)
             display(panel)
             return None
         handle = self._resolve(args.id)
@@ -412,10 +415,8 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     magics = ipython.magics_manager.registry.pop("TaskRunMagics", None)
     if magics is not None:
-        for panel in magics.panels:
-            try:
+        for panel in list(magics.panels):
+            with contextlib.suppress(Exception):
                 panel.close()
-            except Exception:  # noqa: BLE001
-                pass
         ipython.magics_manager.magics["line"].pop("taskrun", None)
         ipython.magics_manager.magics["cell"].pop("taskrun", None)

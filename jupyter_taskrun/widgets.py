@@ -36,10 +36,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .handle import decode_result
 from .models import TERMINAL_STATUSES
 
-__all__ = ["TaskListPanel", "TaskPanel", "STATUS_COLORS"]
+__all__ = ["STATUS_COLORS", "TaskListPanel", "TaskPanel"]
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 ACTIVE = frozenset({"queued", "running"})
@@ -84,7 +83,7 @@ def fmt_seconds(seconds: float | None) -> str:
         return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {sec:02d} s"
     hours, minutes = divmod(minutes, 60)
@@ -124,32 +123,37 @@ def badge_html(status: str) -> str:
 
 
 def sparkline_svg(samples: list[dict[str, Any]], width: int = 180, height: int = 34) -> str:
-    """CPU % (blue) and memory (orange) over time as one small inline SVG."""
+    """CPU % (blue, 0..max(100, peak)) and memory (orange, min..max) over time as one small inline SVG."""
     if not samples:
         return ""
     ts = [float(s.get("t") or 0.0) for s in samples]
     t0, t1 = ts[0], ts[-1]
     span = max(t1 - t0, 1e-9)
-    cpu_top = max(100.0, max(float(s.get("cpu") or 0) for s in samples))
-    rss_top = max(1.0, max(float(s.get("rss") or 0) for s in samples)) * 1.1
+    cpus = [float(s.get("cpu") or 0) for s in samples]
+    rsss = [float(s.get("rss") or 0) for s in samples]
+    cpu_lo, cpu_hi = 0.0, max(100.0, max(cpus))
+    # memory: its own range, so growth is visible even on top of a large baseline
+    rss_span = max(max(rsss) - min(rsss), max(rsss) * 0.05, 1.0)
+    rss_lo, rss_hi = min(rsss) - 0.15 * rss_span, max(rsss) + 0.15 * rss_span
     pad = 2
 
-    def line(key: str, top: float) -> str:
+    def line(values: list[float], lo: float, hi: float) -> str:
         pts = []
-        for t, s in zip(ts, samples):
-            x = pad + (t - t0) / span * (width - 2 * pad) if len(samples) > 1 else width - pad
-            y = height - pad - float(s.get(key) or 0) / top * (height - 2 * pad)
+        for t, v in zip(ts, values):
+            x = pad + (t - t0) / span * (width - 2 * pad) if len(values) > 1 else width - pad
+            y = height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)
             pts.append(f"{x:.1f},{y:.1f}")
         if len(pts) == 1:
             pts.insert(0, f"{pad},{pts[0].split(',')[1]}")
         return " ".join(pts)
 
+    title = f"CPU now {cpus[-1]:.0f}% (peak {max(cpus):.0f}%), memory now {fmt_bytes(rsss[-1])} (peak {fmt_bytes(max(rsss))})"
     return (
         f'<svg class="taskrun-sparkline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        'role="img" aria-label="CPU and memory over time" style="vertical-align:middle;'
-        'background:var(--jp-layout-color2,#f5f5f5);border-radius:3px">'
-        f'<polyline fill="none" stroke="#ef6c00" stroke-width="1.5" points="{line("rss", rss_top)}"/>'
-        f'<polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{line("cpu", cpu_top)}"/>'
+        'role="img" style="vertical-align:middle;background:var(--jp-layout-color2,#f5f5f5);border-radius:3px">'
+        f"<title>{html.escape(title)}</title>"
+        f'<polyline fill="none" stroke="#ef6c00" stroke-width="1.5" points="{line(rsss, rss_lo, rss_hi)}"/>'
+        f'<polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{line(cpus, cpu_lo, cpu_hi)}"/>'
         "</svg>"
     )
 
@@ -612,7 +616,10 @@ class TaskPanel(widgets.VBox):
                     self.error = data["error"]
                 self.cell_index = None
         elif etype == "log":
-            self.log_buffer.feed(data.get("stream", "stdout"), data.get("text", ""))
+            stream, text = data.get("stream", "stdout"), data.get("text", "")
+            self.log_buffer.feed(stream, text)
+            if stream in self._log_offsets:  # where polling would continue, should streaming fail
+                self._log_offsets[stream] += len(text.encode("utf-8", "replace"))
         elif etype == "output":
             self._add_output(data)
         elif etype == "progress":
@@ -848,7 +855,7 @@ class TaskPanel(widgets.VBox):
             self.error_view.layout.display = "flex" if head else "none"
         # metrics & mode
         self.metrics_view.value = self._metrics_html()
-        modes = {"stream": ("● live", "#2e7d32"), "poll": ("● polling every %gs" % self.poll_interval, "#ef6c00")}
+        modes = {"stream": ("● live", "#2e7d32"), "poll": (f"● polling every {self.poll_interval:g}s", "#ef6c00")}
         mode = modes.get(self.mode)
         self.mode_label.value = (
             f'<span style="font-size:11px;color:{mode[1]}" title="{html.escape(self.mode_detail)}">{mode[0]}</span>'
@@ -927,7 +934,7 @@ class TaskPanel(widgets.VBox):
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception as e:  # noqa: BLE001 - any stream failure → polling
+                except Exception as e:
                     from .client import TaskRunHTTPError
 
                     if isinstance(e, TaskRunHTTPError) and e.status == 404:
@@ -943,8 +950,8 @@ class TaskPanel(widgets.VBox):
             await self._poll()
         finally:
             ticker.cancel()
-            if self.mode not in ("closed",):
-                self.mode = "done" if self.done else self.mode
+            if self.mode != "closed":
+                self.mode = "done" if self.done else "idle"  # idle: stopped before the end
             if self.done:
                 self.done_event.set()
             with self._lock:
@@ -1003,57 +1010,83 @@ class TaskPanel(widgets.VBox):
                     self._render()
 
     async def _poll(self) -> None:
-        """The fallback: rebuild the state from the REST API every ``poll_interval`` s."""
+        """The fallback: rebuild the state from the REST API every ``poll_interval`` s.
+
+        Logs continue from the byte offsets already received through events (nothing is
+        shown twice); outputs and metrics are re-read only when the task has new events.
+        """
+        from .client import TaskRunHTTPError
+
         with self._lock:
             self.mode = "poll"
             self._render()
         ac = self._aclient
-        n_outputs = -1
+        seen_events = -1
+        failures = 0
         while True:
-            task = await ac.get(self.task_id)
-            terminal = task.get("status") in TERMINAL
-            for stream in ("stdout", "stderr"):
-                data = await ac.logs_bytes(self.task_id, stream, self._log_offsets[stream])
-                if data:
-                    self._log_offsets[stream] += len(data)
-                    dec = self._log_decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
-                    with self._lock:
-                        self.log_buffer.feed(stream, dec.decode(data))
-            outputs = await ac.outputs(self.task_id)
-            metrics = None
             try:
-                metrics = await ac.metrics(self.task_id)
-            except Exception:  # noqa: BLE001
-                pass
-            with self._lock:
-                self._apply_task(task)
-                if len(outputs) != n_outputs:
-                    n_outputs = len(outputs)
-                    self.outputs, self._display_ids = [], {}
-                    for out in outputs:
-                        self._add_output({"output": {k: v for k, v in out.items() if k != "cell_index"}})
-                    self._outputs_version += 1
-                if metrics:
-                    samples = metrics.get("samples") or []
-                    self.samples = deque(samples[-600:], maxlen=600)
-                    if samples:
-                        self.metrics["cpu_now"] = samples[-1].get("cpu")
-                        self.metrics["rss_now"] = samples[-1].get("rss")
-                self.last_seq = max(self.last_seq, int(task.get("last_event_id") or 0))
-                self._render()
-            if terminal:
+                task = await ac.get(self.task_id)
+                terminal = task.get("status") in TERMINAL
+                for stream in ("stdout", "stderr"):
+                    data = await ac.logs_bytes(self.task_id, stream, self._log_offsets[stream])
+                    if data:
+                        self._log_offsets[stream] += len(data)
+                        dec = self._log_decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
+                        with self._lock:
+                            self.log_buffer.feed(stream, dec.decode(data))
+                last_event = int(task.get("last_event_id") or 0)
+                outputs = metrics = None
+                if last_event != seen_events or terminal:
+                    seen_events = last_event
+                    outputs = await ac.outputs(self.task_id)
+                    try:
+                        metrics = await ac.metrics(self.task_id)
+                    except TaskRunHTTPError:
+                        metrics = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - server unreachable: keep trying, say so
+                if isinstance(e, TaskRunHTTPError) and e.status in (401, 403, 404):
+                    gone = "this task no longer exists" if e.status == 404 else f"not allowed: {_short_error(e)}"
+                    self._set_notice(gone, error=True)
+                    return
+                failures += 1
+                self.mode_detail = f"server unreachable: {_short_error(e)}"
                 with self._lock:
-                    self.mode = "done"
-                    self.done_event.set()
-                return
-            await asyncio.sleep(self.poll_interval)
+                    self.notice = "server unreachable, retrying…"
+                    self._notice_error = True
+                    self._render()
+            else:
+                failures = 0
+                with self._lock:
+                    if self.notice == "server unreachable, retrying…":
+                        self.notice = ""
+                    self._apply_task(task)
+                    if outputs is not None:
+                        self.outputs, self._display_ids = [], {}
+                        for out in outputs:
+                            self._add_output({"output": {k: v for k, v in out.items() if k != "cell_index"}})
+                        self._outputs_version += 1
+                    if metrics:
+                        samples = metrics.get("samples") or []
+                        self.samples = deque(samples[-600:], maxlen=600)
+                        if samples:
+                            self.metrics["cpu_now"] = samples[-1].get("cpu")
+                            self.metrics["rss_now"] = samples[-1].get("rss")
+                    self.last_seq = max(self.last_seq, last_event)
+                    self._render()
+                if terminal:
+                    with self._lock:
+                        self.mode = "done"
+                        self.done_event.set()
+                    return
+            await asyncio.sleep(min(self.poll_interval * (1 + failures), 30.0))
 
     # ------------------------------------------------------------------ misc
 
     def _safe_name(self) -> str:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(self.task.get("name") or "task")).strip("-.")[:40] or "task"
-        if name.endswith(".ipynb"):
-            name = name[: -len(".ipynb")]
+        name = name.removesuffix(".ipynb")
         return f"{name}-{self.task_id[:8]}.executed.ipynb"
 
     def _default_notebook_path(self) -> str:
@@ -1126,6 +1159,7 @@ class TaskListPanel(widgets.VBox):
         self.order: list[str] = []  # newest first
         self.counts: dict[str, Any] = {}
         self.mode = "idle"
+        self.mode_detail = ""
         self.render_count = 0
         self._render_handle: asyncio.Handle | None = None
         self._last_render = 0.0
@@ -1180,9 +1214,7 @@ class TaskListPanel(widgets.VBox):
     def _matches(self, task: dict[str, Any]) -> bool:
         if self.filter_status and task.get("status") != self.filter_status:
             return False
-        if self.filter_tag and self.filter_tag not in (task.get("tags") or []):
-            return False
-        return True
+        return not (self.filter_tag and self.filter_tag not in (task.get("tags") or []))
 
     def _ingest(self, change: dict[str, Any]) -> None:
         kind = change.get("type")
@@ -1362,8 +1394,8 @@ class TaskListPanel(widgets.VBox):
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - fall back to polling
-                    pass
+                except Exception as e:  # noqa: BLE001 - fall back to polling
+                    self.mode_detail = f"change feed unavailable: {_short_error(e)}"
             with self._lock:
                 self.mode = "poll"
                 self._render()

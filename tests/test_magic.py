@@ -130,9 +130,16 @@ def test_magic_in_a_real_kernel(server, tmp_path):
             cell("%taskrun panel {h.id}"),
             cell("%taskrun panel"),
             cell("%taskrun wait will-fail", "raises-exception"),
+            # 6 timeouts, and the task runs in this notebook's folder (relative paths work the same)
+            cell("%%taskrun --name too-slow --timeout 1 --wait --quiet\nimport time\ntime.sleep(60)", "raises-exception"),
+            cell("%%taskrun --name where --wait --quiet --as where\nimport os\nopen('data.txt').read() + ' @ ' + os.getcwd()"),
+            cell("print('WHERE', where.result)"),
         ]
     )
-    replies = run_notebook(nb, server, tmp_path)
+    sub = Path(server.root) / "project"
+    sub.mkdir(exist_ok=True)
+    (sub / "data.txt").write_text("local data")
+    replies = run_notebook(nb, server, sub)
     c = nb.cells
 
     # 1: the panel is shown under the cell, and the widget state the browser got says completed
@@ -187,6 +194,11 @@ def test_magic_in_a_real_kernel(server, tmp_path):
     list_state = states[list_panel[0]["data"][WIDGET_MIME]["model_id"]]["state"]
     assert list_state["_dom_classes"] == ["taskrun-list-panel"]
     assert error_of(c[21])["ename"] == "TaskFailedError"
+
+    # 6
+    slow = error_of(c[22])
+    assert slow["ename"] == "TaskFailedError" and "too-slow" in slow["evalue"] and "timed_out" in slow["evalue"]
+    assert f"WHERE local data @ {os.path.realpath(sub)}" in text_of(c[24])
 
     # the server agrees with what the kernel saw
     client = TaskRunClient(server.url, server.token)

@@ -369,7 +369,7 @@ async def test_vanishing_sse_and_ws_clients_free_everything(api, taskrun):
         s = socket.create_connection(("127.0.0.1", api.port))
         u = urllib.parse.urlsplit(api.url(f"tasks/{tid}/events"))
         auth = api.headers["Authorization"]
-        s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode())
+        s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\nAuthorization: {auth}\r\n\r\n".encode())
         s.close()
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="every stream slot to be released")
     await wait_for(lambda: taskrun.broker.subscriber_count() == 0, 5, what="every broker subscription to go")
@@ -395,19 +395,18 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
         for _ in range(rnd.randint(1, 6)):
             frame = await sse.next_frame(30)
             if frame is None or frame["event"] == "end":
-                print("SSE END", frame, last, reconnects, flush=True)
                 ended = True
                 break
             seen.append(frame)
             last = frame["id"]
         sse.abort() if rnd.random() < 0.5 else await sse.close()
     assert reconnects > 20
-    print("FINAL", await api.get(tid), len(await logs_of(api, tid)), flush=True)
     seqs = [f["id"] for f in seen]
     assert seqs == list(range(1, len(seqs) + 1)), "a resumed stream has no gap and no duplicate"
     assert [f["data"]["seq"] for f in seen] == seqs
     text = "".join(f["data"]["data"]["text"] for f in seen if f["event"] == "log")
-    assert text == "".join(f"tick {i}\n" for i in range(N_RESUME))
+    # what the stream delivered is exactly what the store holds (kernel-side loss: see the busy-loop test)
+    assert text == await logs_of(api, tid) and text.startswith("tick 0\ntick 1\n")
     assert seqs[-1] == (await api.get(tid))["last_event_id"]
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="stream slots released")
 
@@ -426,7 +425,6 @@ async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
         for _ in range(rnd.randint(1, 6)):
             msg = await asyncio.wait_for(ws.read_message(), 30)
             if msg is None:
-                print("WS CLOSED", ws.close_code, ws.close_reason, seen[-1:], flush=True)
                 ended = True
                 break
             ev = json.loads(msg)
@@ -439,7 +437,8 @@ async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
         ws.close() if rnd.random() < 0.5 else ws.stream.close()
     assert reconnects > 10
     assert seen == list(range(1, len(seen) + 1))
-    assert text == "".join(f"tick {i}\n" for i in range(N_RESUME))
+    assert seen[-1] == (await api.get(tid))["last_event_id"]
+    assert text == await logs_of(api, tid) and text.startswith("tick 0\ntick 1\n")
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="stream slots released")
 
 
@@ -455,7 +454,7 @@ def stall_socket(server: JupyterServer, path: str) -> socket.socket:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", server.port))
-    s.sendall(f"GET /{path} HTTP/1.1\r\nHost: x\r\nAuthorization: token {server.token}\r\n\r\n".encode())
+    s.sendall(f"GET /{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: token {server.token}\r\n\r\n".encode())
     return s
 
 
@@ -842,7 +841,7 @@ async def test_oversized_body_is_refused_before_it_is_read(api):
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     path = urllib.parse.urlsplit(api.url("tasks")).path
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {api.headers['Authorization']}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\nAuthorization: {api.headers['Authorization']}\r\n"
         "Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n"
     )
     writer.write(head.encode() + b'{"code": "#')
@@ -897,3 +896,88 @@ async def test_task_timeout_and_cell_timeout_with_busy_children(api):
     task = await api.run(cells=["print('one')", "while True: pass", "print('never')"], cell_timeout=1.5)
     assert task["status"] == "timed_out" and task["error"]["cell_index"] == 1
     assert await logs_of(api, task["id"]) == "one\n"
+
+
+@pytest.mark.xfail(
+    reason="core bug: kernel IOPub messages are silently dropped at ZMQ's default high-water mark (1000) when "
+    "the server reads slower than the kernel prints; the task still ends 'completed' with its output tail "
+    "missing (kernels.py KernelLauncher: set sndhwm=0 on the kernel's IOPub socket and rcvhwm=0 on the "
+    "client's iopub channel before connecting)",
+    strict=True,
+)
+async def test_no_output_lost_while_the_server_loop_is_busy(api):
+    """The server stalls (GC, a slow request, a locked database...) while a task prints fast."""
+    code = "for i in range(5000):\n    print(i, flush=True)\nprint('END', flush=True)"
+    task = await api.submit(code=code)
+    await wait_log(api, task["id"], "0")
+    time.sleep(3)  # block the event loop the server runs on
+    done = await api.wait(task["id"])
+    assert done["status"] == "completed"
+    logs = await logs_of(api, task["id"])
+    assert logs == "".join(f"{i}\n" for i in range(5000)) + "END\n", f"{len(logs.splitlines())} of 5001 lines kept"
+
+
+def slow_reader(url: str, headers: dict[str, str], pause: float) -> list[dict[str, Any]]:
+    """Connect, send the request, read nothing for ``pause`` seconds, then read to the end."""
+    u = urllib.parse.urlsplit(url)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((u.hostname, u.port))
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    s.sendall(f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: 127.0.0.1:{u.port}\r\n{head}\r\n".encode())
+    time.sleep(pause)
+    s.settimeout(5)
+    parts = []
+    tail = b""
+    deadline = time.monotonic() + 40
+    while not tail.endswith(b"\r\n0\r\n\r\n") and time.monotonic() < deadline:
+        try:
+            chunk = s.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        parts.append(chunk)
+        tail = (tail + chunk)[-16:]
+    s.close()
+    data = b"".join(parts)
+    body = memoryview(data)[data.index(b"\r\n\r\n") + 4 :]
+    out, pos = [], 0
+    while pos < len(body):  # de-chunk without copying
+        if b"\r\n" not in bytes(body[pos : pos + 20]):
+            break  # cut short by the deadline
+        eol = bytes(body[pos : pos + 20]).index(b"\r\n")
+        size = int(bytes(body[pos : pos + eol]), 16)
+        if size == 0:
+            break
+        start = pos + eol + 2
+        out.append(body[start : start + size])
+        pos = start + size + 2
+    text = b"".join(out)
+    frames = [parse_sse_frame(raw) for raw in text.decode().split("\n\n") if raw]
+    return [f for f in frames if f is not None and not f["comment"]]
+
+
+@pytest.mark.xfail(
+    reason="core bug: handlers/streams.py follow_task calls sub.reset_lag() (which clears the buffer) after "
+    "awaiting send() of the last replay page, discarding live events published while that write was "
+    "blocked; the client misses them and, once the task has ended, waits forever (no 'end')",
+    strict=True,
+)
+async def test_slow_reader_during_replay_gets_no_gap(api):
+    """A client whose replay write blocks (full TCP window) while live events keep coming."""
+    code = (
+        "import time\nline = 'y' * 8000\nfor i in range(2500):\n    print(i, line)\n"
+        "print('BIG DONE', flush=True)\nfor i in range(300):\n    print('tick', i, flush=True)\n    time.sleep(0.01)\n"
+    )
+    tid = (await api.submit(code=code))["id"]
+    await wait_log(api, tid, "BIG DONE")
+    frames = await asyncio.to_thread(slow_reader, api.url(f"tasks/{tid}/events", {"after": 0}), api.headers, 1.5)
+    ids = [f["id"] for f in frames if f["event"] != "end"]
+    last = (await api.get(tid))["last_event_id"]
+    missing = sorted(set(range(1, last + 1)) - set(ids))
+    assert not missing, f"{len(missing)} of {last} events never sent (first {missing[:5]}); stream ended: {frames[-1]['event'] == 'end'}"
+    assert frames[-1]["event"] == "end"
+    missing = sorted(set(range(1, ids[-1] + 1)) - set(ids))
+    assert not missing, f"{len(missing)} events never sent, first {missing[:5]}"
+    assert ids == list(range(1, len(ids) + 1))

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from jupyter_taskrun.client import TaskRunClient
-from jupyter_taskrun.widgets import LogBuffer, TaskListPanel, TaskPanel, fmt_seconds, sparkline_svg
+from jupyter_taskrun.widgets import (
+    LogBuffer,
+    TaskListPanel,
+    TaskPanel,
+    fmt_seconds,
+    sparkline_svg,
+)
 
 from ._server import JupyterServer, TCPProxy
 
@@ -271,6 +277,28 @@ def test_panel_falls_back_to_polling_when_streams_are_refused(tmp_path):
             assert "peak mem" in panel.metrics_view.get_state()["value"]
         finally:
             panel.close()
+
+
+def test_polling_continues_where_the_stream_stopped(client):
+    # a panel that got part of the log from events and then has to poll must not repeat lines
+    code = "import sys, time\nfor i in range(30):\n    print(f'row {i} é', flush=True)\n    if i % 10 == 0: print(f'warn {i}', file=sys.stderr, flush=True)\n    time.sleep(0.05)\n"
+    task = client.submit(code, name="half-streamed")
+    panel = TaskPanel(client, task["id"], start=False, transport="poll", poll_interval=0.3)
+    try:
+        got = 0
+        for ev in client.stream_events(task["id"]):
+            panel.apply_event(ev)
+            if ev["type"] == "log" and "row 12" in ev["data"]["text"]:
+                got += 1
+                break
+        assert got, "the task never printed row 12"
+        panel.start()
+        assert panel.wait(60)
+        assert panel.log_buffer.text("stdout").splitlines() == [f"row {i} é" for i in range(30)]
+        assert panel.log_buffer.text("stderr").splitlines() == ["warn 0", "warn 10", "warn 20"]
+        assert badge_status(panel) == "completed"
+    finally:
+        panel.close()
 
 
 def test_rerun_and_open_executed_notebook(client, server):

@@ -282,6 +282,7 @@ export class TaskDetail extends Panel {
         return;
       }
       this._setTask(task);
+      this._everLoaded = true;
       this._loadError = '';
     } catch (error) {
       if (this.isDisposed) {
@@ -293,6 +294,10 @@ export class TaskDetail extends Panel {
           : `Could not load the task: ${errorMessage(error)}`;
       this._renderHeader();
       if (error instanceof APIError && error.status === 404) {
+        if (!this._task && !this._everLoaded) {
+          // e.g. a view restored from the workspace for a deleted task
+          this.parent?.dispose();
+        }
         return;
       }
     }
@@ -700,7 +705,8 @@ export class TaskDetail extends Panel {
 
   private _renderError(): void {
     const error = this._task?.error ?? null;
-    const key = error ? JSON.stringify(error) : '';
+    const status = this._task?.status ?? 'failed';
+    const key = error ? `${status}:${JSON.stringify(error)}` : '';
     if (key === this._errorKey) {
       return;
     }
@@ -712,7 +718,12 @@ export class TaskDetail extends Panel {
       return;
     }
     this._errorSection.show();
-    node.appendChild(h('h2', 'jp-TaskRun-sectionTitle', 'Error'));
+    const titles: { [k: string]: string } = {
+      cancelled: 'Cancelled',
+      timed_out: 'Timed out'
+    };
+    node.dataset.status = status;
+    node.appendChild(h('h2', 'jp-TaskRun-sectionTitle', titles[status] ?? 'Error'));
     const summary = [error.ename, error.evalue].filter(Boolean).join(': ');
     if (summary) {
       node.appendChild(h('div', 'jp-TaskRun-errorSummary', summary));
@@ -721,8 +732,8 @@ export class TaskDetail extends Panel {
     if (error.reason && error.reason !== summary) {
       where.push(error.reason);
     }
-    if (typeof error.cell_index === 'number') {
-      where.push(`in cell ${error.cell_index + 1}`);
+    if (typeof error.cell_index === 'number' && !/\bcell\b/i.test(error.reason ?? '')) {
+      where.push(`in cell ${error.cell_index}`);
     }
     if (where.length) {
       node.appendChild(h('div', 'jp-TaskRun-errorReason', where.join(' — ')));
@@ -829,6 +840,12 @@ export class TaskDetail extends Panel {
     setText(this._logState, this._paused ? 'paused' : state[this._streamState] ?? '');
     this._logState.dataset.state = this._paused ? 'paused' : this._streamState;
     this._logEmpty.hidden = this._logChars > 0;
+    setText(
+      this._logEmpty,
+      this._task && isTerminal(this._task.status) && this._streamState === 'ended'
+        ? 'No log output.'
+        : 'No output yet.'
+    );
     this._log.hidden = this._logChars === 0;
   }
 
@@ -968,6 +985,9 @@ export class TaskDetail extends Panel {
   }
 
   private _addOutput(output: IOutput): void {
+    if (output.output_type === 'error') {
+      return; // shown with its traceback in the Error section
+    }
     const clean = { ...output } as IOutput & { cell_index?: number };
     delete clean.cell_index;
     this._outputsModel.add(clean);
@@ -1077,6 +1097,7 @@ export class TaskDetail extends Panel {
   private _task: ITask | null = null;
   private _loadError = '';
   private _deleted = false;
+  private _everLoaded = false;
   private _stream: EventStream | null = null;
   private _streamState: 'connecting' | 'live' | 'polling' | 'ended' | 'idle' = 'idle';
   private _polling = false;

@@ -4,8 +4,7 @@
 import {
   refreshIcon,
   searchIcon,
-  stopIcon,
-  tagIcon
+  stopIcon
 } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
@@ -153,9 +152,8 @@ export class TaskPanel extends Widget {
     );
 
     const tagBox = h('div', 'jp-TaskRun-inputBox');
-    tagBox.appendChild(iconNode(tagIcon, 'jp-TaskRun-inputIcon'));
     this._tag = h('input', 'jp-TaskRun-tagFilter');
-    this._tag.placeholder = 'Tag';
+    this._tag.placeholder = 'Filter by tag';
     this._tag.setAttribute('aria-label', 'Filter by tag');
     this._tagList = h('datalist');
     this._tagList.id = `jp-TaskRun-tags-${Private.nextId()}`;

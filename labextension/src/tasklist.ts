@@ -202,6 +202,13 @@ export class TaskListModel implements IDisposable {
         this._order.push(task.id);
         const old = previous.get(task.id) ?? null;
         this._noticeTransition(old, task);
+        if (
+          !old ||
+          old.status !== task.status ||
+          old.last_event_id !== task.last_event_id
+        ) {
+          this._taskChanged.emit(task);
+        }
       }
       this._nextCursor = page.next_cursor ?? null;
       void this._refreshCounts();

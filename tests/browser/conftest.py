@@ -169,9 +169,17 @@ def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    """No in-process ServerApp here to clean up (the server is a subprocess)."""
+    yield
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob("FAILED-*.png"):  # failure shots of an earlier run
+        stale.unlink(missing_ok=True)
     return ARTIFACTS
 
 
@@ -255,7 +263,8 @@ def lab_page(browser: Any, lab_server: LabServer, request: pytest.FixtureRequest
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
     page.errors = errors  # type: ignore[attr-defined]
-    page.goto(f"{lab_server.url}lab?token={lab_server.token}")
+    # ?reset: every test starts from a clean workspace (no tabs restored from the previous test)
+    page.goto(f"{lab_server.url}lab?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
     page.wait_for_selector('.lm-TabBar-tab[data-id="jupyter-taskrun-panel"]', timeout=30000)
     try:

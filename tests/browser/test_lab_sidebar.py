@@ -51,9 +51,54 @@ def open_detail(page: Any, task_id: str) -> Any:
     return detail
 
 
-def toolbar_button(page: Any, task_id: str, label: str) -> Any:
-    widget = page.locator(f"#jupyter-taskrun-detail-{task_id}")
-    return widget.locator(".jp-Toolbar button", has_text=label).first
+def toolbar_button(page: Any, task_id: str, name: str) -> Any:
+    """A toolbar button of a task's detail view, by its toolbar item name."""
+    return page.locator(f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button')
+
+
+def wait_enabled(page: Any, task_id: str, name: str, timeout: float = 15000) -> None:
+    page.wait_for_selector(
+        f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button[aria-disabled="false"]',
+        timeout=timeout,
+    )
+
+
+def run_from_palette(page: Any, command_id: str, query: str) -> None:
+    """Run a command through the command palette (retrying while the palette re-renders)."""
+    item = page.locator(f'.lm-CommandPalette-item[data-command="{command_id}"]').first
+    for _ in range(5):
+        try:
+            search_palette(page, query)
+            item.wait_for(timeout=5000)
+            item.click(timeout=5000)
+        except Exception:  # closed or re-rendered meanwhile: try again
+            continue
+        return
+    raise AssertionError(f"could not run {command_id} from the command palette")
+
+
+def search_palette(page: Any, query: str) -> None:
+    """Open the modal command palette and type a query.
+
+    Right after Lab loads, restoring the layout can move the focus, which closes
+    the modal palette again; so open, then check it stayed open, a few times.
+    """
+    palette = page.locator(".lm-CommandPalette-input")
+    for attempt in range(6):
+        if not palette.is_visible():
+            if attempt % 2 == 0:
+                page.keyboard.press("Control+Shift+C")
+            else:
+                page.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+                page.locator(".lm-Menu-itemLabel", has_text="Command Palette").first.click()
+        try:
+            palette.wait_for(state="visible", timeout=3000)
+            page.wait_for_timeout(300)
+            palette.fill(query, timeout=2000)
+            return
+        except Exception:
+            continue
+    raise AssertionError("the command palette did not stay open")
 
 
 def no_reload_marker(page: Any) -> None:
@@ -77,10 +122,11 @@ def test_panel_appears(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
     status_item.wait_for(state="visible")
     assert re.search(r"\d+ running · \d+ queued", status_item.inner_text())
     # the commands are in the palette
-    page.keyboard.press("Control+Shift+C")
-    page.locator(".lm-CommandPalette-input").fill("as task")
-    labels = page.locator(".lm-CommandPalette-itemLabel").all_inner_texts()
-    assert "Run Notebook as Task" in labels and "Run Selected Cells as Task" in labels, labels
+    search_palette(page, "task")
+    page.locator('.lm-CommandPalette-item[data-command="taskrun:open-panel"]').wait_for(timeout=10000)
+    # without an open notebook the notebook commands are there but disabled (Lab hides those)
+    for command in ("taskrun:run-notebook", "taskrun:run-cells", "taskrun:refresh"):
+        assert page.locator(f'.lm-CommandPalette-item[data-command="{command}"]').count() == 1, command
     page.keyboard.press("Escape")
     page.screenshot(path=str(artifacts_dir / "01-panel.png"))
     assert not [e for e in page.errors if "taskrun" in e.lower()], page.errors
@@ -216,8 +262,9 @@ def test_logs_stream_in_detail_view(lab_page: Any, api: Any, artifacts_dir: Path
     assert ticks == list(range(40)), ticks
     detail.locator('.jp-TaskRun-badge[data-status="completed"]').wait_for(timeout=15000)
     # metrics with the CPU/memory chart
-    detail.locator(".jp-TaskRun-chart.jp-mod-cpu svg polyline").wait_for(timeout=15000)
-    detail.locator(".jp-TaskRun-chart.jp-mod-memory svg polyline").wait_for(timeout=15000)
+    # (a flat line has an empty box, so "attached", not "visible")
+    detail.locator(".jp-TaskRun-chart.jp-mod-cpu svg polyline").wait_for(state="attached", timeout=15000)
+    detail.locator(".jp-TaskRun-chart.jp-mod-memory svg polyline").wait_for(state="attached", timeout=15000)
     page.screenshot(path=str(artifacts_dir / "06-logs-completed.png"), full_page=True)
 
     # download the full log
@@ -240,14 +287,9 @@ def test_cancel_from_ui(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
         arg=task["id"],
         timeout=30000,
     )
-    cancel = toolbar_button(page, task["id"], "Cancel")
-    page.wait_for_function(
-        "(id) => { const b = [...document.querySelectorAll(`#jupyter-taskrun-detail-${id} .jp-Toolbar button`)].find(b => b.textContent.includes('Cancel')); return b && !b.disabled; }",
-        arg=task["id"],
-        timeout=15000,
-    )
+    wait_enabled(page, task["id"], "cancel")
     page.screenshot(path=str(artifacts_dir / "07-before-cancel.png"))
-    cancel.click()
+    toolbar_button(page, task["id"], "cancel").click()
     final = api.wait_status(task["id"], {"cancelled", "failed", "completed", "timed_out"}, timeout=30)
     assert final["status"] == "cancelled", final
     wait_row_status(page, task["id"], "cancelled", timeout=15000)
@@ -255,7 +297,8 @@ def test_cancel_from_ui(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
     page.screenshot(path=str(artifacts_dir / "08-cancelled.png"))
 
     # a finished task can be deleted from the UI (confirm dialog)
-    toolbar_button(page, task["id"], "Delete").click()
+    wait_enabled(page, task["id"], "delete")
+    toolbar_button(page, task["id"], "delete").click()
     page.locator(".jp-Dialog button", has_text="Delete").click()
     deadline = time.monotonic() + 15
     while api.request("GET", f"taskrun/api/tasks/{task['id']}")[0] != 404:
@@ -322,7 +365,8 @@ def test_run_as_task_on_notebook_file(lab_page: Any, api: Any, lab_server: Any, 
 
     # open the executed notebook in Lab
     open_detail(page, task["id"])
-    toolbar_button(page, task["id"], "Open executed notebook").click()
+    wait_enabled(page, task["id"], "open-notebook")
+    toolbar_button(page, task["id"], "open-notebook").click()
     page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text="answer 42").first.wait_for(timeout=30000)
     saved = [p.name for p in lab_server.root.glob("*.executed-*.ipynb")]
     assert any(p.startswith(nb_name[: -len(".ipynb")]) for p in saved), saved
@@ -333,13 +377,12 @@ def test_run_notebook_command_on_open_notebook(lab_page: Any, api: Any, lab_serv
     page = lab_page
     nb_name = f"{unique('open')}.ipynb"
     _write_notebook(lab_server.root / nb_name, ["print('from the open notebook')"])
-    page.goto(f"{lab_server.url}lab/tree/{nb_name}?token={lab_server.token}")
+    page.goto(f"{lab_server.url}lab/tree/{nb_name}?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
-    page.locator(".jp-NotebookPanel").first.wait_for(timeout=30000)
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=30000)
+    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
     tag = unique("cmd")
-    page.keyboard.press("Control+Shift+C")
-    page.locator(".lm-CommandPalette-input").fill("Run Notebook as Task")
-    page.locator(".lm-CommandPalette-item", has_text="Run Notebook as Task").first.click()
+    run_from_palette(page, "taskrun:run-notebook", "Run Notebook as Task")
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for(timeout=10000)
     dialog.locator('input[name="tags"]').fill(tag)
@@ -355,3 +398,67 @@ def test_run_notebook_command_on_open_notebook(lab_page: Any, api: Any, lab_serv
     done = api.wait_status(task["id"], {"completed", "failed"}, timeout=90)
     assert done["status"] == "completed", done
     assert "from the open notebook" in api.get(f"taskrun/api/tasks/{task['id']}/logs")
+
+    # the selected cells only, as one task
+    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+    cells_tag = unique("cells")
+    run_from_palette(page, "taskrun:run-cells", "Run Selected Cells as Task")
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=10000)
+    dialog.locator('input[name="tags"]').fill(cells_tag)
+    dialog.locator("button", has_text="Run").click()
+    deadline = time.monotonic() + 20
+    tasks = []
+    while not tasks:
+        assert time.monotonic() < deadline, "no task was created by 'Run Selected Cells as Task'"
+        tasks = api.get(f"taskrun/api/tasks?tag={cells_tag}")["tasks"]
+        time.sleep(0.2)
+    assert tasks[0]["source_kind"] == "cells", tasks[0]
+    done = api.wait_status(tasks[0]["id"], {"completed", "failed"}, timeout=90)
+    assert done["status"] == "completed", done
+    page.screenshot(path=str(artifacts_dir / "14-notebook-commands.png"))
+
+
+def test_polling_fallback_and_standby(browser: Any, lab_server: Any, api: Any, artifacts_dir: Path) -> None:
+    """When the SSE routes fail (e.g. a proxy that breaks streaming), the list and the detail view poll."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30000)
+    try:
+        # every event stream answers 503: EventSource gives up at once
+        page.route(
+            re.compile(r".*/taskrun/api/(events|tasks/[0-9a-f]+/events)(\?.*)?$"),
+            lambda route: route.fulfill(status=503, content_type="application/json", body='{"message": "no streams"}'),
+        )
+        page.goto(f"{lab_server.url}lab?reset&token={lab_server.token}")
+        page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
+        page.wait_for_selector(PANEL_TAB)
+        if not page.locator(PANEL).is_visible():
+            page.locator(PANEL_TAB).click()
+        page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="polling"]', timeout=15000)
+        name = unique("polled")
+        task = api.submit(code="import time\nfor i in range(6):\n    print('poll', i, flush=True)\n    time.sleep(0.5)", name=name)
+        row(page, task["id"]).wait_for(state="visible", timeout=15000)
+        detail = open_detail(page, task["id"])
+        page.wait_for_selector(f'#jupyter-taskrun-task-{task["id"]} .jp-TaskRun-logState[data-state="polling"]', timeout=15000)
+        wait_row_status(page, task["id"], "completed", timeout=60000)
+        page.wait_for_function(
+            "(id) => (document.querySelector(`#jupyter-taskrun-task-${id} .jp-TaskRun-log`) || {}).textContent?.includes('poll 5')",
+            arg=task["id"],
+            timeout=30000,
+        )
+        ticks = [int(m) for m in re.findall(r"poll (\d+)", detail.locator(".jp-TaskRun-log").inner_text())]
+        assert ticks == list(range(6)), ticks
+        page.screenshot(path=str(artifacts_dir / "13-polling-fallback.png"))
+
+        # hiding the panel stands the list by; showing it again resyncs
+        page.unroute_all()
+        page.locator('.lm-TabBar-tab[data-id="filebrowser"]').click()
+        page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="standby"]', state="attached", timeout=15000)
+        later = api.submit(code="print('while hidden')", name=unique("hidden"))
+        api.wait_status(later["id"], {"completed"}, timeout=60)
+        page.locator(PANEL_TAB).click()
+        page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="stream"]', timeout=15000)
+        wait_row_status(page, later["id"], "completed", timeout=15000)
+    finally:
+        context.close()

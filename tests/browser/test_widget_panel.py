@@ -9,6 +9,7 @@ until the task has completed (and a second one failed). Screenshots land in
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,24 +55,36 @@ def write_notebook(root: Path, name: str) -> None:
     (root / name).write_text(json.dumps(nb))
 
 
-def run_cell(page: Any, index: int, attempts: int = 4) -> None:
+def accept_kernel_dialog(page: Any) -> bool:
+    """Lab asks "Select Kernel" when a run races the session start-up: keep the default kernel."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count() and dialog.first.is_visible():
+        dialog.first.locator("button.jp-mod-accept").click()
+        dialog.first.wait_for(state="detached", timeout=10000)
+        return True
+    return False
+
+
+def run_cell(page: Any, index: int, attempts: int = 5) -> None:
     """Run one cell (Ctrl+Enter) and make sure the kernel took it.
 
-    Right after a notebook opens, Lab may still reconnect the kernel's websocket, and an
-    execute request sent in that window is lost: run again until the prompt shows it ran.
+    Right after a notebook opens, Lab may still be connecting the kernel: a run can then
+    raise a kernel dialog or be lost in a reconnect. Retry until the prompt shows it ran.
     """
     cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
     prompt = cell.locator(".jp-InputPrompt")
+    ran = "el => /\\[(\\d+|\\*)\\]/.test(el.textContent)"
     for _ in range(attempts):
+        accept_kernel_dialog(page)
         cell.locator(".jp-InputArea-editor").click()
         page.keyboard.press("Control+Enter")
-        try:
-            page.wait_for_function(
-                "el => /\\[(\\d+|\\*)\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=8000
-            )
-            return
-        except Exception:  # noqa: BLE001 - lost in a reconnect: retry
-            continue
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if page.evaluate(ran, prompt.element_handle()):
+                return
+            if accept_kernel_dialog(page):
+                deadline = time.monotonic() + 10  # Lab may run it once the kernel is chosen
+            time.sleep(0.2)
     raise AssertionError(f"cell {index} never ran")
 
 
@@ -94,7 +107,11 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
         run_cell(page, index)
 
     panel = panel_for(page, 1)
-    panel.wait_for(state="visible", timeout=60000)
+    try:
+        panel.wait_for(state="visible", timeout=60000)
+    except Exception:
+        print("PAGE ERRORS", page.errors)
+        raise
     # live: running, the progress bar moving, log lines streaming in
     panel.locator(".taskrun-badge [data-status='running']").wait_for(timeout=60000)
     panel.locator(".taskrun-progress-text").wait_for(timeout=30000)
