@@ -95,6 +95,8 @@ class Cluster:
                 "--port",
                 str(self.port),
                 "--no-dashboard",
+                "--preload",
+                "jupyter_taskrun.dask_executor",
             ],
             "scheduler",
         )

@@ -939,14 +939,16 @@ async def _dispose(kernel: Any, tmp: str | None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def dask_setup(worker: Any) -> None:
-    """Worker preload hook (``dask worker ... --preload jupyter_taskrun.dask_executor``).
+def dask_setup(server: Any) -> None:
+    """Preload hook: ``dask worker|scheduler ... --preload jupyter_taskrun.dask_executor``.
 
-    Optional: imports the task-running code and starts this worker's kernel reaper at
-    worker start, so the first task does not pay for them.
+    Optional, and only a warm-up: importing this module pays the import of the task-running
+    code (nbclient, jupyter_client) when the process starts rather than at the first task.
+    The scheduler needs it too: it unpickles every submitted task graph, so it imports
+    jupyter_taskrun when the first task arrives. On a worker it also starts the kernel reaper.
     """
-    _ensure_reaper()
-    KernelLauncher  # noqa: B018 - imported above with nbclient/jupyter_client; nothing else to warm
+    if type(server).__name__ == "Worker":
+        _ensure_reaper()
 
 
 async def _worker_main(job: TaskJob, token: str, key: str, settings: dict[str, Any]) -> dict[str, Any]:

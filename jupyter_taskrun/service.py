@@ -243,7 +243,9 @@ class TaskRun(LoggingConfigurable):
         if self._stopped:
             return
         self._stopped = True
-        for running in list(self._running.values()):
+        # taken before cancelling: _run_one's cleanup removes them from _running
+        interrupted = list(self._running.values())
+        for running in interrupted:
             running.stop_status = TaskStatus.FAILED
             running.stop_reason = "interrupted: server stopped while the task was running"
             self.executor_impl.kill(running.task.id)
@@ -251,10 +253,9 @@ class TaskRun(LoggingConfigurable):
             if t is not asyncio.current_task():
                 t.cancel()
         await asyncio.gather(*[t for t in self._bg if t is not asyncio.current_task()], return_exceptions=True)
-        # running tasks that were cancelled mid-await: record them as interrupted
-        for running in list(self._running.values()):
+        for running in interrupted:
             task = running.task
-            if not task.status.is_terminal and task.status == TaskStatus.RUNNING:
+            if not task.status.is_terminal:  # queued → failed is legal too (stopped before it ran)
                 self._finish(task, TaskStatus.FAILED, reason=running.stop_reason)
         self._running.clear()
         await self.executor_impl.stop()

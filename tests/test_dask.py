@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
+#: warm-up: import the task code at start (the scheduler unpickles task graphs; workers run them)
+PRELOAD = ["--preload", "jupyter_taskrun.dask_executor"]
 
 
 def free_port() -> int:
@@ -61,13 +63,13 @@ class DaskProcesses:
 
     def start_scheduler(self) -> None:
         self.scheduler = self._spawn(
-            [*SCHEDULER, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"], "scheduler"
+            [*SCHEDULER, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", *PRELOAD], "scheduler"
         )
 
     def start_worker(self, name: str, resources: str | None = None) -> subprocess.Popen:
         cmd = [*WORKER, self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1"]
         cmd += ["--no-dashboard", "--memory-limit", "0", "--death-timeout", "60"]
-        cmd += ["--preload", "jupyter_taskrun.dask_executor"]  # warm imports, start the kernel reaper
+        cmd += PRELOAD
         if resources:
             cmd += ["--resources", resources]
         proc = self._spawn(cmd, name)

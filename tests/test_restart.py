@@ -100,3 +100,15 @@ def test_server_sigkill_leaves_no_orphans_and_loses_nothing(tmp_path):
     while kernels_with_marker_prefix(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert kernels_with_marker_prefix(marker) == []
+
+
+def test_clean_stop_marks_running_tasks_interrupted_at_once(tmp_path):
+    """A server stopping normally records its running task as interrupted itself (not only the next start)."""
+    import sqlite3
+
+    with JupyterServer(tmp_path, extra_args=("--TaskRun.kernel_pool_size=0",)) as server:
+        task = submit(server, code="import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)")
+        wait_running_with_output(server, task["id"])
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    status, error = db.execute("SELECT status, error FROM tasks WHERE id=?", (task["id"],)).fetchone()
+    assert status == "failed" and "interrupted" in json.loads(error)["reason"]
