@@ -139,7 +139,7 @@ class Row:
 
 
 def table(headers: list[str], rows: list[list[Any]], title: str | None = None) -> str:
-    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    cells = [[str(c).replace("\n", " | ") for c in r] for r in [headers, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     if title:

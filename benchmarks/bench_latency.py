@@ -22,6 +22,7 @@ import time
 from datetime import datetime
 
 import psutil
+
 from _common import (
     BenchServer,
     Context,
@@ -88,6 +89,7 @@ def scheduler_path(ctx: Context) -> list[str] | None:
 
 def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]:
     import nbformat
+
     from _peers import notebook
 
     base = ctx.tmp / "scheduler"
@@ -131,6 +133,7 @@ def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]
 
 def papermill_cli_series(ctx: Context, n: int) -> list[float]:
     import nbformat
+
     from _peers import notebook
 
     d = ctx.tmp / "papermill-cli"
@@ -240,8 +243,9 @@ def run(ctx: Context) -> list[Row]:
         out.append(Row("latency", "pool hit vs jupyter-scheduler (p50)", f"{fmt_ratio(sp)} faster", ">= 150x",
                        sp is not None and sp >= 150, f"scheduler p50 {fmt_ms(sch['p50'])}"))  # fmt: skip
     else:
-        out.append(Row("latency", "pool hit vs jupyter-scheduler (p50)", "skipped", ">= 150x", None,
-                       notes.get("jupyter-scheduler REST", "")))  # fmt: skip
+        note = notes.get("jupyter-scheduler REST", "")
+        out.append(Row("latency", "pool hit vs jupyter-scheduler (p50)", "failed" if note.startswith("FAILED") else "skipped",
+                       ">= 150x", None, note))  # fmt: skip
     cold_ratio = ratio(cold["p50"], nb["p50"])
     out += [
         Row("latency", "cold p50 / stock nbclient p50", fmt_ratio(cold_ratio), "<= 0.6x",

@@ -95,7 +95,8 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others
                 errors += 1
                 traceback.print_exc()
-                rows.append(Row(name, "benchmark error", f"{type(e).__name__}: {e}"[:120], ok=False))
+                first = (str(e).splitlines() or [""])[0]
+                rows.append(Row(name, "benchmark error (traceback above)", f"{type(e).__name__}: {first}"[:120], ok=False))
             log(f"=== {name} took {time.monotonic() - t1:.0f}s; {machine_load()}")
     finally:
         ctx.close()

@@ -15,6 +15,11 @@ from traitlets.config import Config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: they are the slowest, and Playwright's sync API owns the main thread's loop."""
+    items.sort(key=lambda item: "browser" in item.nodeid.split("::")[0].split("/"))
+
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
 

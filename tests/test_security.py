@@ -19,7 +19,7 @@ from traitlets.config import Config
 from jupyter_taskrun.handlers import handler_routes
 
 from .conftest import TERMINAL
-from .test_reliability import RawSSE, task_count, wait_for, wait_log
+from .test_reliability import RawSSE, task_count
 
 # ---------------------------------------------------------------------------
 # a multi-user server: the user comes from a header, only "admin" may see everyone's tasks
@@ -32,6 +32,10 @@ class HeaderIdentityProvider(IdentityProvider):
     def get_user(self, handler):
         name = handler.request.headers.get("X-Test-User")
         return User(username=name) if name else None
+
+    def is_token_authenticated(self, handler) -> bool:
+        # a header credential, like an API token: not a browser cookie, so no XSRF token is needed
+        return handler.request.headers.get("X-Test-User") is not None
 
 
 class AdminSeesAllAuthorizer(Authorizer):
@@ -200,12 +204,14 @@ async def test_browser_post_with_cookie_but_without_xsrf_is_refused(api):
     assert code in (403, 404)
     assert await task_count(api) == before
     # the same cookie with the real XSRF token (as JupyterLab sends it) is accepted
-    code, _, headers = await fetch(api, "GET", "../../login", headers={})
+    login_page = HTTPRequest(f"http://127.0.0.1:{api.port}{api.base_url}login", follow_redirects=False)
+    headers = (await AsyncHTTPClient().fetch(login_page, raise_error=False)).headers
     xsrf = [c.split(";", 1)[0] for c in headers.get_list("Set-Cookie") if c.startswith("_xsrf=")]
     assert xsrf, headers.get_list("Set-Cookie")
     ok_headers = {"Cookie": f"{login[0]}; {xsrf[0]}", "X-XSRFToken": xsrf[0].split("=", 1)[1]}
     code, data, _ = await fetch(api, "POST", "tasks", headers=ok_headers, body={"code": "print('legit')"})
     assert code == 201, data
+    assert (await api.wait(data["id"]))["status"] == "completed"
 
 
 # ---------------------------------------------------------------------------
@@ -324,7 +330,7 @@ async def test_users_see_and_control_only_their_own_tasks(api, multiuser, author
 async def test_change_feed_shows_only_own_tasks(api, multiuser):
     alice = await submit_as(api, "alice", code=LONG)
     for _ in range(200):
-        code, data, _ = await fetch(api, "GET", f"tasks/{alice['id']}", headers=as_user("alice"))
+        _code, data, _ = await fetch(api, "GET", f"tasks/{alice['id']}", headers=as_user("alice"))
         if data.get("progress"):
             break
         await asyncio.sleep(0.05)

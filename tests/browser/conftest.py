@@ -236,8 +236,10 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
             (ARTIFACTS / "jupyter-lab.log").write_text(log_path.read_text(errors="replace"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(lab_server: LabServer) -> Iterator[Any]:
+    # module scope, not session: while sync_playwright() is open its event loop counts as
+    # running in the main thread, which breaks every asyncio test that runs after it
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
