@@ -82,6 +82,14 @@ class StoreUnavailable(TaskRunError):
     reason = "store-unavailable"
 
 
+class StoreBusy(StoreUnavailable):
+    """Another connection holds the SQLite write lock; trying again later may work."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ExecutorUnavailable(TaskRunError):
     """The executor cannot run tasks now (e.g. the Dask scheduler is unreachable)."""
 

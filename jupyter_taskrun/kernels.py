@@ -10,6 +10,7 @@ Execution itself still goes through nbclient (see ``runner.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from queue import Empty
 from typing import Any
 
 import psutil
+import zmq
+import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
 log = logging.getLogger(__name__)
@@ -264,9 +267,13 @@ class KernelLauncher:
         km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
         try:
             await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(kernel_name))
-        except Exception as e:
-            raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
-        kc = km.client()
+        except BaseException as e:
+            # also on cancel (server stop): the process may already be spawned
+            await _discard_half_started(km)
+            if isinstance(e, Exception):
+                raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
+            raise
+        kc = km.client(context=task_client_context())
         kc.start_channels()
         kernel = TaskKernel(
             km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
@@ -279,6 +286,40 @@ class KernelLauncher:
             raise
         kernel.start_seconds = time.monotonic() - t0
         return kernel
+
+
+async def _discard_half_started(km: AsyncKernelManager) -> None:
+    """Kill and reap a kernel whose ``start_kernel`` did not return (failed or cancelled)."""
+    proc = getattr(km.provisioner, "process", None) if km.provisioner is not None else None
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            proc.kill()
+        # synchronous reap: this may run inside a cancelled task, where awaiting is not reliable
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+    with contextlib.suppress(Exception):
+        km.cleanup_connection_file()
+
+
+_task_context: zmq.asyncio.Context | None = None
+
+
+def task_client_context() -> zmq.asyncio.Context:
+    """The ZMQ context of task kernel clients: no receive high-water mark.
+
+    With ZMQ's default (1000 messages) a kernel printing faster than the server's
+    loop reads (GC, a slow request, a locked database) has its IOPub messages
+    dropped silently by the PUB socket. Unbounded receive queues let ZMQ's own
+    I/O thread (no GIL) drain the kernel continuously, so nothing is lost; the
+    memory it takes is what the task printed while the loop was busy.
+    """
+    global _task_context
+    if _task_context is None or _task_context.closed:
+        _task_context = zmq.asyncio.Context()
+        _task_context.setsockopt(zmq.RCVHWM, 0)
+    return _task_context
 
 
 async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
@@ -355,6 +396,7 @@ class KernelPool:
         self._ready: dict[str, list[TaskKernel]] = {k: [] for k in self.sizes}
         self._starting: dict[str, int] = {k: 0 for k in self.sizes}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._disposing: set[asyncio.Task[None]] = set()  # never cancelled: they reap kernels
         self._closed = False
         self.hits = 0
         self.misses = 0
@@ -383,14 +425,18 @@ class KernelPool:
                 t.add_done_callback(self._tasks.discard)
 
     async def _warm_one(self, name: str) -> None:
+        kernel: TaskKernel | None = None
         try:
             kernel = await self.launcher.start(name, cwd=self.cwd)
             # one throwaway execute: the first execute of a fresh kernel pays one-off costs
             await execute_silently(kernel, "pass")
             kernel.cpu_baseline = process_tree_cpu(kernel.pid) if kernel.pid else None
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
+        except BaseException as e:
+            if kernel is not None:  # started but not ready to hand out (cancelled by close, or broken)
+                kernel.kill_now()
+                self._spawn_dispose(kernel)
+            if not isinstance(e, Exception):
+                raise
             self.log.warning("taskrun: could not warm a %s kernel: %s", name, e)
             return
         finally:
@@ -403,7 +449,9 @@ class KernelPool:
     def _spawn_dispose(self, kernel: TaskKernel) -> None:
         t = asyncio.ensure_future(kernel.dispose())
         self._tasks.add(t)
+        self._disposing.add(t)
         t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(self._disposing.discard)
 
     def ready_count(self, kernel_name: str | None = None) -> int:
         if kernel_name is not None:
@@ -416,8 +464,11 @@ class KernelPool:
     async def close(self) -> None:
         self._closed = True
         for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if t not in self._disposing:
+                t.cancel()
+        # cancelled warm-ups dispose of their half-ready kernel: wait for those too
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         kernels = [k for ks in self._ready.values() for k in ks]
         for ks in self._ready.values():
             ks.clear()

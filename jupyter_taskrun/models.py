@@ -8,6 +8,7 @@ the magic and the CLI all get the same checks and messages.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import time
@@ -93,6 +94,11 @@ def _check_text(field_name: str, value: Any, *, max_len: int | None = None, allo
         raise _fail(f"'{field_name}' must be a string, not {type(value).__name__}")
     if "\x00" in value:
         raise _fail(f"'{field_name}' must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON '\ud800' escape
+            raise _fail(f"'{field_name}' is not valid Unicode (lone surrogate)") from None
     if not allow_empty and not value.strip():
         raise _fail(f"'{field_name}' must not be empty")
     if max_len is not None and len(value) > max_len:
@@ -187,6 +193,7 @@ class TaskSubmission:
             for key in params:
                 if not key.isidentifier():
                     raise _fail(f"parameter name {key!r} is not a Python identifier")
+            _check_json_value("parameters", params)
             sub.parameters = params
         sub.timeout = _check_number("timeout", data.get("timeout"))
         sub.cell_timeout = _check_number("cell_timeout", data.get("cell_timeout"))
@@ -238,6 +245,18 @@ class TaskSubmission:
         return out
 
 
+def _check_json_value(field_name: str, value: Any) -> None:
+    """Values that must survive a strict JSON round trip: finite numbers, valid Unicode, bounded depth."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise _fail(f"'{field_name}' is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise _fail(f"'{field_name}' holds a string that is not valid Unicode (lone surrogate)") from None
+    except (TypeError, ValueError) as e:
+        raise _fail(f"'{field_name}' must be plain JSON with finite numbers: {e}") from None
+
+
 def _check_notebook(value: Any) -> dict[str, Any]:
     import nbformat
 
@@ -245,6 +264,7 @@ def _check_notebook(value: Any) -> dict[str, Any]:
         raise _fail("'notebook' must be an nbformat v4 JSON object")
     if value.get("nbformat") != 4:
         raise _fail("'notebook' must be an nbformat v4 document ('nbformat': 4)")
+    _check_json_value("notebook", value)
     try:
         nb = nbformat.from_dict(value)
         nbformat.validate(nb, version=4)

@@ -390,7 +390,8 @@ class NotebookRunner:
             self.nb,
             self,
             km=kernel.km,
-            timeout=self.cell_timeout,
+            # nbclient's 'timeout' trait is an Integer; timeout_func may return any seconds (1.5)
+            timeout_func=(lambda _cell: self.cell_timeout) if self.cell_timeout else None,
             kernel_name=kernel.kernel_name,
             record_timing=True,
             iopub_timeout=10,

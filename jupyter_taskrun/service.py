@@ -27,6 +27,7 @@ from .broker import ALL_TASKS, EventBroker
 from .errors import (
     InvalidSubmission,
     QueueFull,
+    StoreBusy,
     TaskNotFound,
     TaskRunError,
     TaskStateConflict,
@@ -136,6 +137,12 @@ class TaskRun(LoggingConfigurable):
         "", config=True, help="Import string of a callable returning a Dask cluster (e.g. LocalCluster)."
     )
     retry_on_worker_loss = Bool(False, config=True, help="Re-run a task once if its Dask worker dies.")
+    store_busy_timeout = Float(
+        5.0,
+        config=True,
+        help="Seconds a submission, rerun or delete waits for a database locked by another connection "
+        "before it is refused with 503 (the server keeps serving meanwhile).",
+    )
 
     def __init__(
         self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", event_logger: Any = None, **kw: Any
@@ -298,11 +305,31 @@ class TaskRun(LoggingConfigurable):
 
     # -------------------------------------------------------------- domain API
 
-    def submit(self, data: Any, owner: str = "") -> Task:
-        return self.submit_batch([data], owner)[0]
+    async def _when_store_free(self, write: Any, *args: Any, **kw: Any) -> Any:
+        """Run a synchronous store write, retrying while another connection holds the lock.
 
-    def submit_batch(self, items: list[Any], owner: str = "", rerun_of: str | None = None) -> list[Task]:
+        Each attempt blocks the loop for at most the store's short busy timeout;
+        the waiting in between is asynchronous, so the server keeps serving.
+        """
+        deadline = time.monotonic() + self.store_busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                return write(*args, **kw)
+            except StoreBusy:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    async def submit(self, data: Any, owner: str = "") -> Task:
+        return (await self.submit_batch([data], owner))[0]
+
+    async def submit_batch(self, items: list[Any], owner: str = "", rerun_of: str | None = None) -> list[Task]:
         """Validate every submission first; queue all or none."""
+        return await self._when_store_free(self._submit_batch_now, items, owner, rerun_of)
+
+    def _submit_batch_now(self, items: list[Any], owner: str, rerun_of: str | None) -> list[Task]:
         if not isinstance(items, list) or not items:
             raise InvalidSubmission("'tasks' must be a non-empty list of submissions")
         subs = []
@@ -325,9 +352,9 @@ class TaskRun(LoggingConfigurable):
         self.broker.publish(ALL_TASKS, changes)
         return tasks
 
-    def rerun(self, task_id: str, owner: str = "") -> Task:
+    async def rerun(self, task_id: str, owner: str = "") -> Task:
         old = self.get(task_id)
-        return self.submit_batch([old.submission], owner or old.owner, rerun_of=old.id)[0]
+        return (await self.submit_batch([old.submission], owner or old.owner, rerun_of=old.id))[0]
 
     def get(self, task_id: str) -> Task:
         if not isinstance(task_id, str):
@@ -362,14 +389,17 @@ class TaskRun(LoggingConfigurable):
         running.stop_reason = reason
         self._spawn(self.executor_impl.interrupt_and_kill(task_id, self.interrupt_grace))
 
-    def delete(self, task_id: str) -> None:
+    async def delete(self, task_id: str) -> None:
+        await self._when_store_free(self._delete_now, task_id)
+
+    def _delete_now(self, task_id: str) -> None:
         task = self.get(task_id)
         if not task.status.is_terminal:
             raise TaskStateConflict(f"task {task_id} is {task.status.value}; cancel it before deleting")
         self._flush()
         self.store.delete_task(task_id)
         self._active.pop(task_id, None)
-        self._record_change("deleted", task_id, {})
+        self._record_change("deleted", task_id, {"owner": task.owner})
         self._flush()
         self.broker.close_key(task_id)
 
@@ -642,7 +672,7 @@ class TaskRun(LoggingConfigurable):
             # the global feed is for list views: a few progress updates per second is plenty
             if now - self._progress_change_at.get(task.id, 0.0) >= 0.25:
                 self._progress_change_at[task.id] = now
-                self._record_change("progress", task.id, {"progress": data, "id": task.id})
+                self._record_change("progress", task.id, {"progress": data, "id": task.id, "owner": task.owner})
         elif type == EventType.METRICS:
             for key in ("cpu_user", "cpu_system", "peak_rss"):
                 if key in data:
@@ -711,9 +741,9 @@ class TaskRun(LoggingConfigurable):
             ids = self.store.finished_before(cutoff)
             if not ids:
                 break
-            for task_id in ids:
+            for task_id, owner in ids:
                 self.store.delete_task(task_id)
-                self._record_change("deleted", task_id, {})
+                self._record_change("deleted", task_id, {"owner": owner})
                 count += 1
         self.store.prune_changes(keep=100_000)
         self._flush()

@@ -17,10 +17,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import InvalidSubmission, StoreUnavailable, TaskNotFound
+from .errors import InvalidSubmission, StoreBusy, StoreUnavailable, TaskNotFound
 from .models import Change, Task, TaskEvent, TaskStatus
 
 SCHEMA_VERSION = 1
+
+#: SQLite integers are 64-bit signed; a larger Python int raises OverflowError, not sqlite3.Error
+SQLITE_MAX_INT = 2**63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,6 +91,13 @@ _TASK_COLUMNS = (
 )
 
 
+def _store_error(what: str, e: sqlite3.Error) -> StoreUnavailable:
+    text = str(e)
+    if isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return StoreBusy(f"{what}: the database is locked by another connection ({text})")
+    return StoreUnavailable(f"{what}: {text}")
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
 
@@ -99,7 +109,13 @@ def _loads(text: str | None) -> Any:
 class TaskStore:
     """Tasks, per-task event logs, artifacts and a global change feed in one SQLite file."""
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0):
+    def __init__(self, path: str, *, busy_timeout: float = 0.05):
+        """``busy_timeout``: how long one statement waits for another connection's lock.
+
+        Short on purpose: the store runs on the server's event loop thread, so a
+        long wait would freeze the whole server. Callers that can wait (submissions)
+        retry asynchronously on ``StoreBusy``; event writes are retried by the service.
+        """
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -129,14 +145,14 @@ class TaskStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StoreUnavailable(f"task store unavailable: {e}") from e
+            raise _store_error("task store unavailable", e) from e
         self._in_tx = True
         try:
             yield self._db
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback()
-            raise StoreUnavailable(f"task store write failed: {e}") from e
+            raise _store_error("task store write failed", e) from e
         except BaseException:
             self._rollback()
             raise
@@ -228,7 +244,7 @@ class TaskStore:
         if cursor is not None:
             try:
                 before = int(cursor)
-                if before <= 0:
+                if not 0 < before <= SQLITE_MAX_INT:
                     raise ValueError
             except (TypeError, ValueError):
                 raise InvalidSubmission(f"invalid cursor {cursor!r}") from None
@@ -288,11 +304,12 @@ class TaskStore:
             db.execute("DELETE FROM events WHERE task_id=?", (task_id,))
             db.execute("DELETE FROM artifacts WHERE task_id=?", (task_id,))
 
-    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[tuple[str, str]]:
+        """(id, owner) of finished tasks older than ``cutoff``."""
         rows = self._query(
-            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit)
+            "SELECT id, owner FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit)
         )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     # -- events --------------------------------------------------------------
 

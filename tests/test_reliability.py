@@ -373,18 +373,11 @@ async def test_vanishing_sse_and_ws_clients_free_everything(api, taskrun):
     assert (await logs_of(api, tid)) == "".join(f"tick {i}\n" for i in range(150))
 
 
-RESUME_RACE = pytest.mark.xfail(
-    reason="core bug (same as test_slow_reader_during_replay_gets_no_gap, which reproduces it every time): "
-    "follow_task's reset_lag() after the last replay write drops live events when that write yielded; "
-    "timing-dependent here, hence not strict",
-    strict=False,
-)
 
 
 N_RESUME = 1500
 
 
-@RESUME_RACE
 async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
     rnd = random.Random(8)
     task = await api.submit(code=TICKER.format(n=N_RESUME, dt=0.002))
@@ -415,7 +408,6 @@ async def test_sse_resume_many_times_no_gap_no_duplicate(api, taskrun):
     await wait_for(lambda: taskrun.status()["streams"] == 0, 5, what="stream slots released")
 
 
-@RESUME_RACE
 async def test_ws_resume_many_times_no_gap_no_duplicate(api, taskrun):
     rnd = random.Random(9)
     tid = (await api.submit(code=TICKER.format(n=N_RESUME, dt=0.002)))["id"]
@@ -629,11 +621,6 @@ def probe_latencies(url: str, token: str, stop: threading.Event, out: list[float
     return t
 
 
-@pytest.mark.xfail(
-    reason="core bug: TaskStore runs SQLite on the event-loop thread with busy_timeout=5s, so a locked "
-    "database freezes the whole Jupyter server for 5 s per write attempt (service._flush retries every 0.5 s)",
-    strict=True,
-)
 async def test_sqlite_lock_does_not_freeze_the_server(api, db_path, jp_serverapp):
     ticker = await api.submit(code=TICKER.format(n=100, dt=0.05))
     await wait_log(api, ticker["id"], "tick 2")
@@ -823,13 +810,6 @@ async def test_max_request_bytes_413(api):
     assert (await api.wait(data["id"]))["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    reason="core gap: max_request_bytes is checked in TaskRunHandler.prepare(), after tornado has buffered "
-    "the whole body (up to ServerApp.max_body_size, 512 MiB), so an oversized upload is read before being "
-    "refused; check Content-Length before reading the body (tornado @stream_request_body + "
-    "request.connection.set_max_body_size)",
-    strict=True,
-)
 @pytest.mark.parametrize("taskrun_config", [{"max_request_bytes": 20_000}], indirect=True)
 async def test_oversized_body_is_refused_before_it_is_read(api):
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
@@ -892,25 +872,12 @@ async def test_task_timeout_and_cell_timeout_with_busy_children(api):
     assert await logs_of(api, task["id"]) == "one\n"
 
 
-@pytest.mark.xfail(
-    reason="core bug: runner.py NotebookRunner._execute_all passes a fractional cell_timeout (e.g. 1.5, valid "
-    "per the API) to nbclient's Int 'timeout' trait -> TraitError, so the task ends 'failed' instead of "
-    "'timed_out' (round up: math.ceil, or enforce it with our own timer)",
-    strict=True,
-)
 async def test_fractional_cell_timeout(api):
     task = await api.run(cells=["print('one')", "import time\ntime.sleep(60)"], cell_timeout=1.5)
     assert task["status"] == "timed_out", task["error"]
     assert task["error"]["cell_index"] == 1
 
 
-@pytest.mark.xfail(
-    reason="core bug: kernel IOPub messages are silently dropped at ZMQ's default high-water mark (1000) when "
-    "the server reads slower than the kernel prints; the task still ends 'completed' with its output tail "
-    "missing (kernels.py KernelLauncher: set sndhwm=0 on the kernel's IOPub socket and rcvhwm=0 on the "
-    "client's iopub channel before connecting)",
-    strict=True,
-)
 async def test_no_output_lost_while_the_server_loop_is_busy(api):
     """The server stalls (GC, a slow request, a locked database...) while a task prints fast."""
     code = "for i in range(20000):\n    print(i, flush=True)\nprint('END', flush=True)"
@@ -964,12 +931,6 @@ def slow_reader(url: str, headers: dict[str, str], pause: float) -> list[dict[st
     return [f for f in frames if f is not None and not f["comment"]]
 
 
-@pytest.mark.xfail(
-    reason="core bug: handlers/streams.py follow_task calls sub.reset_lag() (which clears the buffer) after "
-    "awaiting send() of the last replay page, discarding live events published while that write was "
-    "blocked; the client misses them and, once the task has ended, waits forever (no 'end')",
-    strict=True,
-)
 async def test_slow_reader_during_replay_gets_no_gap(api):
     """A client whose replay write blocks (full TCP window) while live events keep coming."""
     code = (
@@ -989,15 +950,9 @@ async def test_slow_reader_during_replay_gets_no_gap(api):
     assert ids == list(range(1, len(ids) + 1))
 
 
-STOP_RACE = pytest.mark.xfail(
-    reason="core bug: kernels.py KernelLauncher.start catches only Exception around km.start_kernel(); when "
-    "TaskRun.stop() cancels the task after the kernel process was spawned but before start_kernel returned, "
-    "the CancelledError skips cleanup and the kernel process is left running",
-    strict=True,
-)
 
 
-@pytest.mark.parametrize("delay", [pytest.param(0.0, marks=STOP_RACE), 0.02, 0.05, 0.1, 0.2, 0.4])
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1, 0.2, 0.4])
 async def test_server_stop_while_a_kernel_is_starting_leaves_no_kernel(api, taskrun, delay):
     await api.submit(code="import time\ntime.sleep(60)")
     await asyncio.sleep(delay)  # the task is being dispatched / its kernel started

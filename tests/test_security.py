@@ -272,15 +272,7 @@ async def submit_as(api, user: str, **body) -> dict:
     "authorizer_class",
     [
         AdminSeesAllAuthorizer,
-        pytest.param(
-            AsyncAdminSeesAllAuthorizer,
-            marks=pytest.mark.xfail(
-                reason="core bug: handlers/base.py TaskRunHandler.sees_all() calls authorizer.is_authorized() "
-                "without awaiting it; an async Authorizer returns a coroutine, which is truthy, so every user "
-                "sees and controls every task (use ensure_async as TaskWebSocketHandler does)",
-                strict=True,
-            ),
-        ),
+        AsyncAdminSeesAllAuthorizer,
     ],
 )
 async def test_users_see_and_control_only_their_own_tasks(api, multiuser, authorizer_class):
@@ -321,12 +313,6 @@ async def test_users_see_and_control_only_their_own_tasks(api, multiuser, author
     assert (await fetch(api, "GET", "tasks"))[0] == 403
 
 
-@pytest.mark.xfail(
-    reason="core bug: handlers/streams.py ChangesHandler.visible() passes every 'progress' and 'deleted' change "
-    "to every user, so bob's /taskrun/api/events feed shows alice's task ids and progress messages "
-    "(progress changes carry no owner: include it, and filter deleted ids by ownership)",
-    strict=True,
-)
 async def test_change_feed_shows_only_own_tasks(api, multiuser):
     alice = await submit_as(api, "alice", code=LONG)
     for _ in range(200):

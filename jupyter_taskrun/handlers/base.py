@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
@@ -23,6 +24,7 @@ from ..errors import (
 )
 from ..models import Task, TaskStatus
 from ..service import TaskRun
+from ..store import SQLITE_MAX_INT
 
 AUTH_RESOURCE = "taskrun"
 
@@ -70,10 +72,21 @@ def http_error(e: TaskRunError) -> TaskRunHTTPError:
     return TaskRunHTTPError(status, str(e), e.reason, getattr(e, "retry_after", None))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@web.stream_request_body
 class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
-    """Base of every taskrun REST handler: authenticated, JSON errors ``{"message", "reason"}``."""
+    """Base of every taskrun REST handler: authenticated, JSON errors ``{"message", "reason"}``.
+
+    Bodies are streamed (``@stream_request_body``) so that an oversized upload is
+    refused from its headers, before tornado buffers up to ``ServerApp.max_body_size``.
+    """
 
     auth_resource = AUTH_RESOURCE
+    _body_parts: list[bytes]
+    _body_size = 0
 
     @property
     def taskrun(self) -> TaskRun:
@@ -81,11 +94,27 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
 
     async def prepare(self) -> None:
         await super().prepare()
+        self._body_parts = []
         limit = self.taskrun.max_request_bytes
         length = self.request.headers.get("Content-Length")
-        if (length and length.isdigit() and int(length) > limit) or len(self.request.body or b"") > limit:
+        if length and length.isdigit() and int(length) > limit:
             raise TaskRunHTTPError(413, f"request body larger than {limit} bytes", "too-large")
         await self.taskrun.start()
+
+    def data_received(self, chunk: bytes) -> None:
+        # chunked uploads have no Content-Length: count as they come, keep nothing past the limit
+        self._body_size += len(chunk)
+        if self._body_size <= self.taskrun.max_request_bytes:
+            self._body_parts.append(chunk)
+        else:
+            self._body_parts = []
+
+    @property
+    def body(self) -> bytes:
+        limit = self.taskrun.max_request_bytes
+        if self._body_size > limit:
+            raise TaskRunHTTPError(413, f"request body larger than {limit} bytes", "too-large")
+        return b"".join(getattr(self, "_body_parts", ()))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, TaskRunError):
@@ -121,13 +150,21 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
     # -- input -------------------------------------------------------------
 
     def json_body(self) -> Any:
-        body = self.request.body
+        """The body as strict JSON (RFC 8259): no NaN/Infinity, no lone surrogates, bounded nesting."""
+        body = self.body
         if not body:
             raise TaskRunHTTPError(400, "the request body must be JSON", "invalid")
         try:
-            return json.loads(body)
+            data = json.loads(body, parse_constant=_reject_constant)
+            # '\ud800' escapes decode to strings that cannot be stored as UTF-8
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except RecursionError:
+            raise TaskRunHTTPError(400, "malformed JSON: nested too deeply", "invalid") from None
+        except UnicodeEncodeError:
+            raise TaskRunHTTPError(400, "malformed JSON: a string holds a lone surrogate (not valid Unicode)", "invalid") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise TaskRunHTTPError(400, f"malformed JSON: {e}", "invalid") from None
+        return data
 
     def query_number(self, name: str, default: float | None = None, *, minimum: float = 0, maximum: float | None = None, integer: bool = False) -> Any:
         raw = self.get_query_argument(name, None)
@@ -148,12 +185,12 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
         if header is not None and header.strip() != "":
             try:
                 value = int(header)
-                if value < 0:
+                if not 0 <= value <= SQLITE_MAX_INT:
                     raise ValueError
             except ValueError:
-                raise TaskRunHTTPError(400, "Last-Event-ID must be a non-negative integer", "invalid") from None
+                raise TaskRunHTTPError(400, "Last-Event-ID must be a non-negative 64-bit integer", "invalid") from None
             return value
-        return int(self.query_number("after", 0, integer=True))
+        return int(self.query_number("after", 0, integer=True, maximum=SQLITE_MAX_INT))
 
     # -- identity and visibility -------------------------------------------
 
@@ -161,13 +198,14 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
     def username(self) -> str:
         return owner_name(self.current_user)
 
-    def sees_all(self) -> bool:
+    async def sees_all(self) -> bool:
         """May this user see and control every user's tasks (not only their own)?"""
-        return bool(self.authorizer.is_authorized(self, self.current_user, "read", "taskrun:all"))
+        # Authorizer.is_authorized may be sync or async (jupyter_server allows both)
+        return bool(await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", "taskrun:all")))
 
-    def visible_task(self, task_id: str) -> Task:
+    async def visible_task(self, task_id: str) -> Task:
         task = self.taskrun.get(task_id)
-        if task.owner and task.owner != self.username and not self.sees_all():
+        if task.owner and task.owner != self.username and not await self.sees_all():
             raise TaskNotFound(f"no task with id {task_id!r}")
         return task
 

@@ -42,7 +42,10 @@ async def follow_task(
     """Replay then follow one task's events; returns its final status (None if it was deleted)."""
     last = after
     while True:
-        # (re)read from the store: the initial replay, and after a lag
+        # (re)read from the store: the initial replay, and after a lag. The buffer is reset
+        # *before* reading, so an event published while a replay write is blocked stays
+        # buffered (or flags a new lag); duplicates are skipped by seq.
+        sub.reset_lag()
         while True:
             page = taskrun.read_events(task_id, last, REPLAY_PAGE)
             if page:
@@ -50,7 +53,6 @@ async def follow_task(
                 last = page[-1].seq
             if len(page) < REPLAY_PAGE:
                 break
-        sub.reset_lag()
         while True:
             try:
                 task = taskrun.get(task_id)
@@ -115,7 +117,7 @@ class TaskEventsHandler(SSEHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        self.visible_task(task_id)
+        await self.visible_task(task_id)
         after = self.last_event_id()
         self.start_stream()
         self._sub = self.taskrun.broker.subscribe(task_id)
@@ -147,14 +149,15 @@ class ChangesHandler(SSEHandler):
     @authorized
     async def get(self) -> None:
         after = self.last_event_id()
-        owner = None if self.sees_all() else self.username
+        owner = None if await self.sees_all() else self.username
         self.start_stream()
         sub = self._sub = self.taskrun.broker.subscribe(ALL_TASKS)
         last = after
         interval = self.taskrun.sse_keepalive_interval
 
         def visible(change: Any) -> bool:
-            return owner is None or change.data.get("owner", owner) == owner or change.type in ("deleted", "progress")
+            # every change carries its task's owner; one without (older store) is shown to admins only
+            return owner is None or change.data.get("owner") in (owner, "")
 
         async def send(changes: list[Any]) -> None:
             nonlocal last
@@ -172,12 +175,12 @@ class ChangesHandler(SSEHandler):
                 self.write(f"retry: 2000\nid: {last}\nevent: hello\ndata: {json.dumps({'last_event_id': last})}\n\n")
                 await self.flush()
             while True:
+                sub.reset_lag()  # before reading, as in follow_task
                 while True:
                     page = self.taskrun.store.read_changes(last, REPLAY_PAGE)
                     await send(page)
                     if len(page) < REPLAY_PAGE:
                         break
-                sub.reset_lag()
                 while not sub.lagged:
                     if not await sub.wait(interval):
                         await self.keepalive()

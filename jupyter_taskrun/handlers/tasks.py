@@ -32,7 +32,7 @@ class TasksHandler(TaskRunHandler):
             if bad:
                 raise TaskRunHTTPError(400, f"unknown status {bad[0]!r}; use one of {', '.join(sorted(_STATUSES))}", "invalid")
         owner = self.get_query_argument("owner", None)
-        if not self.sees_all():
+        if not await self.sees_all():
             owner = self.username
         tasks, cursor = self.taskrun.list(
             status=statuses,
@@ -48,7 +48,7 @@ class TasksHandler(TaskRunHandler):
     @authorized
     async def post(self) -> None:
         wait = self.query_number("wait", None, maximum=MAX_WAIT)
-        task = self.taskrun.submit(self.json_body(), owner=self.username)
+        task = await self.taskrun.submit(self.json_body(), owner=self.username)
         await self._reply_created(task, wait)
 
     async def _reply_created(self, task: Any, wait: float | None) -> None:
@@ -73,7 +73,7 @@ class BatchHandler(TaskRunHandler):
             raise InvalidSubmission(f"unknown field(s): {', '.join(sorted(set(body) - {'tasks'}))}")
         if not isinstance(items, list):
             raise InvalidSubmission("the body must be {\"tasks\": [submission, ...]}")
-        tasks = self.taskrun.submit_batch(items, owner=self.username)
+        tasks = await self.taskrun.submit_batch(items, owner=self.username)
         self.write_json({"tasks": [self.task_json(t) for t in tasks]}, 201)
 
 
@@ -83,7 +83,7 @@ class TaskHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        task = self.visible_task(task_id)
+        task = await self.visible_task(task_id)
         wait = self.query_number("wait", None, maximum=MAX_WAIT)
         if wait:  # long poll: answer as soon as the task ends
             task = await self.taskrun.wait(task_id, wait)
@@ -92,8 +92,8 @@ class TaskHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def delete(self, task_id: str) -> None:
-        self.visible_task(task_id)
-        self.taskrun.delete(task_id)
+        await self.visible_task(task_id)
+        await self.taskrun.delete(task_id)
         self.set_status(204)
         self.finish()
 
@@ -102,7 +102,7 @@ class CancelHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
-        self.visible_task(task_id)
+        await self.visible_task(task_id)
         task = await self.taskrun.cancel(task_id)
         self.write_json(self.task_json(task), 202)
 
@@ -111,8 +111,8 @@ class RerunHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
-        self.visible_task(task_id)
-        task = self.taskrun.rerun(task_id, owner=self.username)
+        await self.visible_task(task_id)
+        task = await self.taskrun.rerun(task_id, owner=self.username)
         self.set_header("Location", f"{self.base_url.rstrip('/')}/taskrun/api/tasks/{task.id}")
         self.write_json(self.task_json(task), 201)
 
@@ -121,7 +121,7 @@ class LogsHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        self.visible_task(task_id)
+        await self.visible_task(task_id)
         stream = self.get_query_argument("stream", None) or None
         if stream not in (None, "stdout", "stderr"):
             raise TaskRunHTTPError(400, "'stream' must be stdout or stderr", "invalid")
@@ -135,7 +135,7 @@ class OutputsHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        self.visible_task(task_id)
+        await self.visible_task(task_id)
         self.write_json({"outputs": self.taskrun.outputs(task_id)})
 
 
@@ -145,7 +145,7 @@ class NotebookHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        task = self.visible_task(task_id)
+        task = await self.visible_task(task_id)
         nb = self.taskrun.executed_notebook(task_id)
         if nb is None:
             raise TaskStateConflict(f"task {task_id} has no executed notebook yet ({task.status.value})")
@@ -180,7 +180,7 @@ class MetricsHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        self.visible_task(task_id)
+        await self.visible_task(task_id)
         self.write_json(self.taskrun.metrics(task_id))
 
 
