@@ -173,6 +173,8 @@ class TaskKernel:
             self.kc.stop_channels()
         except Exception:  # teardown must not raise
             pass
+        with contextlib.suppress(Exception):
+            self.kc.context.destroy(linger=0)  # ours (task_client_context), not jupyter_client's
         proc = self.process
         if proc is not None:
             # reap without the provisioner's 100 ms polling loop; a loaded machine can
@@ -303,23 +305,19 @@ async def _discard_half_started(km: AsyncKernelManager) -> None:
         km.cleanup_connection_file()
 
 
-_task_context: zmq.asyncio.Context | None = None
-
-
 def task_client_context() -> zmq.asyncio.Context:
-    """The ZMQ context of task kernel clients: no receive high-water mark.
+    """A ZMQ context for one task kernel's client: no receive high-water mark.
 
     With ZMQ's default (1000 messages) a kernel printing faster than the server's
     loop reads (GC, a slow request, a locked database) has its IOPub messages
     dropped silently by the PUB socket. Unbounded receive queues let ZMQ's own
     I/O thread (no GIL) drain the kernel continuously, so nothing is lost; the
-    memory it takes is what the task printed while the loop was busy.
+    memory it takes is what the task printed while the loop was busy. One context
+    per client, as jupyter_client does by default; ``TaskKernel.dispose`` destroys it.
     """
-    global _task_context
-    if _task_context is None or _task_context.closed:
-        _task_context = zmq.asyncio.Context()
-        _task_context.setsockopt(zmq.RCVHWM, 0)
-    return _task_context
+    ctx = zmq.asyncio.Context()
+    ctx.setsockopt(zmq.RCVHWM, 0)
+    return ctx
 
 
 async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:

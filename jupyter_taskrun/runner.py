@@ -140,6 +140,25 @@ class TaskNotebookClient(NotebookClient):
         super().__init__(nb, **kw)
         self.runner = runner
         self._progress_comms: dict[str, dict[str, Any]] = {}
+        self._pollers: set[asyncio.Task[Any]] = set()
+
+    async def _async_poll_kernel_alive(self) -> None:
+        # nbclient cancels this poller only when a reply arrives; when the cell is cancelled from
+        # outside (kernel death, memory limit, cancel) it would stay pending: keep a handle on it
+        task = asyncio.current_task()
+        if task is not None:
+            self._pollers.add(task)
+        try:
+            await super()._async_poll_kernel_alive()
+        finally:
+            if task is not None:
+                self._pollers.discard(task)
+
+    async def cancel_pollers(self) -> None:
+        pollers = list(self._pollers)
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
 
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
         msg_type = msg["msg_type"]
@@ -362,6 +381,9 @@ class NotebookRunner:
         finally:
             if stop_watch:
                 stop_watch()
+            client = getattr(self, "client", None)
+            if client is not None:
+                await client.cancel_pollers()
             if sampling:
                 sampling.cancel()
                 await asyncio.gather(sampling, return_exceptions=True)

@@ -76,6 +76,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def write_json_error(handler: web.RequestHandler, status_code: int, exc: BaseException | None) -> bool:
+    """Answer an HTTP error as ``{"message", "reason"}`` JSON; False if ``exc`` is no HTTP error."""
+    if isinstance(exc, TaskRunError):  # tornado passes the original exception along
+        exc = http_error(exc)
+    if isinstance(exc, TaskRunHTTPError):
+        handler.set_header("Content-Type", "application/json")
+        if exc.retry_after is not None:
+            handler.set_header("Retry-After", str(exc.retry_after))
+        handler.finish(json.dumps({"message": exc.message, "reason": exc.domain_reason}))
+        return True
+    if isinstance(exc, web.HTTPError):
+        handler.set_header("Content-Type", "application/json")
+        reason = {400: "invalid", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}.get(status_code, "error")
+        message = exc.log_message or exc.reason or handler._reason
+        if exc.args[1:] and exc.log_message:
+            message = exc.log_message % exc.args[1:]
+        handler.finish(json.dumps({"message": message, "reason": reason}))
+        return True
+    return False
+
+
 @web.stream_request_body
 class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
     """Base of every taskrun REST handler: authenticated, JSON errors ``{"message", "reason"}``.
@@ -128,24 +149,8 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
         super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, TaskRunError):  # tornado passes the original exception along
-            exc = http_error(exc)
-        if isinstance(exc, TaskRunHTTPError):
-            self.set_header("Content-Type", "application/json")
-            if exc.retry_after is not None:
-                self.set_header("Retry-After", str(exc.retry_after))
-            self.finish(json.dumps({"message": exc.message, "reason": exc.domain_reason}))
-            return
-        if isinstance(exc, web.HTTPError):
-            self.set_header("Content-Type", "application/json")
-            reason = {400: "invalid", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}.get(status_code, "error")
-            message = exc.log_message or exc.reason or self._reason
-            if exc.args[1:] and exc.log_message:
-                message = exc.log_message % exc.args[1:]
-            self.finish(json.dumps({"message": message, "reason": reason}))
-            return
-        super().write_error(status_code, **kwargs)
+        if not write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1]):
+            super().write_error(status_code, **kwargs)
 
     # -- input -------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from ..broker import ALL_TASKS, Subscription
 from ..errors import TaskNotFound, TaskRunError
 from ..models import TaskEvent
 from ..service import TaskRun
-from .base import AUTH_RESOURCE, TaskRunHandler, http_error, owner_name
+from .base import AUTH_RESOURCE, TaskRunHandler, http_error, owner_name, write_json_error
 
 REPLAY_PAGE = 1000
 
@@ -205,6 +205,11 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     def set_default_headers(self) -> None:
         """JupyterHandler's headers make no sense for a websocket."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # refusals before the upgrade are JSON, like every other taskrun route (not Jupyter's HTML page)
+        if not write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1]):
+            super().write_error(status_code, **kwargs)
 
     @property
     def taskrun(self) -> TaskRun:
