@@ -50,6 +50,8 @@ class TaskRunHTTPError(web.HTTPError):
 
 
 _ANON_ID = re.compile(r"^[0-9a-f]{32}$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def owner_name(user: Any) -> str:
@@ -171,14 +173,18 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
             raise TaskRunHTTPError(400, f"malformed JSON: {e}", "invalid") from None
         return data
 
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """A query value exactly as sent: tornado's default strip would turn '\x85' (a Python space) into ''."""
+        return self.get_query_argument(name, default, strip=False)
+
     def query_number(self, name: str, default: float | None = None, *, minimum: float = 0, maximum: float | None = None, integer: bool = False) -> Any:
-        raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
+        raw = self.query(name)
+        if raw is None:
             return default
-        try:
-            value: float = int(raw) if integer else float(raw)
-        except ValueError:
-            raise TaskRunHTTPError(400, f"'{name}' must be a {'whole ' if integer else ''}number", "invalid") from None
+        # plain ASCII numerals only (int()/float() also take spaces, '_', 'inf', other scripts' digits)
+        if not (_INTEGER if integer else _NUMBER).fullmatch(raw):
+            raise TaskRunHTTPError(400, f"'{name}' must be a {'whole ' if integer else ''}number", "invalid")
+        value: float = int(raw) if integer else float(raw)
         if value != value or value < minimum or (maximum is not None and value > maximum):
             bound = f" and {maximum:g}" if maximum is not None else ""
             raise TaskRunHTTPError(400, f"'{name}' must be between {minimum:g}{bound}", "invalid")
@@ -189,7 +195,7 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
         header = self.request.headers.get("Last-Event-ID")
         if header is not None and header.strip() != "":
             try:
-                value = int(header)
+                value = int(header) if header.strip().isascii() and header.strip().isdigit() else -1
                 if not 0 <= value <= SQLITE_MAX_INT:
                     raise ValueError
             except ValueError:

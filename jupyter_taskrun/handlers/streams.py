@@ -25,6 +25,7 @@ from ..broker import ALL_TASKS, Subscription
 from ..errors import TaskNotFound, TaskRunError
 from ..models import TaskEvent
 from ..service import TaskRun
+from ..store import SQLITE_MAX_INT
 from .base import AUTH_RESOURCE, TaskRunHandler, http_error, owner_name, write_json_error
 
 REPLAY_PAGE = 1000
@@ -170,7 +171,7 @@ class ChangesHandler(SSEHandler):
 
         try:
             # a fresh client (no resume point) starts live; the list view loads /tasks itself
-            if after == 0 and self.request.headers.get("Last-Event-ID") is None and self.get_query_argument("after", None) is None:
+            if after == 0 and self.request.headers.get("Last-Event-ID") is None and self.query("after") is None:
                 last = self.taskrun.store.last_change_seq()
                 self.write(f"retry: 2000\nid: {last}\nevent: hello\ndata: {json.dumps({'last_event_id': last})}\n\n")
                 await self.flush()
@@ -229,9 +230,9 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             sees_all = await ensure_async(self.authorizer.is_authorized(self, user, "read", "taskrun:all"))
             if task.owner and task.owner != self.username and not sees_all:
                 raise TaskNotFound(f"no task with id {self.task_id!r}")
-            after = self.get_query_argument("after", "0")
-            if not after.isdigit():
-                raise web.HTTPError(400, "'after' must be a non-negative integer")
+            after = self.get_query_argument("after", "0", strip=False)
+            if not (after.isascii() and after.isdigit()) or int(after) > SQLITE_MAX_INT:
+                raise web.HTTPError(400, "'after' must be a non-negative 64-bit integer")
             self.after = int(after)
             self.taskrun.acquire_stream(self.username)
         except TaskRunError as e:

@@ -24,23 +24,23 @@ class TasksHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        status = self.get_query_argument("status", None)
+        status = self.query("status")
         statuses = None
         if status:
             statuses = [s for s in status.split(",") if s]
             bad = [s for s in statuses if s not in _STATUSES]
             if bad:
                 raise TaskRunHTTPError(400, f"unknown status {bad[0]!r}; use one of {', '.join(sorted(_STATUSES))}", "invalid")
-        owner = self.get_query_argument("owner", None)
+        owner = self.query("owner")
         if not await self.sees_all():
             owner = self.username
         tasks, cursor = self.taskrun.list(
             status=statuses,
-            tag=self.get_query_argument("tag", None) or None,
+            tag=self.query("tag") or None,
             owner=owner or None,
-            name=self.get_query_argument("name", None) or None,
+            name=self.query("name") or None,
             limit=int(self.query_number("limit", 50, minimum=1, maximum=500, integer=True)),
-            cursor=self.get_query_argument("cursor", None) or None,
+            cursor=self.query("cursor") or None,
         )
         self.write_json({"tasks": [self.task_json(t) for t in tasks], "next_cursor": cursor})
 
@@ -122,7 +122,7 @@ class LogsHandler(TaskRunHandler):
     @authorized
     async def get(self, task_id: str) -> None:
         await self.visible_task(task_id)
-        stream = self.get_query_argument("stream", None) or None
+        stream = self.query("stream")
         if stream not in (None, "stdout", "stderr"):
             raise TaskRunHTTPError(400, "'stream' must be stdout or stderr", "invalid")
         offset = int(self.query_number("offset", 0, integer=True))
@@ -149,7 +149,7 @@ class NotebookHandler(TaskRunHandler):
         nb = self.taskrun.executed_notebook(task_id)
         if nb is None:
             raise TaskStateConflict(f"task {task_id} has no executed notebook yet ({task.status.value})")
-        save = self.get_query_argument("save", None)
+        save = self.query("save")
         if save is not None:
             await self._save(nb, save)
             return
