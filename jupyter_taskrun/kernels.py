@@ -90,6 +90,53 @@ def process_tree_cpu(pid: int) -> tuple[float, float]:
     return user, system
 
 
+#: Largest stream message a task kernel sends (characters): ipykernel sends everything written
+#: between two flushes as one message, so a fast writer made multi-MB messages that the server
+#: parsed and HMAC-checked in one go (a loop stall) and held several times over (memory).
+STREAM_CHUNK_CHARS = 64 * 1024
+
+#: Receive high-water mark (messages) of a task client whose kernel applies back-pressure:
+#: at most ~STREAM_CHUNK_CHARS * this much output waits in the server; beyond it the kernel waits.
+BACKPRESSURE_RCVHWM = 64
+
+#: Run by ipykernel task kernels at start (``IPKernelApp.exec_lines``), names kept private:
+#: - output flushed every few ms (ipykernel's default batches 0.2 s);
+#: - each flushed stream buffer is sent in chunks of ``chunk`` characters (more if it would take
+#:   over 256 messages);
+#: - XPUB_NODROP on the IOPub socket (set on its own thread): at the high-water mark the kernel's
+#:   IOPub thread waits for the server to read instead of silently dropping output;
+#: - PR_SET_CHILD_SUBREAPER (36): orphans of the task's processes are re-parented to the kernel,
+#:   not init, so killing the kernel's tree kills daemons too.
+#: Each step is guarded: an ipykernel without these internals still runs the task.
+IPYKERNEL_TASK_SETUP = """\
+import sys as __trs
+def __trsetup():
+    for out in (__trs.stdout, __trs.stderr):
+        out.flush_interval = {flush_interval!r}
+        buffers = getattr(out, "_flush_buffers", None)
+        if buffers is not None:
+            def chunked(buffers=buffers, size={chunk}):
+                # at most 256 sends per flush: ipykernel 7 queues even its own IOPub-thread
+                # sends on that thread's event pipe (HWM 1000), which a longer burst deadlocks
+                for parent, data in buffers():
+                    step = max(size, -(-len(data) // 256))
+                    for i in range(0, len(data), step):
+                        yield parent, data[i:i + step]
+            out._flush_buffers = chunked
+    try:
+        import zmq
+        from ipykernel.kernelapp import IPKernelApp
+        thread = IPKernelApp.instance().iopub_thread
+        thread.schedule(lambda: thread.socket.setsockopt(zmq.XPUB_NODROP, 1))
+    except Exception:
+        pass
+    if __trs.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+__trsetup()
+del __trs, __trsetup"""
+
+
 class KernelStartError(RuntimeError):
     """The kernel process could not be started or never became ready."""
 
@@ -246,18 +293,9 @@ class KernelLauncher:
         if not self._is_ipykernel(kernel_name):
             return []
         # History off: it is useless in a throwaway kernel and its SQLite writer is
-        # what makes kernels ignore shutdown requests. The exec line lowers ipykernel's
-        # 0.2 s output batching so a print reaches subscribers within milliseconds.
-        # PR_SET_CHILD_SUBREAPER (36): orphans of the task's processes are re-parented
-        # to the kernel, not init, so killing the kernel's tree kills daemons too.
-        fi = float(self.flush_interval)
-        line = (
-            "import sys as __trs\n"
-            f"for __tro in (__trs.stdout, __trs.stderr): __tro.flush_interval = {fi!r}\n"
-            "if __trs.platform.startswith('linux'):\n"
-            "    import ctypes as __trc; __trc.CDLL(None).prctl(36, 1, 0, 0, 0); del __trc\n"
-            "del __trs, __tro"
-        )
+        # what makes kernels ignore shutdown requests. The exec line tunes the kernel
+        # for task output (see IPYKERNEL_TASK_SETUP).
+        line = IPYKERNEL_TASK_SETUP.format(flush_interval=float(self.flush_interval), chunk=STREAM_CHUNK_CHARS)
         return ["--HistoryManager.enabled=False", f"--IPKernelApp.exec_lines={[line]!r}"]
 
     async def start(
@@ -275,7 +313,7 @@ class KernelLauncher:
             if isinstance(e, Exception):
                 raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
             raise
-        kc = km.client(context=task_client_context())
+        kc = km.client(context=task_client_context(backpressure=self._is_ipykernel(kernel_name)))
         kc.start_channels()
         kernel = TaskKernel(
             km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
@@ -305,18 +343,19 @@ async def _discard_half_started(km: AsyncKernelManager) -> None:
         km.cleanup_connection_file()
 
 
-def task_client_context() -> zmq.asyncio.Context:
-    """A ZMQ context for one task kernel's client: no receive high-water mark.
+def task_client_context(*, backpressure: bool) -> zmq.asyncio.Context:
+    """A ZMQ context for one task kernel's client (``TaskKernel.dispose`` destroys it).
 
-    With ZMQ's default (1000 messages) a kernel printing faster than the server's
-    loop reads (GC, a slow request, a locked database) has its IOPub messages
-    dropped silently by the PUB socket. Unbounded receive queues let ZMQ's own
-    I/O thread (no GIL) drain the kernel continuously, so nothing is lost; the
-    memory it takes is what the task printed while the loop was busy. One context
-    per client, as jupyter_client does by default; ``TaskKernel.dispose`` destroys it.
+    ZMQ's PUB socket silently drops messages past the high-water mark when the
+    server reads slower than the kernel prints (GC, a slow request, a locked
+    database). Task ipykernels set XPUB_NODROP and send bounded chunks, so a
+    bounded receive queue makes the kernel wait instead: no loss, bounded server
+    memory. Other kernels cannot be told to wait: their client gets no receive
+    high-water mark, so ZMQ's own I/O thread (no GIL) keeps draining them and
+    nothing is lost either; the memory is what they printed while the loop was busy.
     """
     ctx = zmq.asyncio.Context()
-    ctx.setsockopt(zmq.RCVHWM, 0)
+    ctx.setsockopt(zmq.RCVHWM, BACKPRESSURE_RCVHWM if backpressure else 0)
     return ctx
 
 

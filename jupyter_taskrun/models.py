@@ -8,6 +8,7 @@ the magic and the CLI all get the same checks and messages.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -353,6 +354,11 @@ class TaskEvent:
             "data": self.data,
         }
 
+    @functools.cached_property
+    def json(self) -> str:
+        """``to_dict()`` as JSON, encoded once: every live subscriber of the task shares it."""
+        return json.dumps(self.to_dict(), default=str)
+
 
 @dataclass
 class Change:
@@ -372,3 +378,8 @@ class Change:
             "time": isotime(self.time),
             "data": self.data,
         }
+
+    @functools.cached_property
+    def json(self) -> str:
+        """``to_dict()`` as JSON, encoded once for every subscriber of the change feed."""
+        return json.dumps(self.to_dict(), default=str)
