@@ -890,6 +890,48 @@ async def test_no_output_lost_while_the_server_loop_is_busy(api):
     assert logs == "".join(f"{i}\n" for i in range(20000)) + "END\n", f"{len(logs.splitlines())} of 20001 lines kept"
 
 
+def test_fast_big_output_arrives_whole_in_bounded_messages(tmp_path):
+    """100 MiB written as fast as Python can: nothing lost, no giant IOPub message, bounded server memory.
+
+    Without back-pressure ipykernel sends everything buffered between two flushes as one
+    message (tens of MiB, parsed and HMAC-checked in one go) and the server holds it several
+    times over. A real server process, so that its RSS is the server's alone (in-process,
+    pytest's log capture keeps jupyter_client's debug dump of every message).
+    """
+    mib = 100
+    code = f"import sys\nchunk = ('x' * 1023 + '\\n') * 1024\nfor _ in range({mib}):\n    sys.stdout.write(chunk)\nprint('END')"
+    with JupyterServer(tmp_path, extra_args=("--TaskRun.kernel_pool_size=0", f"--TaskRun.max_output_bytes={256 * 2**20}")) as srv:
+        server = psutil.Process(srv.proc.pid)
+        rss0, peak, stop = server.memory_info().rss, [0], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak[0] = max(peak[0], server.memory_info().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            status, body = srv.request("POST", "taskrun/api/tasks?wait=120", json.dumps({"code": code}).encode(), timeout=150)
+        finally:
+            stop.set()
+            sampler.join()
+        task = json.loads(body)
+        assert status == 200 and task["status"] == "completed", task
+        con = sqlite3.connect(srv.db_path)
+        try:
+            total, biggest = con.execute(
+                "SELECT SUM(LENGTH(json_extract(data, '$.text'))), MAX(LENGTH(json_extract(data, '$.text'))) "
+                "FROM events WHERE task_id=? AND type='log'", (task["id"],)
+            ).fetchone()
+        finally:
+            con.close()
+    assert total == mib * 2**20 + len("END\n")
+    assert biggest <= 2**20, f"a single log message of {biggest} characters"  # max(64 Ki, buffer / 256)
+    assert peak[0] - rss0 < 96 * 2**20, f"server RSS grew {(peak[0] - rss0) / 2**20:.0f} MiB"  # measured: ~41 MiB
+
+
 def slow_reader(url: str, headers: dict[str, str], pause: float) -> list[dict[str, Any]]:
     """Connect, send the request, read nothing for ``pause`` seconds, then read to the end."""
     u = urllib.parse.urlsplit(url)
