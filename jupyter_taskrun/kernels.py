@@ -97,7 +97,7 @@ STREAM_CHUNK_CHARS = 64 * 1024
 
 #: Receive high-water mark (messages) of a task client whose kernel applies back-pressure:
 #: at most ~STREAM_CHUNK_CHARS * this much output waits in the server; beyond it the kernel waits.
-BACKPRESSURE_RCVHWM = 64
+BACKPRESSURE_RCVHWM = 32
 
 #: Run by ipykernel task kernels at start (``IPKernelApp.exec_lines``), names kept private:
 #: - output flushed every few ms (ipykernel's default batches 0.2 s);
