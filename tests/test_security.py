@@ -163,6 +163,9 @@ async def test_every_route_refuses_requests_without_valid_auth(api, credentials)
     with pytest.raises(HTTPClientError) as exc:
         await websocket_connect(HTTPRequest(url, headers=headers))
     assert exc.value.code == 403
+    # ... with the same JSON error body as every other route (as the OpenAPI document says)
+    refusal = await fetch(api, "GET", f"tasks/{tid}/ws", headers=headers)
+    assert refusal[0] == 403 and refusal[1].get("reason") == "forbidden", refusal
     # nothing changed: no task created, cancelled, rerun or deleted
     assert await task_count(api) == before
     assert (await api.get(tid))["status"] == "completed"
