@@ -40,6 +40,11 @@ class TaskRunApp(ExtensionApp):
         except RuntimeError:
             return
         self._start_task = loop.create_task(self.taskrun.start())
+        self._start_task.add_done_callback(self._start_done)
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("taskrun: could not start: %s", task.exception(), exc_info=task.exception())
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handler_routes())

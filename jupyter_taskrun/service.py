@@ -209,8 +209,8 @@ class TaskRun(LoggingConfigurable):
         return t
 
     async def start(self) -> None:
-        """Recover from the previous run, then start dispatching. Idempotent."""
-        if self._started:
+        """Recover from the previous run, then start dispatching. Idempotent; a no-op once stopped."""
+        if self._started or self._stopped:
             return
         if self._starting is not None:
             await asyncio.shield(self._starting)
@@ -219,6 +219,8 @@ class TaskRun(LoggingConfigurable):
         try:
             self._slots = asyncio.Semaphore(self.max_concurrent_tasks)
             await self._recover()
+            if self._stopped:  # stop() ran while we recovered: start nothing (no kernels after stop)
+                return
             await self.executor_impl.start()
             self._spawn(self._dispatch_forever())
             self._spawn(self._prune_forever())
@@ -232,6 +234,8 @@ class TaskRun(LoggingConfigurable):
     async def _recover(self) -> None:
         # orphans of a server that died without cleaning up (SIGKILL): kill by marker
         killed = await asyncio.to_thread(self._kill_orphans)
+        if self._stopped:
+            return  # the store is closed
         if killed:
             self.log.warning("taskrun: killed %d orphan kernel process(es) of a previous server", len(killed))
         for task in self.store.tasks_with_status(TaskStatus.RUNNING):

@@ -21,6 +21,9 @@ from ._server import JupyterServer
 from .test_reliability import RawSSE, assert_json_error, db_count, task_count
 
 schemathesis = pytest.importorskip("schemathesis")
+# Imported here, not lazily inside a fixture: pytest rewrites this plugin's modules with ast.parse,
+# which CPython 3.11.7 fails ("AST constructor recursion depth mismatch") when called deep in a stack.
+import schemathesis.specs.openapi.schemas  # noqa: E402, F401
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 
