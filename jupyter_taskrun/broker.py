@@ -20,7 +20,11 @@ ALL_TASKS = "*"
 
 
 class Subscription(Generic[T]):
-    """One consumer's view of a stream: a bounded buffer plus a wake-up signal."""
+    """One consumer's view of a stream: a bounded buffer plus a wake-up signal.
+
+    Single consumer: one coroutine waits on it at a time (each stream, each ``TaskRun.wait``
+    subscribes on its own); a second concurrent ``wait`` would take over the wake-up.
+    """
 
     def __init__(self, broker: EventBroker, key: str, maxsize: int):
         self.broker = broker

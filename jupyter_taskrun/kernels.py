@@ -222,15 +222,8 @@ class TaskKernel:
             pass
         with contextlib.suppress(Exception):
             self.kc.context.destroy(linger=0)  # ours (task_client_context), not jupyter_client's
-        proc = self.process
-        if proc is not None:
-            # reap without the provisioner's 100 ms polling loop; a loaded machine can
-            # take a while to tear down a big process, and until then it holds its slot
-            deadline = time.monotonic() + 30
-            delay = 0.002
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        if self.process is not None:
+            await reap(self.process)
         if not self.subreaper:
             # no subreaper (not an ipykernel): find escaped daemons by their marker
             await asyncio.to_thread(kill_marked_processes, {self.marker})
@@ -289,8 +282,8 @@ class KernelLauncher:
             return False
         return any("ipykernel" in str(a) for a in spec.argv)
 
-    def _extra_arguments(self, kernel_name: str) -> list[str]:
-        if not self._is_ipykernel(kernel_name):
+    def _extra_arguments(self, ipykernel: bool) -> list[str]:
+        if not ipykernel:
             return []
         # History off: it is useless in a throwaway kernel and its SQLite writer is
         # what makes kernels ignore shutdown requests. The exec line tunes the kernel
@@ -304,20 +297,22 @@ class KernelLauncher:
         t0 = time.monotonic()
         marker = f"{self.server_marker}:{uuid.uuid4().hex}"
         kernel_env = {**self.base_env, **(env or {}), KERNEL_MARKER_ENV: marker}
+        ipykernel = self._is_ipykernel(kernel_name)  # reads the kernel spec: once per start
         km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
         try:
-            await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(kernel_name))
+            await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel))
         except BaseException as e:
-            # also on cancel (server stop): the process may already be spawned
+            # also on cancel (server stop): the process may already be spawned. Awaiting here is
+            # fine: the cancel has been delivered, and TaskRun.stop() cancels only once.
             await _discard_half_started(km)
             if isinstance(e, Exception):
                 raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
             raise
-        kc = km.client(context=task_client_context(backpressure=self._is_ipykernel(kernel_name)))
+        kc = km.client(context=task_client_context(backpressure=ipykernel))
         kc.start_channels()
         kernel = TaskKernel(
             km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
-            subreaper=sys.platform.startswith("linux") and self._is_ipykernel(kernel_name),
+            subreaper=sys.platform.startswith("linux") and ipykernel,
         )
         try:
             await wait_until_ready(kernel, self.start_timeout)
@@ -328,17 +323,28 @@ class KernelLauncher:
         return kernel
 
 
+async def reap(proc: Any, timeout: float = 30.0) -> None:
+    """Wait for a killed process to exit, without blocking the loop.
+
+    Not the provisioner's 100 ms polling loop: a kernel's slot frees only once it is
+    reaped, and a loaded machine can take a while to tear down a big process.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 async def _discard_half_started(km: AsyncKernelManager) -> None:
     """Kill and reap a kernel whose ``start_kernel`` did not return (failed or cancelled)."""
     proc = getattr(km.provisioner, "process", None) if km.provisioner is not None else None
     if proc is not None and proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # kernels start in their own session
         with contextlib.suppress(ProcessLookupError, PermissionError):
             proc.kill()
-        # synchronous reap: this may run inside a cancelled task, where awaiting is not reliable
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=5)
+        await reap(proc)
     with contextlib.suppress(Exception):
         km.cleanup_connection_file()
 

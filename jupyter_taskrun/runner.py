@@ -248,6 +248,7 @@ class NotebookRunner:
         self.sampler: ProcessTreeSampler | None = None
         self.stop_reason: str | None = None
         self._exec: asyncio.Future[Any] | None = None
+        self.client: TaskNotebookClient | None = None
         self._last_progress: dict[str, Any] | None = None
         self.started = time.monotonic()
 
@@ -381,9 +382,8 @@ class NotebookRunner:
         finally:
             if stop_watch:
                 stop_watch()
-            client = getattr(self, "client", None)
-            if client is not None:
-                await client.cancel_pollers()
+            if self.client is not None:
+                await self.client.cancel_pollers()
             if sampling:
                 sampling.cancel()
                 await asyncio.gather(sampling, return_exceptions=True)

@@ -209,6 +209,23 @@ async def test_lone_surrogates_are_refused_not_500(api, db_path):
         assert code < 500, (raw, code, data)
         assert code == 400 or code == 201
     assert db_count(db_path) <= before + 3
+    # every other field a body can carry, the batch wrapper and unknown keys: refused, nothing stored
+    before = db_count(db_path)
+    s = "\\ud800"
+    nb = '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "%s", "outputs": [], "execution_count": null}]}' % s
+    bodies = [
+        ("tasks", f'{{"cells": ["1", "{s}"]}}'), ("tasks", f'{{"code": "1", "kernel_name": "{s}"}}'),
+        ("tasks", f'{{"code": "1", "env": {{"A": "{s}"}}}}'), ("tasks", f'{{"code": "1", "env": {{"{s}": "x"}}}}'),
+        ("tasks", f'{{"code": "1", "parameters": {{"p": ["{s}"]}}}}'), ("tasks", f'{{"code": "1", "parameters": {{"{s}": 1}}}}'),
+        ("tasks", f'{{"code": "1", "cwd": "{s}"}}'), ("tasks", f'{{"path": "{s}.py"}}'),
+        ("tasks", f'{{"code": "1", "resources": {{"{s}": 1}}}}'), ("tasks", f'{{"notebook": {nb}}}'),
+        ("tasks", f'{{"code": "1", "{s}": 1}}'), ("tasks/batch", f'{{"tasks": [{{"code": "1"}}, {{"code": "1", "name": "{s}"}}]}}'),
+        ("tasks/batch", f'{{"tasks": [{{"code": "1"}}], "{s}": 1}}'),
+    ]  # fmt: skip
+    for path, raw in bodies:
+        code, data, _ = await api.call("POST", path, raw_body=raw.encode())
+        assert_json_error(code, data, 400)
+    assert db_count(db_path) == before
 
 
 async def test_nan_and_infinity_are_refused_not_500(api, db_path):
