@@ -6,6 +6,7 @@ import asyncio
 
 from jupyter_server.extension.application import ExtensionApp
 
+from .auth import warn_if_not_isolated
 from .handlers import handler_routes
 from .service import TaskRun
 
@@ -33,6 +34,8 @@ class TaskRunApp(ExtensionApp):
             event_logger=getattr(serverapp, "event_logger", None),
         )
         self.settings.update({"taskrun": self.taskrun})
+        # multi-user identities with an allow-all authorizer: every user controls every task
+        self.taskrun.isolation_warning = warn_if_not_isolated(serverapp, self.log)
         # Inside an already running loop (tests, embedding) start now; a normal server
         # starts it from _start_jupyter_server_extension once its loop runs.
         try:

@@ -34,6 +34,19 @@ def _strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+#: C0 and C1 control characters and DEL: in a task name they could move the cursor, rewrite the
+#: screen or the window title, or hide text (``\x1b]0;...``, ``\x1b[2J``, ``\r``)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _safe(value: Any, *, newlines: bool = False) -> str:
+    """Text from the server (names, tags, owners, errors, statuses) made inert for a terminal:
+    control characters are shown escaped (``\x1b``). Task logs are printed raw, as a terminal would."""
+    text = "" if value is None else str(value)
+    return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _key_value(kind: str, text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -135,7 +148,7 @@ def _summary(task: dict[str, Any]) -> str:
         detail = _error_line(task)
         if detail:
             line += f": {detail}"
-    return line
+    return _safe(line)
 
 
 def _is_terminal(status: str | None) -> bool:
@@ -145,8 +158,13 @@ def _is_terminal(status: str | None) -> bool:
         return False
 
 
-def _exit_code(status: str | None) -> int:
-    return 0 if status == TaskStatus.COMPLETED.value else 1
+def _exit_code(status: str | None, task_exit_code: int | None = None) -> int:
+    """0 if it completed; a failed script's own exit status (as ``python FILE`` gives it); else 1."""
+    if status == TaskStatus.COMPLETED.value:
+        return 0
+    if isinstance(task_exit_code, int) and 0 < task_exit_code < 256:
+        return task_exit_code
+    return 1
 
 
 def _result_text(output: dict[str, Any]) -> str | None:
@@ -229,7 +247,7 @@ class _Console:
             bar = f"[{value:g}]"
             done = False
         if message:
-            bar += f" {message}"
+            bar += f" {_safe(message)}"
         if self.tty:
             self.bar = bar
             self._draw_bar()
@@ -273,9 +291,9 @@ def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, q
             elif kind == "status" and not quiet_status:
                 status = data.get("status")
                 if status and not _is_terminal(status):
-                    console.line(f"taskrun: task {task_id} {status}")
+                    console.line(_safe(f"taskrun: task {task_id} {status}"))
             elif kind == "truncated":
-                console.line(f"taskrun: {data.get('message') or 'output truncated'}")
+                console.line(_safe(f"taskrun: {data.get('message') or 'output truncated'}"))
             elif kind == "end":
                 final = data.get("status")
     finally:
@@ -287,7 +305,7 @@ def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, q
         if final != TaskStatus.COMPLETED.value and error.get("traceback") and not error_shown:
             console.write(_strip_ansi_if(console, "\n".join(error["traceback"])) + "\n", "stderr")
         console.line(f"taskrun: {_summary(task)}")
-    return _exit_code(final)
+    return _exit_code(final, task.get("exit_code"))
 
 
 def _strip_ansi_if(console: _Console, text: str) -> str:
@@ -301,7 +319,7 @@ def _report_wait(client: TaskRunClient, task_id: str) -> int:
         tb = "\n".join(error["traceback"])
         print(tb if sys.stderr.isatty() else _strip_ansi(tb), file=sys.stderr)
     print(f"taskrun: {_summary(task)}", file=sys.stderr)
-    return _exit_code(task.get("status"))
+    return _exit_code(task.get("status"), task.get("exit_code"))
 
 
 # ---------------------------------------------------------------------------
@@ -354,6 +372,7 @@ def cmd_submit(client: TaskRunClient, args: argparse.Namespace) -> int:
         "env": dict(args.env) if args.env else None,
         "priority": args.priority,
         "cwd": args.cwd,
+        "args": list(args.script_args) or None,
     }
     task = client.submit(**source, **options)
     return _after_submit(client, task, args)
@@ -409,6 +428,7 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
                 ",".join(t.get("tags") or []),
             )
         )
+    rows = [tuple(_safe(cell) for cell in r) for r in rows]  # names, tags, owners: no terminal escapes
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -437,6 +457,7 @@ def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
         ("started", _fmt_time(task.get("started_at"))),
         ("finished", _fmt_time(task.get("finished_at"))),
         ("duration", _fmt_seconds(_duration(task))),
+        ("exit code", "-" if task.get("exit_code") is None else task["exit_code"]),
     ]
     if task.get("queue_position") is not None:
         fields.append(("queue position", task["queue_position"]))
@@ -470,7 +491,7 @@ def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
             fields.append(("result", text))
     width = max(len(k) for k, _ in fields) + 1
     for key, value in fields:
-        value = "-" if value is None or value == "" else str(value)
+        value = "-" if value is None or value == "" else _safe(value, newlines=key == "result")
         print(f"{key + ':':<{width}} {value}")
     return 0
 
@@ -495,7 +516,7 @@ def _each(ids: list[str], action) -> int:
         try:
             action(task_id)
         except TaskRunHTTPError as e:
-            print(f"{PROG}: error: {task_id}: {e}", file=sys.stderr)
+            print(_safe(f"{PROG}: error: {task_id}: {e}"), file=sys.stderr)
             code = 1
     return code
 
@@ -503,7 +524,7 @@ def _each(ids: list[str], action) -> int:
 def cmd_cancel(client: TaskRunClient, args: argparse.Namespace) -> int:
     def cancel(task_id: str) -> None:
         task = client.cancel(task_id)
-        print(f"task {task_id}: cancel requested (status {task.get('status', '?')})")
+        print(_safe(f"task {task_id}: cancel requested (status {task.get('status', '?')})"))
 
     return _each(args.ids, cancel)
 
@@ -522,7 +543,7 @@ def cmd_status(client: TaskRunClient, args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
     else:
         for key, value in status.items():
-            print(f"{key}: {value}")
+            print(_safe(f"{key}: {value}"))
     return 0
 
 
@@ -557,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("submit", "submit a .py/.ipynb file or a snippet of code as a task", cmd_submit)
+    p.epilog = "Arguments after -- are the script's sys.argv[1:], as with python FILE ARG...: submit train.py -- --lr 0.1"
     p.add_argument("file", nargs="?", metavar="FILE", help=".py script or .ipynb notebook ('-' reads code from stdin)")
     p.add_argument("-c", "--code", help="code to run (one cell)")
     p.add_argument("--name", help="task name")
@@ -617,14 +639,22 @@ def _add_wait_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:  # split here: argparse mixes '--' with optional positionals of subcommands
+        at = argv.index("--")
+        argv, script_args = argv[:at], argv[at + 1 :]
     args = parser.parse_args(argv)
+    if script_args and args.command != "submit":
+        parser.error("arguments after -- belong to a script: submit FILE -- ARG...")
+    args.script_args = script_args
     try:
         client = TaskRunClient(url=getattr(args, "url", None), token=getattr(args, "token", None))
         return args.func(client, args)
     except UsageError as e:
         parser.error(str(e))  # exits with status 2
     except TaskRunError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(_safe(f"{PROG}: error: {e}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)

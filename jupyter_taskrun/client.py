@@ -645,7 +645,7 @@ class TaskRunClient(_ClientBase):
         Give exactly one source: ``code`` (one cell), ``cells`` (list of sources), ``path``
         (server-relative ``.py``/``.ipynb``) or ``notebook`` (nbformat v4 dict). Options: ``name``,
         ``kernel_name``, ``parameters``, ``timeout``, ``cell_timeout``, ``env``, ``cwd``, ``tags``,
-        ``priority``, ``memory_limit``, ``resources``.
+        ``priority``, ``memory_limit``, ``resources``, ``args`` (a ``.py`` script's ``sys.argv[1:]``).
         """
         body = _submission(code, cells, path, notebook, options)
         timeout = self.request_timeout + (float(wait) if wait else 0.0)

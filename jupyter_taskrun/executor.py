@@ -104,6 +104,7 @@ async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log
         sample_interval=job.metrics_interval,
         log=log,
     )
+    runner.is_script = bool(context.get("file"))
     try:
         outcome = await runner.run()
         metrics = runner.metrics_summary()

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import Empty
@@ -27,7 +28,13 @@ import zmq
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
+from .durable import TEE_SETUP, DurableOutput
+
 log = logging.getLogger(__name__)
+
+# jupyter_client's launcher passes close_fds=False; our pass_fds (the tee) turns it back on,
+# which is what we want: a kernel inherits no other task's pipes
+warnings.filterwarnings("ignore", message="pass_fds overriding close_fds", category=RuntimeWarning)
 
 #: Every task kernel carries this variable: how orphans of a crashed server, and
 #: daemons that left the kernel's process group, are found and killed.
@@ -172,6 +179,8 @@ class TaskKernel:
     cpu_baseline: tuple[float, float] | None = None
     #: the kernel adopts orphaned descendants (PR_SET_CHILD_SUBREAPER), so its tree holds them all
     subreaper: bool = False
+    #: the pipes its output survives in (ipykernel kernels; ``durable.py``)
+    durable: DurableOutput | None = None
 
     @property
     def pid(self) -> int | None:
@@ -224,6 +233,8 @@ class TaskKernel:
             self.kc.context.destroy(linger=0)  # ours (task_client_context), not jupyter_client's
         if self.process is not None:
             await reap(self.process)
+        if self.durable is not None:
+            self.durable.close()
         if not self.subreaper:
             # no subreaper (not an ipykernel): find escaped daemons by their marker
             await asyncio.to_thread(kill_marked_processes, {self.marker})
@@ -289,7 +300,12 @@ class KernelLauncher:
         # what makes kernels ignore shutdown requests. The exec line tunes the kernel
         # for task output (see IPYKERNEL_TASK_SETUP).
         line = IPYKERNEL_TASK_SETUP.format(flush_interval=float(self.flush_interval), chunk=STREAM_CHUNK_CHARS)
-        return ["--HistoryManager.enabled=False", f"--IPKernelApp.exec_lines={[line]!r}"]
+        # fds 1 and 2 are the durable pipes (durable.py): ipykernel must not swap its own pipe in
+        return [
+            "--HistoryManager.enabled=False",
+            "--IPKernelApp.capture_fd_output=False",
+            f"--IPKernelApp.exec_lines={[line, TEE_SETUP]!r}",
+        ]
 
     async def start(
         self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None
@@ -298,21 +314,31 @@ class KernelLauncher:
         marker = f"{self.server_marker}:{uuid.uuid4().hex}"
         kernel_env = {**self.base_env, **(env or {}), KERNEL_MARKER_ENV: marker}
         ipykernel = self._is_ipykernel(kernel_name)  # reads the kernel spec: once per start
+        # only ipykernel knows to tee into the pipes; other kernels keep the server's stdio
+        durable = DurableOutput() if ipykernel else None
+        popen: dict[str, Any] = {}
+        if durable is not None:
+            kernel_env.update(durable.env())
+            popen = durable.popen_kwargs()
         km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
         try:
-            await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel))
+            await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel), **popen)
         except BaseException as e:
+            if durable is not None:
+                durable.close()
             # also on cancel (server stop): the process may already be spawned. Awaiting here is
             # fine: the cancel has been delivered, and TaskRun.stop() cancels only once.
             await _discard_half_started(km)
             if isinstance(e, Exception):
                 raise KernelStartError(f"could not start kernel {kernel_name!r}: {e}") from e
             raise
+        if durable is not None:
+            durable.close_child_ends()
         kc = km.client(context=task_client_context(backpressure=ipykernel))
         kc.start_channels()
         kernel = TaskKernel(
             km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
-            subreaper=sys.platform.startswith("linux") and ipykernel,
+            subreaper=sys.platform.startswith("linux") and ipykernel, durable=durable,
         )
         try:
             await wait_until_ready(kernel, self.start_timeout)
@@ -365,6 +391,14 @@ def task_client_context(*, backpressure: bool) -> zmq.asyncio.Context:
     return ctx
 
 
+def _last_words(kernel: TaskKernel) -> str:
+    """What a kernel that died while starting wrote to stderr (its traceback), for the error."""
+    if kernel.durable is None:
+        return ""
+    text = "".join(t for name, t in kernel.durable.drain(tee=False) if name == "stderr").strip()
+    return f": {text[-2000:]}" if text else ""
+
+
 async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
     """Ready = kernel_info replied on shell AND our iopub subscription is live.
 
@@ -381,7 +415,7 @@ async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
         if remaining <= 0:
             raise KernelStartError(f"kernel did not become ready within {timeout:g} s")
         if not kernel.is_alive():
-            raise KernelStartError(describe_exit(kernel.returncode()) + " while starting")
+            raise KernelStartError(describe_exit(kernel.returncode()) + " while starting" + _last_words(kernel))
         if not replied:
             try:
                 msg = await kc.shell_channel.get_msg(timeout=min(1.0, remaining))

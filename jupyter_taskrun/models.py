@@ -63,6 +63,8 @@ class EventType(str, enum.Enum):
     CELL = "cell"
     RESULT = "result"
     TRUNCATED = "truncated"
+    #: a cell's displayed outputs were cleared (``clear_output``), at the moment nbclient clears them
+    CLEAR = "clear"
 
     def __str__(self) -> str:
         return self.value
@@ -84,6 +86,12 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME_LEN = 200
 MAX_TAG_LEN = 64
 MAX_TAGS = 32
+MAX_ARGS = 1000
+#: nesting limit of ``parameters`` (objects/lists inside each other): deeper values are refused
+#: at submission with a 400 instead of overflowing the recursive translators at run time
+MAX_PARAMETER_DEPTH = 64
+#: nesting limit of an inline ``notebook`` (widget state and output JSON are rarely past 20)
+MAX_NOTEBOOK_DEPTH = 200
 
 
 def _fail(msg: str) -> InvalidSubmission:
@@ -141,10 +149,12 @@ class TaskSubmission:
     priority: int = 0
     memory_limit: int | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    #: a script's command-line arguments: ``sys.argv[1:]`` (``.py`` paths only)
+    args: list[str] = field(default_factory=list)
 
     FIELDS = (
         "code", "cells", "path", "notebook", "name", "kernel_name", "parameters", "timeout",
-        "cell_timeout", "env", "cwd", "tags", "priority", "memory_limit", "resources",
+        "cell_timeout", "env", "cwd", "tags", "priority", "memory_limit", "resources", "args",
     )  # fmt: skip
 
     @property
@@ -194,7 +204,7 @@ class TaskSubmission:
             for key in params:
                 if not key.isidentifier():
                     raise _fail(f"parameter name {key!r} is not a Python identifier")
-            _check_json_value("parameters", params)
+            _check_json_value("parameters", params, max_depth=MAX_PARAMETER_DEPTH)
             sub.parameters = params
         sub.timeout = _check_number("timeout", data.get("timeout"))
         sub.cell_timeout = _check_number("cell_timeout", data.get("cell_timeout"))
@@ -234,6 +244,15 @@ class TaskSubmission:
                 _check_text("resource name", k, max_len=100)
                 _check_number(f"resources.{k}", v, minimum=-1e-12)
             sub.resources = {k: float(v) for k, v in res.items()}
+        args = data.get("args")
+        if args is not None:
+            if not isinstance(args, list):
+                raise _fail("'args' must be a list of strings")
+            if args and sub.code is None and not (sub.path or "").endswith(".py"):
+                raise _fail("'args' are a script's command-line arguments: give 'code' or a 'path' to a .py file")
+            if len(args) > MAX_ARGS:
+                raise _fail(f"at most {MAX_ARGS} args")
+            sub.args = [_check_text(f"args[{i}]", a, max_len=65536, allow_empty=True) for i, a in enumerate(args)]
         return sub
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,8 +265,24 @@ class TaskSubmission:
         return out
 
 
-def _check_json_value(field_name: str, value: Any) -> None:
+def json_depth(value: Any) -> int:
+    """How deeply lists/objects nest in ``value`` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _check_json_value(field_name: str, value: Any, *, max_depth: int | None = None) -> None:
     """Values that must survive a strict JSON round trip: finite numbers, valid Unicode, bounded depth."""
+    if max_depth is not None and json_depth(value) > max_depth:
+        raise _fail(f"'{field_name}' is nested too deeply: at most {max_depth} levels of lists/objects")
     try:
         json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except RecursionError:
@@ -259,18 +294,16 @@ def _check_json_value(field_name: str, value: Any) -> None:
 
 
 def _check_notebook(value: Any) -> dict[str, Any]:
-    import nbformat
+    """Accept any notebook Jupyter would open (see ``notebook.normalize_notebook``), refuse the rest."""
+    from .notebook import normalize_notebook  # notebook.py imports this module
 
     if not isinstance(value, dict):
-        raise _fail("'notebook' must be an nbformat v4 JSON object")
-    if value.get("nbformat") != 4:
-        raise _fail("'notebook' must be an nbformat v4 document ('nbformat': 4)")
-    _check_json_value("notebook", value)
+        raise _fail("'notebook' must be a notebook's JSON object")
+    _check_json_value("notebook", value, max_depth=MAX_NOTEBOOK_DEPTH)
     try:
-        nb = nbformat.from_dict(value)
-        nbformat.validate(nb, version=4)
-    except Exception as e:  # nbformat raises several types; all mean "not a valid notebook"
-        raise _fail(f"'notebook' is not a valid nbformat v4 document: {str(e).splitlines()[0]}") from None
+        normalize_notebook(value, "python")
+    except InvalidSubmission as e:
+        raise _fail(f"'notebook' is {e}") from None
     return value
 
 
@@ -305,6 +338,10 @@ class Task:
     last_seq: int = 0
     #: pid of the kernel process while running: lets a restarted server kill orphans
     kernel_pid: int | None = None
+    #: how the task's code ended, as ``python script.py`` reports it: ``SystemExit``'s code
+    #: (0 for ``sys.exit()``), 1 for an uncaught exception, the kernel's exit status when it
+    #: died (``-signal`` when killed); ``None`` while running or when nothing ran
+    exit_code: int | None = None
 
     @property
     def is_active(self) -> bool:
@@ -332,6 +369,7 @@ class Task:
             "worker": self.worker,
             "rerun_of": self.rerun_of,
             "last_event_id": self.last_seq,
+            "exit_code": self.exit_code,
         }
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import psutil
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from .kernels import TaskKernel, descendants, describe_exit, execute_silently, watch_process_exit
+from .kernels import TaskKernel, descendants, describe_exit, execute_silently, reap, watch_process_exit
 from .models import EventType, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 from .progress import PROGRESS_MIME  # noqa: E402
 
 Emit = Callable[[str, dict[str, Any]], None]
+
+#: longest an fd-level chunk waits for IOPub to deliver the Python-level text written before it
+HOLD_SECONDS = 0.5
 
 # tqdm's text bar: "desc:  30%|███       | 3/10 [00:01<00:02, 2.9it/s]" (or "5it [..." without total)
 _TQDM = re.compile(
@@ -56,6 +59,58 @@ class RunOutcome:
     status: TaskStatus
     error: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    #: see ``Task.exit_code``
+    exit_code: int | None = None
+
+
+def system_exit_code(ename: str | None, evalue: str | None) -> int | None:
+    """The exit status ``python`` would give for a cell's ``SystemExit``; None if it is not one.
+
+    ``sys.exit()`` / ``sys.exit(0)`` / ``raise SystemExit`` → 0; ``sys.exit(3)`` → 3;
+    ``sys.exit("message")`` → 1 (python prints the message and exits 1).
+    """
+    if ename != "SystemExit":
+        return None
+    value = (evalue or "").strip()
+    if value in ("", "0", "None", "False"):
+        return 0
+    if value == "True":
+        return 1
+    try:
+        return int(value)
+    except ValueError:
+        return 1
+
+
+_FATAL = re.compile(r"^Fatal Python error: .*$", re.M)
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)', re.M)
+
+
+def crash_report(stderr: str) -> list[str]:
+    """faulthandler's report in a dead kernel's stderr, as traceback lines; [] if none."""
+    found = None
+    for m in _FATAL.finditer(stderr):
+        found = m
+    if found is None:
+        return []
+    return [line for line in stderr[found.start() :].splitlines() if line.strip()][:200]
+
+
+def crash_location(report: list[str]) -> str | None:
+    """Where the crashing thread was: its innermost frame ('File "x.py", line 3 in f')."""
+    current = False
+    for line in report:
+        if line.startswith("Current thread") or line.startswith("Thread") and "most recent call first" in line:
+            current = line.startswith("Current thread")
+            continue
+        m = _FRAME.match(line)
+        if m and current:
+            return f'File "{m["file"]}", line {m["line"]} in {m["func"]}'
+    for line in report:  # no thread marked current: the first frame shown
+        m = _FRAME.match(line)
+        if m:
+            return f'File "{m["file"]}", line {m["line"]} in {m["func"]}'
+    return None
 
 
 @dataclass
@@ -142,6 +197,29 @@ class TaskNotebookClient(NotebookClient):
         self._progress_comms: dict[str, dict[str, Any]] = {}
         self._pollers: set[asyncio.Task[Any]] = set()
 
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
+        # nbclient's loop, plus: stream text of other requests (a thread still printing after its
+        # cell ended) is not in the notebook, as with nbclient, but it is in the logs, and counted
+        # as delivered for the durable channel's reconciliation
+        assert self.kc is not None
+        runner = self.runner
+        runner.cell_parents.add(parent_msg_id)
+        while True:
+            msg = await self.kc.iopub_channel.get_msg(timeout=None)
+            parent = msg["parent_header"].get("msg_id", "")
+            if parent == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
+            elif msg["msg_type"] == "stream":
+                content = msg["content"]
+                name, text = content.get("name", "stdout"), content.get("text", "")
+                if runner.durable is not None:
+                    runner.confirm_stream(name, text, parent)
+                if parent in runner.cell_parents:  # an earlier cell's thread; not kernel start-up noise
+                    runner.emit_log(name, text)
+
     async def _async_poll_kernel_alive(self) -> None:
         # nbclient cancels this poller only when a reply arrives; when the cell is cancelled from
         # outside (kernel death, memory limit, cancel) it would stay pending: keep a handle on it
@@ -174,6 +252,10 @@ class TaskNotebookClient(NotebookClient):
             self._watch_progress_widget(msg)
         return super().process_message(msg, cell, cell_index)
 
+    def _hooked(self, msg: dict[str, Any]) -> bool:
+        """An Output widget captures this message's outputs (nbclient's output hooks)."""
+        return bool(self.output_hook_stack[msg["parent_header"].get("msg_id")])
+
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int) -> NotebookNode | None:
         msg_type = msg["msg_type"]
         content = msg["content"]
@@ -181,17 +263,42 @@ class TaskNotebookClient(NotebookClient):
         if msg_type == "stream":
             text = content.get("text", "")
             name = content.get("name", "stdout")
-            runner.emit_log(name, text)
-            return runner.keep_stream(outs, name, text)
+            if runner.durable is not None:
+                runner.confirm_stream(name, text, msg["parent_header"].get("msg_id", ""))
+            if self._hooked(msg):
+                runner.emit_log(name, text)
+                return super().output(outs, msg, display_id, cell_index)
+            return self.add_stream(outs, cell_index, name, text)
         if msg_type == "display_data" and PROGRESS_MIME in content.get("data", {}):
             runner.emit_progress(content["data"][PROGRESS_MIME])
             return None
+        clearing = self.clear_before_next_output and not self._hooked(msg)
         out = super().output(outs, msg, display_id, cell_index)
+        if clearing and not self.clear_before_next_output:
+            runner.emit(EventType.CLEAR, {"cell_index": cell_index})  # nbclient's delayed clear ran
         if out is not None:
             runner.emit_output(cell_index, dict(out), display_id=display_id)
             if msg_type == "execute_result":
                 runner.result = {"data": dict(content.get("data", {})), "cell_index": cell_index}
         return out
+
+    def add_stream(self, outs: list[NotebookNode], cell_index: int, name: str, text: str) -> NotebookNode | None:
+        """Stream text into a cell, as nbclient does (a pending ``clear_output(wait=True)`` runs
+        first), coalesced with the cell's last output of the same stream, as JupyterLab shows it."""
+        runner = self.runner
+        runner.emit_log(name, text)
+        if self.clear_before_next_output:
+            outs[:] = []
+            self.clear_display_id_mapping(cell_index)
+            self.clear_before_next_output = False
+            runner.emit(EventType.CLEAR, {"cell_index": cell_index})
+        return runner.keep_stream(outs, name, text)
+
+    def clear_output(self, outs: list[NotebookNode], msg: dict[str, Any], cell_index: int) -> None:
+        hooked = self._hooked(msg)
+        super().clear_output(outs, msg, cell_index)
+        if not hooked and not msg["content"].get("wait"):
+            self.runner.emit(EventType.CLEAR, {"cell_index": cell_index})
 
     def _watch_progress_widget(self, msg: dict[str, Any]) -> None:
         """tqdm.notebook / ipywidgets progress bars become progress events."""
@@ -248,6 +355,17 @@ class NotebookRunner:
         self.sampler: ProcessTreeSampler | None = None
         self.stop_reason: str | None = None
         self._exec: asyncio.Future[Any] | None = None
+        self.durable = kernel.durable
+        self._readers: set[int] = set()
+        #: msg_ids of the task's cell executions: only their text is recovered from the tee
+        self.cell_parents: set[str] = set()
+        #: fd-level chunks waiting for the Python-level text written before them (pump_durable)
+        self._held: list[tuple[str, str, dict[str, int], float]] = []
+        self._hold_timer: asyncio.TimerHandle | None = None
+        #: a ``.py`` script: exit codes as ``python script.py`` gives them
+        self.is_script = False
+        #: the last cell that ran: output arriving between cells (a thread, a daemon) belongs to it
+        self._last_cell_index: int | None = None
         self.client: TaskNotebookClient | None = None
         self._last_progress: dict[str, Any] | None = None
         self.started = time.monotonic()
@@ -331,6 +449,93 @@ class NotebookRunner:
             self._last_progress = state
             self.emit(EventType.PROGRESS, state)
 
+    # -- the durable channel (durable.py) ----------------------------------------
+
+    def confirm_stream(self, name: str, text: str, parent: str) -> None:
+        assert self.durable is not None
+        self.durable.confirm(name, text, parent)
+        if self._held:
+            self._release_held()
+        tee = self.durable.fileno("tee")
+        if tee not in self._readers and not self.durable.tee_paused and not self.durable.closed:
+            self._watch(tee)
+
+    def _watch(self, fd: int) -> None:
+        asyncio.get_running_loop().add_reader(fd, self.pump_durable)
+        self._readers.add(fd)
+
+    def _unwatch_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in self._readers:
+            loop.remove_reader(fd)
+        self._readers.clear()
+
+    def pump_durable(self) -> None:
+        """Forward fd-level output (C writes, subprocesses); keep the tee's text for the end.
+
+        An fd-level chunk waits until IOPub has delivered the Python-level text written
+        before it (a few ms: the kernel's flush interval, at most ``HOLD_SECONDS``), so
+        ``print(...); os.write(1, ...)`` keeps its order in the cell.
+        """
+        durable = self.durable
+        if durable is None or durable.closed:
+            return
+        for name, text in durable.drain():
+            self._held.append((name, text, durable.tee_marks(), time.monotonic()))
+        self._release_held()
+        tee = durable.fileno("tee")
+        if durable.tee_paused:
+            durable.forget(self.cell_parents)  # text of requests that are not the task's cells
+        if durable.tee_paused and tee in self._readers:
+            asyncio.get_running_loop().remove_reader(tee)  # back-pressure: the kernel waits
+            self._readers.discard(tee)
+
+    def _release_held(self, *, all_of_them: bool = False) -> None:
+        durable = self.durable
+        now = time.monotonic()
+        while self._held:
+            name, text, marks, since = self._held[0]
+            if not (all_of_them or (durable is not None and durable.delivered(marks)) or now - since > HOLD_SECONDS):
+                if self._hold_timer is None:
+                    self._hold_timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._on_hold_timer)
+                return
+            self._held.pop(0)
+            self._add_stream(name, text)
+
+    def _on_hold_timer(self) -> None:
+        self._hold_timer = None
+        self._release_held()
+
+    def recover_durable(self) -> None:
+        """At the end, dead or alive: whatever IOPub never delivered, from the pipes, once.
+
+        Python-level text first: in the pipes it was written before what fds 1 and 2 still hold.
+        """
+        durable = self.durable
+        if durable is None or durable.closed:
+            return
+        while True:  # the tee may have been paused with more frames waiting in the pipe
+            chunks = durable.drain()
+            late = durable.take_unconfirmed(self.cell_parents)
+            for name, text in late:
+                self._add_stream(name, text)
+            self._release_held(all_of_them=True)
+            for name, text in chunks:
+                self._add_stream(name, text)
+            if not chunks and not late:
+                break
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def _add_stream(self, name: str, text: str) -> None:
+        index = self._cell_index if self._cell_index is not None else self._last_cell_index
+        if index is None or self.client is None:
+            self.emit_log(name, text)
+            return
+        cell = self.nb.cells[index]
+        self.client.add_stream(cell.setdefault("outputs", []), index, name, text)
+
     # -- execution -------------------------------------------------------------
 
     def _internal_stop(self, reason: str) -> None:
@@ -369,17 +574,24 @@ class NotebookRunner:
             watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
         )
         sampling = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
+        if self.durable is not None:
+            self.durable.drain()  # fd output of the kernel's start or warm-up is not the task's
+            for name in ("stdout", "stderr", "tee"):
+                self._watch(self.durable.fileno(name))
         try:
             self._exec = asyncio.ensure_future(self._execute_all())
             try:
-                return await self._exec
+                outcome = await self._exec
             except asyncio.CancelledError:
                 if self.stop_reason is not None and not _outer_cancelled():
-                    return self._failure(self.stop_reason)
+                    return await self._died(self.stop_reason)
                 raise
             except DeadKernelError:
-                return self._failure(self.stop_reason or describe_exit(kernel.returncode()))
+                return await self._died(self.stop_reason or describe_exit(kernel.returncode()))
+            self.recover_durable()
+            return outcome
         finally:
+            self._unwatch_all()
             if stop_watch:
                 stop_watch()
             if self.client is not None:
@@ -393,11 +605,34 @@ class NotebookRunner:
                 except Exception:
                     pass
 
-    def _failure(self, reason: str) -> RunOutcome:
-        return RunOutcome(
+    async def _died(self, reason: str) -> RunOutcome:
+        """The kernel is gone (killed, crashed, exited): keep its last words, say where it crashed."""
+        self.kernel.kill_now()  # a stop we asked for: make sure no writer is left before the last read
+        if self.kernel.process is not None:
+            await reap(self.kernel.process, timeout=5.0)  # its exit status, and pipes with no writer left
+        self.recover_durable()
+        returncode = self.kernel.returncode()
+        crash = crash_report(self._stderr_tail())
+        if crash:
+            where = crash_location(crash)
+            reason = f"{reason}, in {where}" if where else reason
+        outcome = RunOutcome(
             TaskStatus.FAILED,
-            error={"ename": "TaskFailed", "evalue": reason, "traceback": [], "cell_index": self._cell_index, "reason": reason},
-        )
+            error={
+                "ename": "TaskFailed", "evalue": reason, "traceback": crash, "cell_index": self._cell_index,
+                "reason": reason,
+            },
+        )  # fmt: skip
+        outcome.exit_code = returncode
+        return outcome
+
+    def _stderr_tail(self) -> str:
+        """The end of the task's stderr as the notebook holds it (faulthandler writes there)."""
+        index = self._cell_index if self._cell_index is not None else self._last_cell_index
+        if index is None:
+            return ""
+        texts = [o.get("text", "") for o in self.nb.cells[index].get("outputs", []) if o.get("name") == "stderr"]
+        return "".join(texts)[-65536:]
 
     _cell_index: int | None = None
 
@@ -423,7 +658,7 @@ class NotebookRunner:
         for index, cell in enumerate(self.nb.cells):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
-            self._cell_index = index
+            self._cell_index = self._last_cell_index = index
             t0 = time.monotonic()
             self.emit(EventType.CELL, {"cell_index": index, "phase": "start"})
             status = "ok"
@@ -438,22 +673,36 @@ class NotebookRunner:
                 )
             except CellExecutionError as e:
                 status = "error"
+                self.pump_durable()
+                code = system_exit_code(e.ename, e.evalue)
+                if code == 0:
+                    # papermill's rule, and python's: SystemExit(0 / None) ends the run successfully
+                    status = "exit"
+                    return RunOutcome(TaskStatus.COMPLETED, result=self.result, exit_code=0)
                 reason = f"{e.ename}: {e.evalue}"
                 tb = []
                 for out in cell.get("outputs", []):
                     if out.get("output_type") == "error":
                         tb = list(out.get("traceback", []))
+                if code is not None:
+                    reason = f"cell {index} exited with code {code} (SystemExit: {e.evalue})"
+                else:
+                    reason = f"cell {index} raised {reason}"
+                    code = 1 if self.is_script else None  # python script.py exits 1 on an uncaught exception
                 return RunOutcome(
                     TaskStatus.FAILED,
-                    error={"ename": e.ename, "evalue": e.evalue, "traceback": tb, "cell_index": index, "reason": f"cell {index} raised {reason}"},
+                    error={"ename": e.ename, "evalue": e.evalue, "traceback": tb, "cell_index": index, "reason": reason},
+                    exit_code=code,
                 )
+            else:
+                self.pump_durable()  # C-level output written during the cell belongs to it
             finally:
                 duration = time.monotonic() - t0
                 self.cell_durations.append({"cell_index": index, "duration": round(duration, 6), "status": status})
                 cell.metadata.setdefault("taskrun", {})["duration"] = round(duration, 6)
                 self.emit(EventType.CELL, {"cell_index": index, "phase": "end", "duration": round(duration, 6), "status": status})
         self._cell_index = None
-        return RunOutcome(TaskStatus.COMPLETED, result=self.result)
+        return RunOutcome(TaskStatus.COMPLETED, result=self.result, exit_code=0 if self.is_script else None)
 
     def metrics_summary(self) -> dict[str, Any]:
         s = self.sampler

@@ -44,7 +44,8 @@ from .models import (
     TaskSubmission,
     check_transition,
 )
-from .notebook import build_notebook, resolve_path
+from .notebook import build_notebook, parameters_source, resolve_path
+from .outputs import fold_outputs
 from .queue import TaskQueue
 from .store import TaskStore
 from .telemetry import TaskTelemetry
@@ -58,6 +59,10 @@ class RunningTask:
     stop_reason: str | None = None
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
+
+
+def _encode_notebook(nb: Any) -> bytes:
+    return json.dumps(nb).encode()
 
 
 def default_task_name(sub: TaskSubmission) -> str:
@@ -143,12 +148,27 @@ class TaskRun(LoggingConfigurable):
         help="Seconds a submission, rerun or delete waits for a database locked by another connection "
         "before it is refused with 503 (the server keeps serving meanwhile).",
     )
+    max_cells = Int(
+        2000, config=True, help="Most cells one task may have ('cells', an inline or a file notebook); more: 400."
+    )
+    stop_grace = Float(
+        5.0,
+        config=True,
+        help="Seconds a cancelled or timed-out task's runner may take to end after its kernel was told to stop; "
+        "then the task is ended anyway (its runner is abandoned and its kernel killed).",
+    )
+    emit_task_events = Bool(
+        False,
+        config=True,
+        help="Emit task status events (id, name, owner, reason) on jupyter_server's event bus. Off by default: "
+        "every user allowed to subscribe to /api/events/subscribe would see every user's tasks.",
+    )
 
     def __init__(
         self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", event_logger: Any = None, **kw: Any
     ):
         super().__init__(**kw)
-        self.telemetry = TaskTelemetry(event_logger, self.log)
+        self.telemetry = TaskTelemetry(event_logger if self.emit_task_events else None, self.log)
         self.root_dir = os.path.realpath(root_dir)
         self.kernel_spec_manager = kernel_spec_manager
         self.server_default_kernel = default_kernel
@@ -173,6 +193,11 @@ class TaskRun(LoggingConfigurable):
         self._streams: dict[str, int] = {}
         self._dispatching = asyncio.Event()
         self._dispatching.set()
+        #: set at startup when users are not isolated from each other (``auth.isolation_warning``)
+        self.isolation_warning: str | None = None
+        #: the last store write error while events are held back (None: the store writes)
+        self._store_error: TaskRunError | None = None
+        self._flush_chunk = 0  # 0: write everything pending at once; else recovering in chunks of this size
 
     # ------------------------------------------------------------------ setup
 
@@ -280,15 +305,29 @@ class TaskRun(LoggingConfigurable):
         """Parse and check a submission against this server (kernel, paths) without queueing it."""
         sub = data if isinstance(data, TaskSubmission) else TaskSubmission.from_dict(data)
         kernel_name = sub.kernel_name or self.kernel_name_default
-        try:
-            self.kernel_spec_manager.get_kernel_spec(kernel_name)
-        except Exception:
-            raise UnknownKernel(f"no kernel named {kernel_name!r}") from None
+        language = self.kernel_language(kernel_name)
+        self.check_cell_count(sub)
+        if sub.parameters:
+            parameters_source(sub.parameters, language)  # a language papermill cannot translate: 400
         if sub.path is not None:
             resolve_path(self.root_dir, sub.path)
         if sub.cwd is not None:
             resolve_path(self.root_dir, sub.cwd or ".", want_dir=True)
         return sub
+
+    def check_cell_count(self, sub: TaskSubmission, nb: Any = None) -> None:
+        """At most ``max_cells`` cells: a huge notebook would hold the server's memory and loop."""
+        cells = nb.get("cells") if nb is not None else sub.cells if sub.cells is not None else (sub.notebook or {}).get("cells")
+        if isinstance(cells, list) and len(cells) > self.max_cells:
+            raise InvalidSubmission(f"a task may have at most {self.max_cells} cells (c.TaskRun.max_cells), not {len(cells)}")
+
+    def kernel_language(self, kernel_name: str) -> str:
+        """The kernel spec's language (parameters are written in it); UnknownKernel if none."""
+        try:
+            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name)
+        except Exception:
+            raise UnknownKernel(f"no kernel named {kernel_name!r}") from None
+        return str(getattr(spec, "language", "") or "python")
 
     def _new_task(self, sub: TaskSubmission, owner: str, rerun_of: str | None = None) -> Task:
         metrics: dict[str, Any] = {}
@@ -346,7 +385,9 @@ class TaskRun(LoggingConfigurable):
                 raise
         self.queue.check_room(len(subs))
         tasks = [self._new_task(sub, owner, rerun_of) for sub in subs]
-        self._flush()  # keep the feed in order: pending events go before these 'created' entries
+        # keep the feed in order (pending events go before these 'created' entries), and take no
+        # new work while held-back events cannot be written (disk full: 503 with Retry-After)
+        self.store_writable()
         changes = self.store.insert_tasks(tasks)
         for task in tasks:
             self._active[task.id] = task
@@ -382,6 +423,11 @@ class TaskRun(LoggingConfigurable):
         if self.queue.remove(task_id):
             self._finish(task, TaskStatus.CANCELLED, reason="cancelled while queued")
             return task
+        if task_id not in self._running:
+            # in no queue and with no runner: nothing else would ever end it, so end it here
+            self._active.setdefault(task_id, task)
+            self._finish(task, TaskStatus.CANCELLED, reason="cancelled by user")
+            return task
         self._stop_running(task_id, TaskStatus.CANCELLED, "cancelled by user")
         return task
 
@@ -392,6 +438,20 @@ class TaskRun(LoggingConfigurable):
         running.stop_status = status
         running.stop_reason = reason
         self._spawn(self.executor_impl.interrupt_and_kill(task_id, self.interrupt_grace))
+        self._spawn(self._end_if_wedged(running))
+
+    async def _end_if_wedged(self, running: RunningTask) -> None:
+        """A stop must end the task even if its runner never returns (a kernel that never gets
+        ready, a hung executor): after the grace, the task is ended as asked and its runner cancelled."""
+        await asyncio.sleep(self.interrupt_grace + self.stop_grace)
+        task = running.task
+        if task.status.is_terminal:
+            return
+        self.log.warning("taskrun: task %s did not stop within %.1f s; ending it", task.id, self.interrupt_grace + self.stop_grace)
+        self.executor_impl.kill(task.id)
+        self._finish(task, running.stop_status or TaskStatus.CANCELLED, reason=running.stop_reason)
+        if running.future is not None and not running.future.done():
+            running.future.cancel()  # its cleanup (kill, reap, release the slot) still runs
 
     async def delete(self, task_id: str) -> None:
         await self._when_store_free(self._delete_now, task_id)
@@ -450,18 +510,11 @@ class TaskRun(LoggingConfigurable):
         return b"".join(chunks)
 
     def outputs(self, task_id: str) -> list[dict[str, Any]]:
+        """The outputs a notebook view shows now: ``output``/``clear`` events folded (``outputs.py``)."""
         self.get(task_id)
         self._flush()
-        outs = []
-        for ev in self.store.iter_events(task_id, (EventType.OUTPUT.value,)):
-            out = dict(ev.data.get("output", {}))
-            out["cell_index"] = ev.data.get("cell_index")
-            if ev.data.get("display_id"):
-                out["display_id"] = ev.data["display_id"]
-            if ev.data.get("update"):
-                out["update"] = True
-            outs.append(out)
-        return outs
+        events = self.store.iter_events(task_id, (EventType.OUTPUT.value, EventType.CLEAR.value))
+        return fold_outputs((ev.type, ev.data) for ev in events)
 
     def executed_notebook(self, task_id: str) -> dict[str, Any] | None:
         self.get(task_id)
@@ -495,19 +548,37 @@ class TaskRun(LoggingConfigurable):
         else:
             self._streams.pop(user, None)
 
-    def status(self) -> dict[str, Any]:
-        running = sum(1 for t in self._active.values() if t.status == TaskStatus.RUNNING)
+    def status(self, owner: str | None = None) -> dict[str, Any]:
+        """The runner's status. With ``owner``, the counts are that user's own (running, queued,
+        streams): a user must not learn how much work others have; ``None`` (an admin): everyone's."""
+        active = [t for t in self._active.values() if owner is None or t.owner == owner]
+        running = sum(1 for t in active if t.status == TaskStatus.RUNNING)
+        queued = len(self.queue) if owner is None else sum(1 for t in active if t.id in self.queue)
+        streams = sum(self._streams.values()) if owner is None else self._streams.get(owner, 0)
+        store_error = self._store_error
         return {
             "version": __version__,
             "executor": self.executor_impl.info(),
             "capacity": self.max_concurrent_tasks,
             "running": running,
-            "queued": len(self.queue),
+            "queued": queued,
             "max_queued": self.max_queued_tasks,
             "started": self._started,
             "paused": self.paused,
-            "streams": sum(self._streams.values()),
+            "streams": streams,
+            "store_writable": store_error is None,
         }
+
+    def queue_position_for(self, task_id: str, owner: str | None = None) -> int | None:
+        """The task's place in the queue; with ``owner``, counting only that user's tasks ahead."""
+        if owner is None or task_id not in self.queue:
+            return self.queue.position(task_id)
+        # the queue's own order (priority, then FIFO), counting only the owner's queued tasks
+        mine = sorted(
+            e for e in self.queue._heap
+            if e[2] in self.queue and (t := self._active.get(e[2])) is not None and t.owner == owner
+        )  # fmt: skip
+        return next((i + 1 for i, e in enumerate(mine) if e[2] == task_id), None)
 
     # -------------------------------------------------------------- dispatch
 
@@ -530,29 +601,72 @@ class TaskRun(LoggingConfigurable):
             await self.queue.wait_not_empty()
             await self._dispatching.wait()
             await self._slots.acquire()
-            task_id = self.queue.pop_nowait() if self._dispatching.is_set() else None
-            if task_id is None:
+            task_id = None
+            try:
+                task_id = self.queue.pop_nowait() if self._dispatching.is_set() else None
+                if task_id is None:
+                    self._slots.release()
+                    continue
+                task = self._active.get(task_id)
+                if task is None or task.status != TaskStatus.QUEUED:
+                    self._slots.release()
+                    continue
+                running = RunningTask(task=task)
+                self._running[task_id] = running
+                fut = self._spawn(self._run_one(running))
+                running.future = fut
+                fut.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the dispatcher must never die, nor keep a task it popped
+                self.log.exception("taskrun: dispatching %s failed", task_id)
                 self._slots.release()
-                continue
-            task = self._active.get(task_id)
-            if task is None or task.status != TaskStatus.QUEUED:
-                self._slots.release()
-                continue
-            running = RunningTask(task=task)
-            self._running[task_id] = running
-            fut = self._spawn(self._run_one(running))
-            running.future = fut
-            fut.add_done_callback(lambda _f: self._slots.release() if self._slots else None)
+                if task_id is not None:
+                    self._running.pop(task_id, None)
+                    self._fail_safely(task_id, f"internal error while dispatching: {type(e).__name__}: {e}")
+
+    def _fail_safely(self, task_id: str, reason: str) -> None:
+        """End a task ``failed`` whatever state the service is in; never raises."""
+        try:
+            task = self._active.get(task_id) or self.store.get_task(task_id)
+            if not task.status.is_terminal:
+                self._finish(task, TaskStatus.FAILED, reason=reason)
+        except Exception:
+            self.log.exception("taskrun: could not record the failure of %s", task_id)
 
     async def _run_one(self, running: RunningTask) -> None:
+        """Run one dispatched task. Whatever fails - building the notebook (a malformed file, deep
+        parameters), the executor, the service itself - the task ends terminal with the reason."""
+        task = running.task
+        try:
+            await self._run_task(running)
+        except asyncio.CancelledError:
+            if not self._stopped and not task.status.is_terminal:  # stop() records its own reason
+                self._finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or "the task's runner was cancelled")
+            raise
+        except Exception as e:
+            self.log.exception("taskrun: task %s failed", task.id)
+            when = "while running" if task.status == TaskStatus.RUNNING else "before it could start"
+            reason = running.stop_reason or f"internal error {when}: {type(e).__name__}: {e}"
+            if not task.status.is_terminal:
+                try:
+                    self._finish(task, running.stop_status or TaskStatus.FAILED, reason=reason[:2000])
+                except Exception:
+                    self.log.exception("taskrun: could not record the failure of %s", task.id)
+        finally:
+            self._running.pop(task.id, None)
+            if not task.status.is_terminal and not self._stopped:
+                self._fail_safely(task.id, "internal error: the task's runner ended without an outcome")
+
+    async def _run_task(self, running: RunningTask) -> None:
         task = running.task
         try:
             try:
                 sub = TaskSubmission.from_dict(task.submission)
-                if sub.path is not None:  # file reads go to a thread; in-memory sources are built inline
-                    nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name)
-                else:
-                    nb, context = build_notebook(sub, self.root_dir, task.kernel_name)
+                language = self.kernel_language(task.kernel_name)
+                # off the loop: reading files and building big notebooks must not stall the server
+                nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name, language)
+                self.check_cell_count(sub, nb)
                 if context.get("cwd") is None:
                     context["cwd"] = self.root_dir
             except TaskRunError as e:
@@ -604,7 +718,8 @@ class TaskRun(LoggingConfigurable):
                 self.log.exception("taskrun: task %s failed in the executor", task.id)
                 self._finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or f"{type(e).__name__}: {e}")
                 return
-            self._complete(task, running, result)
+            notebook_blob = await asyncio.to_thread(_encode_notebook, result.notebook)
+            self._complete(task, running, result, notebook_blob)
         finally:
             if running.timer:
                 running.timer.cancel()
@@ -612,14 +727,15 @@ class TaskRun(LoggingConfigurable):
             # the task is already reported finished; its slot frees once the kernel has exited
             await self.executor_impl.release(task.id)
 
-    def _complete(self, task: Task, running: RunningTask, result: JobResult) -> None:
+    def _complete(self, task: Task, running: RunningTask, result: JobResult, notebook_blob: bytes | None = None) -> None:
         task.metrics.update(result.metrics)
         task.metrics["wall"] = round(time.time() - (task.started_at or time.time()), 6)
         if result.worker:
             task.worker = result.worker
             task.metrics["worker"] = result.worker
         try:
-            self.store.put_artifact(task.id, "notebook", json.dumps(result.notebook).encode())
+            blob = notebook_blob if notebook_blob is not None else _encode_notebook(result.notebook)
+            self.store.put_artifact(task.id, "notebook", blob)
         except TaskRunError as e:
             self.log.error("taskrun: could not store the notebook of %s: %s", task.id, e)
         outcome = result.outcome
@@ -627,6 +743,7 @@ class TaskRun(LoggingConfigurable):
             # the kill we sent made the kernel "die": report what the user asked for instead
             self._finish(task, running.stop_status, reason=running.stop_reason)
             return
+        task.exit_code = outcome.exit_code
         if outcome.result is not None:
             task.result = outcome.result
             self._emit(task, EventType.RESULT, outcome.result)
@@ -702,21 +819,42 @@ class TaskRun(LoggingConfigurable):
             self._flush_handle = None
         if not (self._pending or self._pending_changes or self._dirty):
             return
-        events, changes, dirty = self._pending, self._pending_changes, self._dirty
-        self._pending, self._pending_changes, self._dirty = [], [], {}
-        try:
-            written = self.store.append_events(events, dirty.values(), changes)
-        except TaskRunError as e:
-            # keep everything and retry: nothing is published that is not persisted
-            self.log.error("taskrun: store write failed, will retry: %s", e)
-            self._pending = events + self._pending
-            self._pending_changes = changes + self._pending_changes
-            self._dirty = {**dirty, **self._dirty}
+        # Normally everything pending goes in one transaction. After a failed write (disk full),
+        # what was held back is written in bounded chunks, smallest first, growing while writes
+        # succeed: any space that frees up is used at once, no transaction needs room for the
+        # whole backlog, and the WAL stays small. Task rows go with every chunk (their last_seq
+        # is ahead of the events written, never behind: a crash leaves a gap, not a conflict).
+        while self._pending or self._pending_changes or self._dirty:
+            chunk_size = self._flush_chunk or len(self._pending)
+            events, rest = self._pending[:chunk_size], self._pending[chunk_size:]
+            changes, dirty = self._pending_changes, self._dirty
+            self._pending, self._pending_changes, self._dirty = rest, [], {}
             try:
-                self._flush_handle = asyncio.get_running_loop().call_later(0.5, self._flush)
-            except RuntimeError:
-                pass
-            return
+                written = self.store.append_events(events, dirty.values(), changes)
+            except TaskRunError as e:
+                # keep everything and retry: nothing is published that is not persisted
+                if self._store_error is None or self._flush_chunk <= 1:
+                    self.log.error("taskrun: store write failed, will retry: %s", e)
+                self._store_error = e
+                self._pending = events + self._pending
+                self._pending_changes = changes + self._pending_changes
+                self._dirty = {**dirty, **self._dirty}
+                self._flush_chunk = max(1, min(self._flush_chunk or 64, len(events)) // 2)
+                try:
+                    self._flush_handle = asyncio.get_running_loop().call_later(0.5 if self._flush_chunk <= 1 else 0.05, self._flush)
+                except RuntimeError:
+                    pass
+                return
+            self._publish(events, written)
+            if self._flush_chunk:  # recovering: bigger chunks while writes succeed
+                self._flush_chunk = min(self._flush_chunk * 2, 256)
+        if self._store_error is not None:
+            self.log.warning("taskrun: the store writes again; all held-back events are written")
+            self._store_error = None
+            self._flush_chunk = 0
+            self.store.checkpoint()  # give the WAL's space back
+
+    def _publish(self, events: list[TaskEvent], written: list[Any]) -> None:
         by_task: dict[str, list[TaskEvent]] = {}
         for ev in events:
             by_task.setdefault(ev.task_id, []).append(ev)
@@ -724,6 +862,15 @@ class TaskRun(LoggingConfigurable):
             self.broker.publish(task_id, evs)
         if written:
             self.broker.publish(ALL_TASKS, written)
+
+    def store_writable(self) -> None:
+        """Raise the store's last write error while events are still held back (→ 503 Retry-After)."""
+        self._flush()
+        error = self._store_error
+        if error is not None:
+            refused = type(error)(f"the task store cannot write now (held-back events wait for it): {error}")
+            refused.retry_after = getattr(error, "retry_after", 5)  # type: ignore[attr-defined]
+            raise refused from None
 
     # ---------------------------------------------------------------- pruning
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,7 +51,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker       TEXT,
     rerun_of     TEXT,
     last_seq     INTEGER NOT NULL DEFAULT 0,
-    kernel_pid   INTEGER
+    kernel_pid   INTEGER,
+    exit_code    INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_status_n ON tasks (status, n);
 CREATE INDEX IF NOT EXISTS tasks_owner_n ON tasks (owner, n);
@@ -63,13 +66,13 @@ CREATE TABLE IF NOT EXISTS task_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS task_tags_task ON task_tags (task_id);
 CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY,
     task_id TEXT NOT NULL,
     seq     INTEGER NOT NULL,
     type    TEXT NOT NULL,
     time    REAL NOT NULL,
-    data    TEXT NOT NULL,
-    PRIMARY KEY (task_id, seq)
-) WITHOUT ROWID;
+    data    TEXT NOT NULL     -- JSON text, or zlib-compressed JSON (a BLOB) for large payloads
+);
 CREATE TABLE IF NOT EXISTS artifacts (
     task_id TEXT NOT NULL,
     name    TEXT NOT NULL,
@@ -87,15 +90,67 @@ CREATE TABLE IF NOT EXISTS changes (
 
 _TASK_COLUMNS = (
     "id, name, status, owner, kernel_name, source_kind, submission, tags, priority, created_at, "
-    "started_at, finished_at, progress, error, metrics, result, executor, worker, rerun_of, last_seq, kernel_pid"
+    "started_at, finished_at, progress, error, metrics, result, executor, worker, rerun_of, last_seq, kernel_pid, "
+    "exit_code"
 )
+_TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
+
+#: columns added after a schema was first created: ``ALTER TABLE`` adds them to an older store
+_ADDED_COLUMNS = {"exit_code": "INTEGER"}
+
+
+#: seconds a client is told to wait (``Retry-After``) when the store cannot write (disk full, I/O error)
+STORE_RETRY_AFTER = 5
+
+#: an event's JSON longer than this is stored zlib-compressed (``output`` events stay JSON text:
+#: the store queries them with ``json_extract``)
+COMPRESS_OVER = 512
+
+#: cap of the WAL file kept after a checkpoint (SQLite's ``journal_size_limit``)
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 
 def _store_error(what: str, e: sqlite3.Error) -> StoreUnavailable:
     text = str(e)
     if isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return StoreBusy(f"{what}: the database is locked by another connection ({text})")
-    return StoreUnavailable(f"{what}: {text}")
+    err = StoreUnavailable(f"{what}: {text}")
+    err.retry_after = STORE_RETRY_AFTER  # type: ignore[attr-defined]  # → 503 with Retry-After
+    return err
+
+
+def _event_data(type: str, data: Any) -> str | bytes:
+    """An event's ``data`` column: compact JSON, zlib-compressed when large (one event of 1-2 KB
+    took a 4 KiB overflow page of its own in the old WITHOUT ROWID table: 4-4.7x its size)."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    if len(text) > COMPRESS_OVER and type != "output":
+        packed = zlib.compress(text.encode("utf-8"), 1)
+        if len(packed) < len(text) * 0.9:
+            return packed
+    return text
+
+
+def _load_event_data(value: str | bytes) -> Any:
+    return json.loads(zlib.decompress(value) if isinstance(value, bytes) else value)
+
+
+def _create_private(path: str) -> None:
+    """The store holds code, logs and env values: its folder is 0700 and its file 0600.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the database file's permissions.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # makedirs' mode is masked by the umask
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):  # a store created by an older version, world-readable
+        try:
+            if stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except OSError:
+            pass
 
 
 def _dumps(value: Any) -> str | None:
@@ -118,15 +173,55 @@ class TaskStore:
         """
         self.path = path
         if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            _create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # after a checkpoint the WAL is cut back to this size, so one burst cannot keep the disk full
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # NORMAL in WAL mode: durable against process crashes (our failure model), fsync only at checkpoints
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._db.executescript(SCHEMA)
+        self._migrate_events()
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, decl in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {decl}")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self._in_tx = False
+        self._marks: dict[tuple[str, str, Any], int] = {}
+
+    def _migrate_events(self) -> None:
+        """Stores made before rowid events hold them in a WITHOUT ROWID table, where every event
+        over ~1 KB takes an overflow page of its own: copy them into the compact table once.
+        Best effort: on a full disk the old table stays and keeps working (same columns)."""
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='events'").fetchone()
+        if row and "WITHOUT ROWID" in row[0].upper():
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "CREATE TABLE events_compact (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, "
+                    "seq INTEGER NOT NULL, type TEXT NOT NULL, time REAL NOT NULL, data TEXT NOT NULL)"
+                )
+                self._db.execute(
+                    "INSERT INTO events_compact (task_id, seq, type, time, data) "
+                    "SELECT task_id, seq, type, time, data FROM events ORDER BY task_id, seq"
+                )
+                self._db.execute("DROP TABLE events")
+                self._db.execute("ALTER TABLE events_compact RENAME TO events")
+                self._db.execute("CREATE UNIQUE INDEX events_task_seq ON events (task_id, seq)")
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+            return
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq)")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a recovery, to give space back)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         try:
@@ -179,7 +274,7 @@ class TaskStore:
         with self.transaction() as db:
             for task in tasks:
                 cur = db.execute(
-                    f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 21)})", self._task_row(task)
+                    f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * _TASK_COLUMN_COUNT)})", self._task_row(task)
                 )
                 n = cur.lastrowid
                 db.executemany(
@@ -193,11 +288,11 @@ class TaskStore:
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE tasks SET name=?, status=?, started_at=?, finished_at=?, progress=?, error=?, "
-                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=? WHERE id=?",
+                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=?, exit_code=? WHERE id=?",
                 (
                     task.name, task.status.value, task.started_at, task.finished_at, _dumps(task.progress),
                     _dumps(task.error), _dumps(task.metrics), _dumps(task.result), task.worker,
-                    task.last_seq, task.kernel_pid, task.id,
+                    task.last_seq, task.kernel_pid, task.exit_code, task.id,
                 ),
             )  # fmt: skip
             if cur.rowcount == 0:
@@ -209,7 +304,7 @@ class TaskStore:
             t.id, t.name, t.status.value, t.owner, t.kernel_name, t.source_kind, _dumps(t.submission),
             _dumps(t.tags), t.priority, t.created_at, t.started_at, t.finished_at, _dumps(t.progress),
             _dumps(t.error), _dumps(t.metrics), _dumps(t.result), t.executor, t.worker, t.rerun_of,
-            t.last_seq, t.kernel_pid,
+            t.last_seq, t.kernel_pid, t.exit_code,
         )  # fmt: skip
 
     @staticmethod
@@ -219,7 +314,7 @@ class TaskStore:
             submission=_loads(r[6]), tags=_loads(r[7]), priority=r[8], created_at=r[9], started_at=r[10],
             finished_at=r[11], progress=_loads(r[12]), error=_loads(r[13]), metrics=_loads(r[14]) or {},
             result=_loads(r[15]), executor=r[16], worker=r[17], rerun_of=r[18], last_seq=r[19],
-            kernel_pid=r[20],
+            kernel_pid=r[20], exit_code=r[21],
         )  # fmt: skip
 
     def get_task(self, task_id: str) -> Task:
@@ -324,8 +419,9 @@ class TaskStore:
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO events (task_id, seq, type, time, data) VALUES (?, ?, ?, ?, ?)",
-                [(e.task_id, e.seq, str(e.type), e.time, _dumps(e.data)) for e in events],
+                [(e.task_id, e.seq, str(e.type), e.time, _event_data(str(e.type), e.data)) for e in events],
             )
+            self._drop_superseded(db, events)
             for task in tasks:
                 self.update_task(task)
             for type, task_id, data in changes:
@@ -337,6 +433,33 @@ class TaskStore:
                 written.append(Change(seq=cur.lastrowid or 0, type=type, task_id=task_id, data=data, time=now))
         return written
 
+    def _drop_superseded(self, db: sqlite3.Connection, events: list[TaskEvent]) -> None:
+        """Delete output events that nothing can show any more, so stored outputs stay bounded
+        by what is visible: a cell's outputs before its ``clear`` event, and a display's
+        earlier ``update_display_data`` events once a newer one replaces them.
+
+        The in-memory marks only narrow the scan (one key range per clear); losing them
+        (a restart, the cap) just widens it.
+        """
+        if len(self._marks) > 10_000:
+            self._marks.clear()
+        for e in events:
+            if e.type == "clear":
+                cell = e.data.get("cell_index")
+                key = (e.task_id, "clear", cell)
+                db.execute(
+                    "DELETE FROM events WHERE task_id=? AND seq>? AND seq<? AND type='output' "
+                    "AND json_extract(data, '$.cell_index') IS ?",
+                    (e.task_id, self._marks.get(key, 0), e.seq, cell),
+                )
+                self._marks[key] = e.seq
+            elif e.type == "output" and e.data.get("update") and e.data.get("display_id"):
+                key = (e.task_id, "update", e.data["display_id"])
+                previous = self._marks.get(key)
+                if previous is not None:
+                    db.execute("DELETE FROM events WHERE task_id=? AND seq=?", (e.task_id, previous))
+                self._marks[key] = e.seq
+
     def read_events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
         sql = "SELECT seq, type, time, data FROM events WHERE task_id=? AND seq>? ORDER BY seq"
         params: list[Any] = [task_id, after]
@@ -344,7 +467,7 @@ class TaskStore:
             sql += " LIMIT ?"
             params.append(limit)
         return [
-            TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=json.loads(r[3]))
+            TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=_load_event_data(r[3]))
             for r in self._query(sql, params)
         ]
 
@@ -359,7 +482,7 @@ class TaskStore:
                 [task_id, after, *types, batch],
             )
             for r in rows:
-                yield TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=json.loads(r[3]))
+                yield TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=_load_event_data(r[3]))
             if len(rows) < batch:
                 return
             after = rows[-1][0]

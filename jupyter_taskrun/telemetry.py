@@ -4,6 +4,13 @@
   exposes prometheus_client's default registry there).
 - jupyter_events structured events (schema ``event_schemas/task/v1.yaml``) on the
   server's ``event_logger``, for audit logs and monitoring pipelines.
+
+Privacy: the structured events identify a task's work (id, name, owner, kernel, failure
+reason), and jupyter_server relays everything on its event bus to *any* user allowed to open
+``/api/events/subscribe``, whoever's task it is. So they are **off by default**; a server whose
+event bus only reaches its operators turns them on with ``c.TaskRun.emit_task_events = True``
+(``TaskRun`` then hands its ``event_logger`` to ``TaskTelemetry``; without it nothing is emitted).
+The Prometheus figures are aggregates (counts and durations by status, no id, name or owner).
 """
 
 from __future__ import annotations

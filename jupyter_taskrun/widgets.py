@@ -37,8 +37,9 @@ from typing import Any
 import ipywidgets as widgets
 
 from .models import TERMINAL_STATUSES
+from .panel_render import ansi_to_html, render_output, sanitize_html
 
-__all__ = ["STATUS_COLORS", "TaskListPanel", "TaskPanel"]
+__all__ = ["STATUS_COLORS", "TaskListPanel", "TaskPanel", "sanitize_html"]
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 ACTIVE = frozenset({"queued", "running"})
@@ -342,7 +343,6 @@ class TaskPanel(widgets.VBox):
         self.last_seq: int = 0
         self.log_buffer = LogBuffer(max_log_chars)
         self.outputs: list[dict[str, Any]] = []
-        self._display_ids: dict[str, int] = {}
         self.samples: deque[dict[str, Any]] = deque(maxlen=600)
         self.metrics: dict[str, Any] = {}
         self.progress: dict[str, Any] | None = None
@@ -361,6 +361,7 @@ class TaskPanel(widgets.VBox):
         self.render_count = 0
         self.events_seen = 0
         self._outputs_version = 0
+        self._output_serial = 0
         self._rendered_outputs_version = -1
         self._rendered_error: Any = None
         self._rendered_log_total = -1
@@ -407,12 +408,16 @@ class TaskPanel(widgets.VBox):
             [widgets.HBox([self.log_header, self.follow_toggle], layout=widgets.Layout(align_items="center", grid_gap="8px")), self.log_view],
             layout=widgets.Layout(width="100%", display="none"),
         )
-        self.outputs_view = widgets.Output(layout=widgets.Layout(width="100%", display="none"))
+        # task outputs are untrusted: rendered to sanitised HTML here (panel_render), one
+        # widgets.HTML per output, never through a (trusted) widgets.Output
+        self.outputs_view = widgets.VBox(layout=widgets.Layout(width="100%", display="none"))
         self.outputs_view.add_class("taskrun-outputs")
+        self._output_widgets: dict[int, tuple[dict[str, Any], widgets.HTML]] = {}
         self.error_html = widgets.HTML()
-        self.error_output = widgets.Output(layout=widgets.Layout(width="100%"))
+        self.traceback_view = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.traceback_view.add_class("taskrun-traceback")
         self.error_view = widgets.VBox(
-            [self.error_html, self.error_output], layout=widgets.Layout(width="100%", display="none")
+            [self.error_html, self.traceback_view], layout=widgets.Layout(width="100%", display="none")
         )
         self.error_view.add_class("taskrun-error")
         self.metrics_view = widgets.HTML()
@@ -622,6 +627,8 @@ class TaskPanel(widgets.VBox):
                 self._log_offsets[stream] += len(text.encode("utf-8", "replace"))
         elif etype == "output":
             self._add_output(data)
+        elif etype == "clear":  # EventType.CLEAR
+            self._clear_outputs(data.get("cell_index"))
         elif etype == "progress":
             self._set_progress(data, when)
         elif etype == "metrics":
@@ -643,36 +650,53 @@ class TaskPanel(widgets.VBox):
                 self.status = status
 
     def _add_output(self, data: dict[str, Any]) -> None:
+        """One ``output`` event (or one output of ``GET …/outputs``) folded in, as ``outputs.fold_outputs``
+        does: appended to its cell, or (``update``) replacing the data of the shown outputs with its
+        ``display_id``."""
         out = data.get("output")
         if not isinstance(out, dict):
             return
         kind = out.get("output_type")
         if kind == "error":
             return  # shown in the error view with its traceback
-        out = dict(out)
+        cell = data.get("cell_index", out.get("cell_index"))
+        display_id = data.get("display_id") or out.get("display_id")
+        out = {k: v for k, v in out.items() if k not in ("cell_index", "display_id")}
         if isinstance(out.get("data"), dict):
-            out["data"] = _clean_bundle(out["data"])
-            if not out["data"] or set(out["data"]) == {"text/plain"} and str(out["data"]["text/plain"]).startswith(
-                ("HBox(", "VBox(", "FloatProgress(", "IntProgress(")
+            bundle = out["data"]
+            out["data"] = _clean_bundle(bundle)
+            if not out["data"] or set(out["data"]) == {"text/plain"} and (
+                _WIDGET_VIEW_MIME in bundle  # a widget's text stand-in (tqdm.auto's frozen "0%| 0/20")
+                or str(out["data"]["text/plain"]).startswith(("HBox(", "VBox(", "FloatProgress(", "IntProgress("))
             ):
-                return  # only a widget's text stand-in
+                return
         if kind == "execute_result":
             out = {"output_type": "execute_result", "data": out.get("data", {}), "metadata": out.get("metadata", {}),
                    "execution_count": None}
-        display_id = data.get("display_id")
-        if display_id and display_id in self._display_ids and data.get("update"):
-            self.outputs[self._display_ids[display_id]] = out
-        elif data.get("update"):
-            return  # an update of a display we never saw
-        else:
-            self.outputs.append(out)
-            if display_id:
-                self._display_ids[display_id] = len(self.outputs) - 1
-            if len(self.outputs) > self.max_outputs:
-                drop = len(self.outputs) - self.max_outputs
-                del self.outputs[:drop]
-                self._display_ids = {k: i - drop for k, i in self._display_ids.items() if i >= drop}
+        if data.get("update"):
+            if not display_id:
+                return
+            for i, shown in enumerate(self.outputs):
+                if shown.get("display_id") == display_id:
+                    self.outputs[i] = {**shown, "data": dict(out.get("data") or {}), "metadata": dict(out.get("metadata") or {})}
+                    self._outputs_version += 1
+            return  # an update of a display we never saw (or no longer show) is not shown on its own
+        out["cell_index"] = cell
+        if display_id:
+            out["display_id"] = display_id
+        self._output_serial += 1
+        out["_key"] = self._output_serial  # keeps its widget through display updates
+        self.outputs.append(out)
+        if len(self.outputs) > self.max_outputs:
+            del self.outputs[: len(self.outputs) - self.max_outputs]
         self._outputs_version += 1
+
+    def _clear_outputs(self, cell: Any) -> None:
+        """A ``clear`` event: the cell's displayed outputs go (the log keeps everything)."""
+        kept = [o for o in self.outputs if o.get("cell_index") != cell]
+        if len(kept) != len(self.outputs):
+            self.outputs = kept
+            self._outputs_version += 1
 
     # ------------------------------------------------------------------ rendering
 
@@ -836,8 +860,7 @@ class TaskPanel(widgets.VBox):
         # outputs
         if self._outputs_version != self._rendered_outputs_version:
             self._rendered_outputs_version = self._outputs_version
-            self.outputs_view.outputs = tuple(self.outputs)
-            self.outputs_view.layout.display = "flex" if self.outputs else "none"
+            self._render_outputs()
         # error
         error_key = (status, repr(self.error), self.reason)
         if error_key != self._rendered_error:
@@ -846,12 +869,17 @@ class TaskPanel(widgets.VBox):
             self.error_html.value = head
             tb = (self.error or {}).get("traceback") or []
             if head and tb:
-                self.error_output.outputs = (
-                    {"output_type": "error", "ename": str(self.error.get("ename", "")),
-                     "evalue": str(self.error.get("evalue", "")), "traceback": list(tb)},
+                # escaped text (ANSI colours kept as spans), never a trusted output
+                self.traceback_view.value = (
+                    '<pre class="taskrun-traceback-text" style="margin:0;padding:4px 8px;overflow:auto;'
+                    f"font-family:{_MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;"
+                    'word-break:break-word;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px">'
+                    + ansi_to_html("\n".join(str(line).rstrip("\n") for line in tb)) + "</pre>"
                 )
+                self.traceback_view.layout.display = "flex"
             else:
-                self.error_output.outputs = ()
+                self.traceback_view.value = ""
+                self.traceback_view.layout.display = "none"
             self.error_view.layout.display = "flex" if head else "none"
         # metrics & mode
         self.metrics_view.value = self._metrics_html()
@@ -872,6 +900,33 @@ class TaskPanel(widgets.VBox):
             color = "#c62828" if self._notice_error else "inherit"
             notice += f'<span style="font-size:12px;color:{color};margin-left:6px">{html.escape(self.notice)}</span>'
         self.link_view.value = notice
+
+    def _render_outputs(self) -> None:
+        """One ``widgets.HTML`` of sanitised HTML per shown output; unchanged outputs keep theirs."""
+        cache = self._output_widgets
+        children = []
+        for out in self.outputs:
+            key = out.get("_key", id(out))
+            entry = cache.get(key)
+            if entry is None:
+                w = widgets.HTML(render_output(out), layout=widgets.Layout(width="100%"))
+                w.add_class("taskrun-output")
+                cache[key] = (out, w)
+            else:
+                shown, w = entry
+                if shown is not out:
+                    w.value = render_output(out)
+                    cache[key] = (out, w)
+            children.append(w)
+        keep = {out.get("_key", id(out)) for out in self.outputs}
+        for key in [k for k in cache if k not in keep]:
+            cache.pop(key)[1].close()
+        self.outputs_view.children = tuple(children)
+        self.outputs_view.layout.display = "flex" if children else "none"
+
+    def outputs_html(self) -> list[str]:
+        """The HTML each shown output is rendered to (what the browser receives), in order."""
+        return [w.value for w in self.outputs_view.children]
 
     _notice_error = False
 
@@ -1063,9 +1118,9 @@ class TaskPanel(widgets.VBox):
                         self.notice = ""
                     self._apply_task(task)
                     if outputs is not None:
-                        self.outputs, self._display_ids = [], {}
+                        self.outputs = []  # the server's outputs are already folded (clears applied)
                         for out in outputs:
-                            self._add_output({"output": {k: v for k, v in out.items() if k != "cell_index"}})
+                            self._add_output({"output": out})
                         self._outputs_version += 1
                     if metrics:
                         samples = metrics.get("samples") or []

@@ -258,6 +258,19 @@ def test_submit_files_under_root_by_path_and_outside_by_content(server, tmp_path
     assert task["source_kind"] == "path" and task["path"] == "jobs/inside.ipynb"
 
 
+def test_submit_script_arguments_and_exit_code(server):
+    (server.root / "train.py").write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[-1]) if sys.argv[-1].isdigit() else 0)\n")
+    proc = run(server, "submit", str(server.root / "train.py"), "--wait", "--", "--lr", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    task = show(server, task_id_of(proc))
+    assert task["exit_code"] == 0
+    assert run(server, "logs", task["id"]).stdout == "['--lr', '0.1']\n"
+    # a failed script's own exit status comes back, as with python FILE
+    proc = run(server, "submit", str(server.root / "train.py"), "--follow", "--", "--lr", "7")
+    assert proc.returncode == 7, proc.stderr
+    assert "['--lr', '7']" in proc.stdout
+
+
 def test_submit_options(server):
     code = "import os\nprint(x + 1, y, os.environ['FOO'])\n"
     proc = run(

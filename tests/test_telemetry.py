@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from jupyter_taskrun.telemetry import TASK_SCHEMA_ID
+
+
+@pytest.fixture
+def taskrun_config():
+    return {"emit_task_events": True}  # off by default: the event bus reaches every user
 
 
 async def test_prometheus_metrics_and_structured_events(api, jp_serverapp, jp_fetch):

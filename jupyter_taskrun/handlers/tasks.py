@@ -188,7 +188,7 @@ class StatusHandler(TaskRunHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(self.taskrun.status())
+        self.write_json(self.taskrun.status(None if await self.sees_all() else self.username))
 
 
 class OpenAPIHandler(TaskRunHandler):

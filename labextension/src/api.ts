@@ -157,6 +157,7 @@ export const TaskAPI = {
         tag: query.tag,
         owner: query.owner,
         name: query.name,
+        q: query.q,
         limit: query.limit,
         cursor: query.cursor
       })

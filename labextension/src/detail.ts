@@ -1,62 +1,44 @@
 /**
  * The main-area view of one task: live log tail, rich outputs, metrics with
- * a CPU/memory chart, the error and the actions.
+ * a CPU/memory chart, the error and the actions. The parts live in
+ * feed.ts (events), header.ts, log.ts, outputs.ts and metrics.ts.
  */
 import { Dialog, MainAreaWidget, showDialog } from '@jupyterlab/apputils';
-import { IOutput } from '@jupyterlab/nbformat';
-import { OutputAreaModel, SimplifiedOutputArea } from '@jupyterlab/outputarea';
-import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import {
   deleteIcon,
   downloadIcon,
   notebookIcon,
-  pauseIcon,
   refreshIcon,
   runIcon,
   stopIcon,
-  ToolbarButton
+  ToolbarButton,
+  ToolbarButtonComponent
 } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
 import { APIError, TaskAPI } from './api';
-import { renderMetricsChart } from './chart';
+import { FeedState, TaskFeed } from './feed';
+import { ErrorView, HeaderView } from './header';
+import { trans } from './i18n';
+import { LogView } from './log';
+import { MetricsView } from './metrics';
 import {
-  ICellDuration,
   ICellEventData,
+  IClearEventData,
   ILogEventData,
   IMetricsEventData,
-  IMetricsSample,
   IOutputEventData,
   IStatusEventData,
   ITask,
   ITaskProgress,
   ITruncatedEventData,
-  isTerminal,
-  TASK_EVENT_TYPES
+  isTerminal
 } from './models';
-import { EventStream } from './sse';
+import { OutputsView } from './outputs';
 import { errorMessage, TaskListModel } from './tasklist';
-import {
-  formatBytes,
-  formatDuration,
-  formatSeconds,
-  formatTime,
-  h,
-  iconNode,
-  progressFraction,
-  safeFileName,
-  setText,
-  STATUS_LABELS,
-  statusIcon,
-  stripAnsi,
-  taskDuration
-} from './utils';
-
-/** Characters of log kept in the page; the full log stays downloadable. */
-const LOG_MAX_CHARS = 400_000;
-const POLL_MIN = 2000;
-const POLL_MAX = 30000;
+import { formatBytes, safeFileName, STATUS_LABELS, statusIcon } from './utils';
 
 export interface ITaskDetailOptions {
   taskId: string;
@@ -70,6 +52,13 @@ export interface ITaskDetailOptions {
   onError: (title: string, error: unknown) => void;
 }
 
+/** A toolbar button whose tooltip can say why it is disabled. */
+interface IButton {
+  button: ToolbarButton;
+  props: ToolbarButtonComponent.IProps;
+  tooltip: string;
+}
+
 export class TaskDetail extends Panel {
   constructor(options: ITaskDetailOptions) {
     super();
@@ -78,42 +67,43 @@ export class TaskDetail extends Panel {
     this.id = `jupyter-taskrun-task-${options.taskId}`;
     this.addClass('jp-TaskRun-detail');
 
-    this._header = new Widget();
-    this._header.addClass('jp-TaskRun-detailHeader');
-    this._errorSection = new Widget();
-    this._errorSection.addClass('jp-TaskRun-section');
-    this._errorSection.addClass('jp-TaskRun-errorSection');
-    this._logSection = new Widget();
-    this._logSection.addClass('jp-TaskRun-section');
-    this._logSection.addClass('jp-TaskRun-logSection');
-    this._outputsHeader = new Widget();
-    this._outputsHeader.addClass('jp-TaskRun-section');
-    this._outputsModel = new OutputAreaModel({ trusted: false });
-    this._outputArea = new SimplifiedOutputArea({
-      model: this._outputsModel,
-      rendermime: options.rendermime
+    this._header = new HeaderView();
+    this._error = new ErrorView(options.rendermime);
+    this._log = new LogView(() => void this.downloadLog());
+    this._outputs = new OutputsView(options.rendermime);
+    this._metrics = new MetricsView();
+    this.addWidget(this._header.widget);
+    this.addWidget(this._error.widget);
+    this.addWidget(this._log.widget);
+    this.addWidget(this._outputs.header);
+    this.addWidget(this._outputs.area);
+    this.addWidget(this._metrics.widget);
+
+    this._feed = new TaskFeed(this.taskId, {
+      onEvent: (type, data) => this._onEvent(type, data),
+      onEnd: () => {
+        this._log.flush();
+        this._renderLogState();
+        void this._load();
+      },
+      onState: () => this._renderLogState(),
+      onTask: task => this._setTask(task),
+      onPollReset: () => this._log.clear(),
+      onPolled: async (text, outputs) => {
+        this._log.append('stdout', text);
+        this._outputs.reset(outputs.outputs);
+        await this._loadMetrics();
+      },
+      onGone: () => {
+        this._loadError = trans.__('This task does not exist (any more).');
+        this._renderHeader();
+      }
     });
-    this._outputArea.addClass('jp-TaskRun-outputs');
-    this._metricsSection = new Widget();
-    this._metricsSection.addClass('jp-TaskRun-section');
-    this._metricsSection.addClass('jp-TaskRun-metricsSection');
-
-    this._buildHeader();
-    this._buildLogs();
-    this._buildOutputs();
-    this._buildMetrics();
-    this._errorSection.hide();
-
-    this.addWidget(this._header);
-    this.addWidget(this._errorSection);
-    this.addWidget(this._logSection);
-    this.addWidget(this._outputsHeader);
-    this.addWidget(this._outputArea);
-    this.addWidget(this._metricsSection);
 
     const model = options.model;
     model.taskChanged.connect(this._onModelTask, this);
     model.taskDeleted.connect(this._onModelDeleted, this);
+    model.changed.connect(this._updateButtons, this);
 
     const known = model.get(this.taskId);
     if (known) {
@@ -130,65 +120,79 @@ export class TaskDetail extends Panel {
 
   /** Toolbar items for the MainAreaWidget that hosts this view. */
   createToolbarItems(): Array<{ name: string; widget: Widget }> {
-    this._cancelButton = new ToolbarButton({
-      icon: stopIcon,
-      label: 'Cancel',
-      tooltip: 'Cancel this task',
-      onClick: () => void this.cancel(),
-      enabled: false
-    });
-    this._rerunButton = new ToolbarButton({
-      icon: runIcon,
-      label: 'Rerun',
-      tooltip: 'Run the same submission again as a new task',
-      onClick: () => void this.rerun(),
-      enabled: false
-    });
-    this._deleteButton = new ToolbarButton({
-      icon: deleteIcon,
-      label: 'Delete',
-      tooltip: 'Delete this task with its logs and artifacts',
-      onClick: () => void this.remove(),
-      enabled: false
-    });
-    this._notebookButton = new ToolbarButton({
-      icon: notebookIcon,
-      label: 'Open executed notebook',
-      tooltip: 'Save the executed notebook into the workspace and open it',
-      onClick: () => void this.openNotebook(),
-      enabled: false
-    });
-    const download = new ToolbarButton({
-      icon: downloadIcon,
-      label: 'Download log',
-      tooltip: 'Download the full log (stdout and stderr)',
-      onClick: () => void this.downloadLog()
-    });
-    const refresh = new ToolbarButton({
-      icon: refreshIcon,
-      tooltip: 'Reload this task from the server',
-      onClick: () => void this._load()
-    });
+    const make = (
+      props: ToolbarButtonComponent.IProps,
+      enabled = false
+    ): IButton => {
+      const all = { ...props, enabled };
+      return { button: new ToolbarButton(all), props: all, tooltip: props.tooltip ?? '' };
+    };
+    this._buttons = {
+      cancel: make({
+        icon: stopIcon,
+        label: trans.__('Cancel'),
+        tooltip: trans.__('Cancel this task'),
+        onClick: () => void this.cancel()
+      }),
+      rerun: make({
+        icon: runIcon,
+        label: trans.__('Rerun'),
+        tooltip: trans.__('Run the same submission again as a new task'),
+        onClick: () => void this.rerun()
+      }),
+      delete: make({
+        icon: deleteIcon,
+        label: trans.__('Delete'),
+        tooltip: trans.__('Delete this task with its logs and artifacts'),
+        onClick: () => void this.remove()
+      }),
+      'open-notebook': make({
+        icon: notebookIcon,
+        label: trans.__('Open executed notebook'),
+        tooltip: trans.__('Save the executed notebook into the workspace and open it'),
+        onClick: () => void this.openNotebook()
+      }),
+      'download-log': make(
+        {
+          icon: downloadIcon,
+          label: trans.__('Download log'),
+          tooltip: trans.__('Download the full log (stdout and stderr)'),
+          onClick: () => void this.downloadLog()
+        },
+        true
+      ),
+      refresh: make(
+        {
+          icon: refreshIcon,
+          tooltip: trans.__('Reload this task from the server'),
+          onClick: () => {
+            this._options.model.reconnect();
+            this._feed.start();
+            void this._load();
+          }
+        },
+        true
+      )
+    };
     this._updateButtons();
-    return [
-      { name: 'cancel', widget: this._cancelButton },
-      { name: 'rerun', widget: this._rerunButton },
-      { name: 'delete', widget: this._deleteButton },
-      { name: 'open-notebook', widget: this._notebookButton },
-      { name: 'download-log', widget: download },
-      { name: 'refresh', widget: refresh }
-    ];
+    return Object.entries(this._buttons).map(([name, b]) => ({ name, widget: b.button }));
   }
 
   // ----------------------------------------------------------------- actions
 
   async cancel(): Promise<void> {
+    this._cancelRequested = true;
+    this._renderHeader();
+    this._updateButtons();
     try {
       const task = await TaskAPI.cancel(this.taskId);
       this._options.model.upsert(task);
       this._setTask(task);
     } catch (error) {
-      this._options.onError('Cancel failed', error);
+      this._cancelRequested = false;
+      this._renderHeader();
+      this._updateButtons();
+      this._options.onError(trans.__('Cancel failed'), error);
     }
   }
 
@@ -198,19 +202,19 @@ export class TaskDetail extends Panel {
       this._options.model.track(task);
       this._options.openTask(task.id);
     } catch (error) {
-      this._options.onError('Rerun failed', error);
+      this._options.onError(trans.__('Rerun failed'), error);
     }
   }
 
   async remove(): Promise<void> {
     const task = this._task;
     const result = await showDialog({
-      title: 'Delete task',
-      body: `Delete “${task?.name ?? this.taskId}” with its logs, outputs and artifacts?`,
-      buttons: [
-        Dialog.cancelButton(),
-        Dialog.warnButton({ label: 'Delete' })
-      ]
+      title: trans.__('Delete task'),
+      body: trans.__(
+        'Delete “%1” with its logs, outputs and artifacts?',
+        task?.name ?? this.taskId
+      ),
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
     });
     if (!result.button.accept) {
       return;
@@ -219,7 +223,7 @@ export class TaskDetail extends Panel {
       await TaskAPI.remove(this.taskId);
       this._options.model.removeTask(this.taskId);
     } catch (error) {
-      this._options.onError('Delete failed', error);
+      this._options.onError(trans.__('Delete failed'), error);
     }
   }
 
@@ -233,7 +237,7 @@ export class TaskDetail extends Panel {
       const saved = await TaskAPI.saveNotebook(task.id, path);
       await this._options.openPath(saved?.path || path);
     } catch (error) {
-      this._options.onError('Could not open the executed notebook', error);
+      this._options.onError(trans.__('Could not open the executed notebook'), error);
     }
   }
 
@@ -250,7 +254,7 @@ export class TaskDetail extends Panel {
       a.remove();
       window.setTimeout(() => URL.revokeObjectURL(url), 10000);
     } catch (error) {
-      this._options.onError('Could not download the log', error);
+      this._options.onError(trans.__('Could not download the log'), error);
     }
   }
 
@@ -259,19 +263,22 @@ export class TaskDetail extends Panel {
   protected override onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this._renderHeader();
-    this._renderMetrics();
+    this._metrics.render();
   }
 
   override dispose(): void {
     if (this.isDisposed) {
       return;
     }
-    this._stream?.dispose();
-    this._stream = null;
-    this._stopTimers();
-    this._options.model.taskChanged.disconnect(this._onModelTask, this);
-    this._options.model.taskDeleted.disconnect(this._onModelDeleted, this);
-    this._outputsModel.dispose();
+    this._feed.dispose();
+    this._stopTicker();
+    const model = this._options.model;
+    model.taskChanged.disconnect(this._onModelTask, this);
+    model.taskDeleted.disconnect(this._onModelDeleted, this);
+    model.changed.disconnect(this._updateButtons, this);
+    this._outputs.dispose();
+    this._log.dispose();
+    this._metrics.dispose();
     super.dispose();
   }
 
@@ -288,12 +295,12 @@ export class TaskDetail extends Panel {
       if (this.isDisposed) {
         return;
       }
-      this._loadError =
-        error instanceof APIError && error.status === 404
-          ? 'This task does not exist (any more).'
-          : `Could not load the task: ${errorMessage(error)}`;
+      const gone = error instanceof APIError && error.status === 404;
+      this._loadError = gone
+        ? trans.__('This task does not exist (any more).')
+        : trans.__('Could not load the task: %1', errorMessage(error));
       this._renderHeader();
-      if (error instanceof APIError && error.status === 404) {
+      if (gone) {
         if (!this._task && !this._everLoaded) {
           // e.g. a view restored from the workspace for a deleted task
           this.parent?.dispose();
@@ -302,192 +309,73 @@ export class TaskDetail extends Panel {
       }
     }
     void this._loadMetrics();
-    if (!this._stream && !this._polling) {
-      this._openStream();
-    }
+    this._feed.start();
   }
 
   private async _loadMetrics(): Promise<void> {
     try {
       const metrics = await TaskAPI.metrics(this.taskId);
-      if (this.isDisposed) {
-        return;
+      if (!this.isDisposed) {
+        this._metrics.merge(metrics.summary, metrics.samples ?? []);
       }
-      for (const s of metrics.samples ?? []) {
-        this._addSample(s);
-      }
-      if (metrics.summary) {
-        this._summary = { ...this._summary, ...metrics.summary };
-      }
-      this._renderMetrics();
     } catch {
       // metrics are optional: the chart fills from live events
     }
   }
 
-  // ------------------------------------------------------------------ stream
+  // ------------------------------------------------------------------ events
 
-  private _openStream(): void {
-    this._stream = new EventStream({
-      endPoint: `tasks/${encodeURIComponent(this.taskId)}/events`,
-      events: [...TASK_EVENT_TYPES, 'end'],
-      onEvent: (type, data, id) => this._onEvent(type, data, id),
-      onOpen: () => {
-        this._streamState = 'live';
-        this._renderLogState();
-      },
-      onFail: () => this._startPolling()
-    });
-    this._streamState = 'connecting';
-    this._stream.open();
-  }
-
-  private _onEvent(type: string, data: unknown, id: number | null): void {
-    if (type === 'end') {
-      this._stream?.dispose();
-      this._stream = null;
-      this._streamState = 'ended';
-      this._flushPending();
-      this._renderLogState();
-      void this._load();
-      return;
-    }
-    if (id !== null) {
-      if (id <= this._lastSeq) {
-        return; // replayed twice on a resume: already shown
-      }
-      this._lastSeq = id;
-    }
-    const event = data as { type?: string; data?: unknown } | null;
-    const payload = (event && typeof event === 'object' && 'data' in event
-      ? event.data
-      : data) as unknown;
-    const kind = (event && typeof event.type === 'string' ? event.type : type) as string;
+  private _onEvent(kind: string, payload: unknown): void {
     switch (kind) {
       case 'log': {
         const d = payload as ILogEventData;
-        this._appendLog(d.stream === 'stderr' ? 'stderr' : 'stdout', String(d.text ?? ''));
+        this._log.append(d.stream === 'stderr' ? 'stderr' : 'stdout', String(d.text ?? ''));
         break;
       }
-      case 'output': {
-        const d = payload as IOutputEventData;
-        if (d && d.output) {
-          this._addOutput(d.output);
-        }
+      case 'output':
+        this._outputs.add(payload as IOutputEventData);
         break;
-      }
+      case 'clear':
+        this._outputs.clear((payload as IClearEventData)?.cell_index);
+        break;
       case 'status': {
         const d = payload as IStatusEventData;
         if (this._task && d?.status && d.status !== this._task.status) {
-          this._setTask({
-            ...this._task,
-            status: d.status,
-            error: d.error ?? this._task.error
-          });
+          this._setTask({ ...this._task, status: d.status, error: d.error ?? this._task.error });
         }
         this._scheduleReload();
         break;
       }
-      case 'progress': {
-        const d = payload as ITaskProgress;
-        if (this._task) {
-          this._setTask({ ...this._task, progress: d });
+      case 'progress':
+        if (this._task && payload && typeof payload === 'object') {
+          this._setTask({ ...this._task, progress: payload as ITaskProgress });
         }
         break;
-      }
-      case 'metrics': {
-        const d = payload as IMetricsEventData;
-        this._addSample(d);
-        if (typeof d.cpu_user === 'number') {
-          this._summary.cpu_user = d.cpu_user;
-        }
-        if (typeof d.cpu_system === 'number') {
-          this._summary.cpu_system = d.cpu_system;
-        }
-        if (typeof d.peak_rss === 'number') {
-          this._summary.peak_rss = d.peak_rss;
-        }
-        this._scheduleMetrics();
+      case 'metrics':
+        this._metrics.sample(payload as IMetricsEventData);
         break;
-      }
       case 'cell': {
         const d = payload as ICellEventData;
         if (d.phase === 'start') {
           this._currentCell = d.cell_index;
+          this._metrics.cellStarted();
         } else if (d.phase === 'end') {
           this._currentCell = null;
-          if (typeof d.duration === 'number') {
-            this._cellDurations[d.cell_index] = d.duration;
-            this._scheduleMetrics();
-          }
+          this._metrics.cellEnded(d.cell_index, d.duration);
         }
         this._renderHeader();
         break;
       }
       case 'truncated': {
         const d = payload as ITruncatedEventData;
-        this._appendMarker(
-          d?.message || `Output beyond ${formatBytes(d?.limit)} was not kept.`
+        this._log.marker(
+          d?.message || trans.__('Output beyond %1 was not kept.', formatBytes(d?.limit))
         );
         break;
       }
       default:
         break;
     }
-  }
-
-  private _startPolling(): void {
-    if (this.isDisposed || this._polling) {
-      return;
-    }
-    this._stream?.dispose();
-    this._stream = null;
-    this._polling = true;
-    this._streamState = 'polling';
-    // the log view restarts from the REST log (bytes offset) so nothing is lost
-    this._clearLog();
-    this._logOffset = 0;
-    this._renderLogState();
-    void this._poll();
-  }
-
-  private async _poll(): Promise<void> {
-    this._pollTimer = null;
-    if (this.isDisposed) {
-      return;
-    }
-    let ok = true;
-    try {
-      const task = await TaskAPI.get(this.taskId);
-      this._setTask(task);
-      const chunk = await TaskAPI.logsFrom(this.taskId, this._logOffset);
-      if (chunk.text) {
-        this._logOffset = chunk.next;
-        this._appendLog('stdout', chunk.text);
-      }
-      const outputs = await TaskAPI.outputs(this.taskId);
-      this._outputsModel.clear();
-      this._outputCount = 0;
-      for (const output of outputs.outputs ?? []) {
-        this._addOutput(output);
-      }
-      await this._loadMetrics();
-      if (isTerminal(task.status)) {
-        this._polling = false;
-        this._streamState = 'ended';
-        this._renderLogState();
-        return;
-      }
-    } catch (error) {
-      ok = false;
-      if (error instanceof APIError && error.status === 404) {
-        this._loadError = 'This task does not exist (any more).';
-        this._renderHeader();
-        return;
-      }
-    }
-    this._pollDelay = ok ? POLL_MIN : Math.min(this._pollDelay * 2, POLL_MAX);
-    this._pollTimer = window.setTimeout(() => void this._poll(), this._pollDelay);
   }
 
   private _scheduleReload(): void {
@@ -507,60 +395,53 @@ export class TaskDetail extends Panel {
     }, 150);
   }
 
-  private _scheduleMetrics(): void {
-    if (this._metricsTimer !== null) {
-      return;
-    }
-    this._metricsTimer = window.setTimeout(() => {
-      this._metricsTimer = null;
-      this._renderMetrics();
-    }, 500);
-  }
-
-  private _stopTimers(): void {
-    for (const timer of [
-      this._pollTimer,
-      this._reloadTimer,
-      this._metricsTimer,
-      this._ticker
-    ]) {
+  private _stopTicker(): void {
+    for (const timer of [this._reloadTimer, this._ticker]) {
       if (timer !== null) {
         window.clearTimeout(timer);
         window.clearInterval(timer);
       }
     }
-    this._pollTimer = this._reloadTimer = this._metricsTimer = this._ticker = null;
+    this._reloadTimer = this._ticker = null;
   }
 
   // ------------------------------------------------------------------- model
 
   private _onModelTask(_: TaskListModel, task: ITask): void {
-    if (task.id === this.taskId) {
-      if (
-        !this._task ||
-        task.last_event_id >= this._task.last_event_id ||
-        (isTerminal(task.status) && !isTerminal(this._task.status))
-      ) {
-        this._setTask(task);
-      }
+    if (task.id !== this.taskId) {
+      return;
+    }
+    const mine = this._task;
+    if (
+      !mine ||
+      task.last_event_id > mine.last_event_id ||
+      (isTerminal(task.status) && !isTerminal(mine.status))
+    ) {
+      this._setTask(task);
+    } else if (task.last_event_id === mine.last_event_id) {
+      // same record (e.g. a progress entry of the change feed, a queue position)
+      this._setTask({ ...mine, progress: task.progress ?? mine.progress, queue_position: task.queue_position });
     }
   }
 
   private _onModelDeleted(_: TaskListModel, id: string): void {
     if (id === this.taskId) {
       this._deleted = true;
-      this._stream?.dispose();
-      this._stream = null;
-      this._stopTimers();
+      this._feed.dispose();
+      this._stopTicker();
       this.parent?.dispose();
     }
   }
 
   private _setTask(task: ITask): void {
-    const wasActive = this._task ? !isTerminal(this._task.status) : true;
+    const old = this._task;
+    if (old && task.last_event_id < old.last_event_id && !isTerminal(task.status)) {
+      // an older copy (e.g. a slow REST answer): keep the live progress
+      task = { ...task, progress: old.progress ?? task.progress };
+    }
     this._task = task;
-    if (task.metrics) {
-      this._summary = { ...this._summary, ...task.metrics };
+    if (isTerminal(task.status)) {
+      this._cancelRequested = false;
     }
     const owner = this.parent;
     if (owner) {
@@ -569,593 +450,97 @@ export class TaskDetail extends Panel {
       owner.title.icon = statusIcon(task.status);
       owner.title.className = `jp-TaskRun-tab jp-mod-${task.status}`;
     }
+    this._metrics.setTask(task);
     this._renderHeader();
-    this._renderError();
+    this._error.render(task);
     this._updateButtons();
+    this._renderLogState();
     if (!isTerminal(task.status)) {
       if (this._ticker === null) {
         this._ticker = window.setInterval(() => this._renderHeader(), 1000);
       }
-    } else {
-      if (this._ticker !== null) {
-        window.clearInterval(this._ticker);
-        this._ticker = null;
-      }
-      if (wasActive) {
-        this._renderMetrics();
-      }
+    } else if (this._ticker !== null) {
+      window.clearInterval(this._ticker);
+      this._ticker = null;
     }
-  }
-
-  private _updateButtons(): void {
-    const task = this._task;
-    const active = task ? !isTerminal(task.status) : false;
-    if (this._cancelButton) {
-      this._cancelButton.enabled = !!task && active && !this._deleted;
-    }
-    if (this._rerunButton) {
-      this._rerunButton.enabled = !!task && !this._deleted;
-    }
-    if (this._deleteButton) {
-      this._deleteButton.enabled = !!task && !active && !this._deleted;
-    }
-    if (this._notebookButton) {
-      this._notebookButton.enabled = !!task && !active && !this._deleted;
-    }
-  }
-
-  // ------------------------------------------------------------------ header
-
-  private _buildHeader(): void {
-    const node = this._header.node;
-    const top = h('div', 'jp-TaskRun-detailTop');
-    this._badge = h('span', 'jp-TaskRun-badge');
-    this._title = h('h1', 'jp-TaskRun-detailTitle');
-    this._idLabel = h('code', 'jp-TaskRun-detailId');
-    top.append(this._badge, this._title, this._idLabel);
-    this._loadErrorNode = h('div', 'jp-TaskRun-error');
-    this._progress = h('div', 'jp-TaskRun-progress jp-TaskRun-detailProgress');
-    const track = h('div', 'jp-TaskRun-progressTrack');
-    this._bar = h('div', 'jp-TaskRun-progressBar');
-    track.appendChild(this._bar);
-    this._progressLabel = h('span', 'jp-TaskRun-progressLabel');
-    this._progress.append(track, this._progressLabel);
-    this._meta = h('dl', 'jp-TaskRun-meta');
-    node.append(top, this._loadErrorNode, this._progress, this._meta);
   }
 
   private _renderHeader(): void {
     if (this.isDisposed) {
       return;
     }
-    setText(this._loadErrorNode, this._loadError);
-    this._loadErrorNode.hidden = !this._loadError;
-    const task = this._task;
-    if (!task) {
-      setText(this._title, this._loadError ? 'Task' : 'Loading task…');
-      setText(this._idLabel, this.taskId);
-      this._progress.hidden = true;
-      return;
-    }
-    if (this._badge.dataset.status !== task.status) {
-      this._badge.dataset.status = task.status;
-      this._badge.className = `jp-TaskRun-badge jp-mod-${task.status}`;
-      this._badge.replaceChildren();
-      this._badge.appendChild(iconNode(statusIcon(task.status)));
-      this._badge.appendChild(h('span', '', STATUS_LABELS[task.status]));
-    }
-    setText(this._title, task.name || task.id);
-    setText(this._idLabel, task.id);
-
-    const fraction = progressFraction(task);
-    const showProgress = task.status === 'running' || fraction !== null;
-    this._progress.hidden = !showProgress;
-    this._progress.classList.toggle(
-      'jp-mod-indeterminate',
-      fraction === null && task.status === 'running'
-    );
-    this._bar.style.width =
-      fraction === null ? '' : `${(fraction * 100).toFixed(1)}%`;
-    const p = task.progress;
-    const parts: string[] = [];
-    if (p && fraction !== null) {
-      parts.push(`${Math.round(fraction * 100)}% (${p.value}/${p.total})`);
-    } else if (p && p.value) {
-      parts.push(String(p.value));
-    }
-    if (p?.message) {
-      parts.push(p.message);
-    }
-    if (this._currentCell !== null && task.status === 'running') {
-      parts.push(`cell ${this._currentCell + 1}`);
-    }
-    setText(this._progressLabel, parts.join(' · '));
-
-    const duration = taskDuration(task);
-    const rows: Array<[string, string]> = [
-      ['Owner', task.owner || '—'],
-      ['Kernel', task.kernel_name || '—'],
-      ['Source', task.path ? `${task.source_kind}: ${task.path}` : task.source_kind],
-      ['Tags', task.tags.length ? task.tags.join(', ') : '—'],
-      ['Created', formatTime(task.created_at)],
-      ['Started', formatTime(task.started_at)],
-      ['Finished', formatTime(task.finished_at)],
-      ['Duration', duration === null ? '—' : formatDuration(duration)],
-      ['Executor', task.worker ? `${task.executor} (${task.worker})` : task.executor]
-    ];
-    if (task.status === 'queued' && task.queue_position) {
-      rows.push(['Queue position', String(task.queue_position)]);
-    }
-    if (task.rerun_of) {
-      rows.push(['Rerun of', task.rerun_of]);
-    }
-    if (task.priority) {
-      rows.push(['Priority', String(task.priority)]);
-    }
-    const key = JSON.stringify(rows);
-    if (key !== this._metaKey) {
-      this._metaKey = key;
-      this._meta.replaceChildren(
-        ...rows.flatMap(([k, v]) => [h('dt', '', k), h('dd', '', v)])
-      );
-    }
-  }
-
-  // ------------------------------------------------------------------- error
-
-  private _renderError(): void {
-    const error = this._task?.error ?? null;
-    const status = this._task?.status ?? 'failed';
-    const key = error ? `${status}:${JSON.stringify(error)}` : '';
-    if (key === this._errorKey) {
-      return;
-    }
-    this._errorKey = key;
-    const node = this._errorSection.node;
-    node.replaceChildren();
-    if (!error) {
-      this._errorSection.hide();
-      return;
-    }
-    this._errorSection.show();
-    const titles: { [k: string]: string } = {
-      cancelled: 'Cancelled',
-      timed_out: 'Timed out'
-    };
-    node.dataset.status = status;
-    node.appendChild(h('h2', 'jp-TaskRun-sectionTitle', titles[status] ?? 'Error'));
-    const summary = [error.ename, error.evalue].filter(Boolean).join(': ');
-    if (summary) {
-      node.appendChild(h('div', 'jp-TaskRun-errorSummary', summary));
-    }
-    const where: string[] = [];
-    if (error.reason && error.reason !== summary) {
-      where.push(error.reason);
-    }
-    if (typeof error.cell_index === 'number' && !/\bcell\b/i.test(error.reason ?? '')) {
-      where.push(`in cell ${error.cell_index}`);
-    }
-    if (where.length) {
-      node.appendChild(h('div', 'jp-TaskRun-errorReason', where.join(' — ')));
-    }
-    if (error.traceback && error.traceback.length) {
-      const host = h('div', 'jp-TaskRun-traceback');
-      node.appendChild(host);
-      const mime = 'application/vnd.jupyter.stderr';
-      const renderer = this._options.rendermime.createRenderer(mime);
-      const model = new MimeModel({
-        data: { [mime]: error.traceback.join('\n') },
-        trusted: false
-      });
-      void renderer.renderModel(model).then(() => {
-        host.replaceChildren(renderer.node);
-      });
-    }
-  }
-
-  // -------------------------------------------------------------------- logs
-
-  private _buildLogs(): void {
-    const node = this._logSection.node;
-    const bar = h('div', 'jp-TaskRun-sectionBar');
-    bar.appendChild(h('h2', 'jp-TaskRun-sectionTitle', 'Log'));
-    this._logState = h('span', 'jp-TaskRun-logState');
-    bar.appendChild(this._logState);
-    const spacer = h('span', 'jp-TaskRun-spacer');
-    bar.appendChild(spacer);
-
-    const follow = h('label', 'jp-TaskRun-follow');
-    this._followBox = h('input');
-    this._followBox.type = 'checkbox';
-    this._followBox.checked = true;
-    this._followBox.addEventListener('change', () => {
-      this._follow = this._followBox.checked;
-      if (this._follow) {
-        this._scrollToEnd();
-      }
+    this._header.render({
+      taskId: this.taskId,
+      task: this._task,
+      loadError: this._loadError,
+      currentCell: this._currentCell,
+      cancelRequested: this._cancelRequested
     });
-    follow.append(this._followBox, document.createTextNode(' Follow'));
-    bar.appendChild(follow);
-
-    this._pauseButton = h('button', 'jp-TaskRun-smallButton jp-mod-pause');
-    this._pauseButton.addEventListener('click', () => this._togglePause());
-    bar.appendChild(this._pauseButton);
-
-    const download = h('button', 'jp-TaskRun-smallButton jp-mod-download');
-    download.appendChild(iconNode(downloadIcon, 'jp-TaskRun-buttonIcon'));
-    download.appendChild(h('span', '', 'Download'));
-    download.title = 'Download the full log';
-    download.addEventListener('click', () => void this.downloadLog());
-    bar.appendChild(download);
-
-    this._logNotice = h('div', 'jp-TaskRun-logNotice');
-    this._logNotice.hidden = true;
-    this._log = h('pre', 'jp-TaskRun-log');
-    this._log.setAttribute('aria-live', 'off');
-    this._log.tabIndex = 0;
-    this._log.addEventListener('scroll', () => {
-      const nearEnd =
-        this._log.scrollHeight - this._log.scrollTop - this._log.clientHeight < 24;
-      if (nearEnd !== this._follow && !this._autoScrolling) {
-        this._follow = nearEnd;
-        this._followBox.checked = nearEnd;
-      }
-      this._autoScrolling = false;
-    });
-    this._logEmpty = h('div', 'jp-TaskRun-logEmpty', 'No output yet.');
-    node.append(bar, this._logNotice, this._log, this._logEmpty);
-    this._renderLogState();
-  }
-
-  private _togglePause(): void {
-    this._paused = !this._paused;
-    if (!this._paused) {
-      this._flushPending();
-    }
-    this._renderLogState();
   }
 
   private _renderLogState(): void {
-    if (!this._pauseButton) {
+    const state: FeedState = this._feed?.state ?? 'idle';
+    this._log.setState(state, !!this._task && isTerminal(this._task.status));
+  }
+
+  /** Enable what can be done now; a disabled button's tooltip says why. */
+  private _updateButtons(): void {
+    const b = this._buttons;
+    if (!b) {
       return;
     }
-    this._pauseButton.replaceChildren();
-    this._pauseButton.appendChild(
-      iconNode(this._paused ? runIcon : pauseIcon, 'jp-TaskRun-buttonIcon')
-    );
-    const pending = this._pending.reduce((n, p) => n + p.text.length, 0);
-    this._pauseButton.appendChild(
-      h('span', '', this._paused ? (pending ? `Resume (${pending} new chars)` : 'Resume') : 'Pause')
-    );
-    this._pauseButton.title = this._paused
-      ? 'Show the log lines that arrived while paused and keep following'
-      : 'Freeze the log view (new lines are kept)';
-    const state: { [k: string]: string } = {
-      connecting: 'connecting…',
-      live: 'live',
-      polling: 'polling',
-      ended: '',
-      idle: ''
-    };
-    setText(this._logState, this._paused ? 'paused' : state[this._streamState] ?? '');
-    this._logState.dataset.state = this._paused ? 'paused' : this._streamState;
-    this._logEmpty.hidden = this._logChars > 0;
-    setText(
-      this._logEmpty,
-      this._task && isTerminal(this._task.status) && this._streamState === 'ended'
-        ? 'No log output.'
-        : 'No output yet.'
-    );
-    this._log.hidden = this._logChars === 0;
-  }
-
-  private _appendLog(stream: 'stdout' | 'stderr', text: string): void {
-    if (!text) {
-      return;
-    }
-    if (this._paused) {
-      this._pending.push({ stream, text });
-      if (this._pending.length % 20 === 1) {
-        this._renderLogState();
-      }
-      return;
-    }
-    this._writeLog(stream, text);
-    this._afterLogWrite();
-  }
-
-  private _writeLog(stream: 'stdout' | 'stderr', text: string): void {
-    const clean = stripAnsi(text);
-    // a bare carriage return rewrites the current line (progress bars)
-    const segments = clean.split(/\r(?!\n)/);
-    segments.forEach((segment, index) => {
-      if (index > 0) {
-        this._rewindLine(stream);
-      }
-      if (!segment) {
-        return;
-      }
-      const last = this._log.lastChild as HTMLElement | null;
-      if (last && last.dataset?.stream === stream && last.firstChild) {
-        (last.firstChild as Text).appendData(segment);
-      } else {
-        const span = h('span', `jp-TaskRun-${stream}`);
-        span.dataset.stream = stream;
-        span.appendChild(document.createTextNode(segment));
-        this._log.appendChild(span);
-      }
-      this._logChars += segment.length;
-    });
-    this._trimLog();
-  }
-
-  /** Drop the text after the last newline of the last span of `stream`. */
-  private _rewindLine(stream: string): void {
-    const last = this._log.lastChild as HTMLElement | null;
-    if (!last || last.dataset?.stream !== stream || !last.firstChild) {
-      return;
-    }
-    const node = last.firstChild as Text;
-    const data = node.data;
-    const cut = data.lastIndexOf('\n') + 1;
-    if (cut < data.length) {
-      node.deleteData(cut, data.length - cut);
-      this._logChars -= data.length - cut;
-    }
-  }
-
-  private _trimLog(): void {
-    while (this._logChars > LOG_MAX_CHARS && this._log.firstChild) {
-      const first = this._log.firstChild as HTMLElement;
-      const node = first.firstChild as Text | null;
-      const length = node?.data.length ?? 0;
-      const excess = this._logChars - LOG_MAX_CHARS;
-      if (node && length > excess) {
-        // keep whole lines: cut after the first newline past the excess
-        const nl = node.data.indexOf('\n', excess);
-        const cut = nl >= 0 ? nl + 1 : excess;
-        node.deleteData(0, cut);
-        this._logChars -= cut;
-      } else {
-        first.remove();
-        this._logChars -= length;
-      }
-      this._logTrimmed = true;
-    }
-    if (this._logTrimmed && this._logNotice.hidden) {
-      this._logNotice.hidden = false;
-      this._logNotice.textContent =
-        'Earlier output is not shown here; use Download for the full log.';
-    }
-  }
-
-  private _appendMarker(message: string): void {
-    const span = h('span', 'jp-TaskRun-logMarker', `\n[${message}]\n`);
-    span.dataset.stream = 'marker';
-    this._log.appendChild(span);
-    this._logChars += message.length + 4;
-    this._afterLogWrite();
-  }
-
-  private _afterLogWrite(): void {
-    if (this._log.hidden) {
-      this._renderLogState();
-    }
-    if (this._follow) {
-      this._scrollToEnd();
-    }
-  }
-
-  private _flushPending(): void {
-    const pending = this._pending;
-    this._pending = [];
-    for (const p of pending) {
-      this._writeLog(p.stream, p.text);
-    }
-    if (pending.length) {
-      this._afterLogWrite();
-    }
-  }
-
-  private _clearLog(): void {
-    this._log.replaceChildren();
-    this._pending = [];
-    this._logChars = 0;
-    this._logTrimmed = false;
-    this._logNotice.hidden = true;
-  }
-
-  private _scrollToEnd(): void {
-    if (this._scrollFrame !== null) {
-      return;
-    }
-    this._scrollFrame = window.requestAnimationFrame(() => {
-      this._scrollFrame = null;
-      this._autoScrolling = true;
-      this._log.scrollTop = this._log.scrollHeight;
-    });
-  }
-
-  // ----------------------------------------------------------------- outputs
-
-  private _buildOutputs(): void {
-    this._outputsTitle = h('h2', 'jp-TaskRun-sectionTitle', 'Outputs');
-    this._outputsEmpty = h('div', 'jp-TaskRun-logEmpty', 'No rich outputs.');
-    this._outputsHeader.node.append(this._outputsTitle, this._outputsEmpty);
-  }
-
-  private _addOutput(output: IOutput): void {
-    if (output.output_type === 'error') {
-      return; // shown with its traceback in the Error section
-    }
-    const clean = { ...output } as IOutput & { cell_index?: number };
-    delete clean.cell_index;
-    this._outputsModel.add(clean);
-    this._outputCount += 1;
-    setText(this._outputsTitle, `Outputs (${this._outputCount})`);
-    this._outputsEmpty.hidden = true;
-  }
-
-  // ----------------------------------------------------------------- metrics
-
-  private _buildMetrics(): void {
-    const node = this._metricsSection.node;
-    node.appendChild(h('h2', 'jp-TaskRun-sectionTitle', 'Metrics'));
-    this._metricsTable = h('dl', 'jp-TaskRun-meta jp-TaskRun-metricsTable');
-    this._chart = h('div', 'jp-TaskRun-charts');
-    this._cells = h('div', 'jp-TaskRun-cells');
-    node.append(this._metricsTable, this._chart, this._cells);
-  }
-
-  private _addSample(sample: IMetricsSample): void {
-    if (!sample || typeof sample.t !== 'number') {
-      return;
-    }
-    const key = sample.t.toFixed(3);
-    if (this._sampleKeys.has(key)) {
-      return;
-    }
-    this._sampleKeys.add(key);
-    const s = { t: sample.t, cpu: Number(sample.cpu) || 0, rss: Number(sample.rss) || 0 };
-    const samples = this._samples;
-    if (!samples.length || samples[samples.length - 1].t <= s.t) {
-      samples.push(s);
-    } else {
-      samples.push(s);
-      samples.sort((a, b) => a.t - b.t);
-    }
-  }
-
-  private _renderMetrics(): void {
-    if (this.isDisposed || !this._metricsTable) {
-      return;
-    }
-    const m = this._summary;
-    const cpuTotal =
-      typeof m.cpu_user === 'number' || typeof m.cpu_system === 'number'
-        ? (Number(m.cpu_user) || 0) + (Number(m.cpu_system) || 0)
-        : null;
-    const rows: Array<[string, string]> = [
-      ['Queue wait', formatSeconds(m.queue_wait as number | null)],
-      ['Kernel start', formatSeconds(m.kernel_start as number | null)],
-      ['Wall time', formatSeconds(m.wall as number | null)],
-      [
-        'CPU time',
-        cpuTotal === null
-          ? '—'
-          : `${formatSeconds(cpuTotal)} (user ${formatSeconds(m.cpu_user as number)}, system ${formatSeconds(m.cpu_system as number)})`
-      ],
-      ['Peak memory', formatBytes(m.peak_rss as number | null)],
-      ['Output', formatBytes(m.output_bytes as number | null)]
+    const task = this._task;
+    const active = task ? !isTerminal(task.status) : false;
+    const offline = this._options.model.offline;
+    const why = (reasons: Array<[boolean, string]>): string =>
+      reasons.find(([cond]) => cond)?.[1] ?? '';
+    const common: Array<[boolean, string]> = [
+      [this._deleted, trans.__('This task was deleted')],
+      [!task, trans.__('The task is not loaded yet')],
+      [offline, trans.__('The server is not answering; reconnecting…')]
     ];
-    this._metricsTable.replaceChildren(
-      ...rows.flatMap(([k, v]) => [h('dt', '', k), h('dd', '', v)])
-    );
-    renderMetricsChart(this._chart, this._samples);
+    this._setButton(b.cancel, why([
+      ...common,
+      [!active, trans.__('The task has finished: nothing to cancel')],
+      [this._cancelRequested, trans.__('Cancellation requested…')]
+    ]));
+    this._setButton(b.rerun, why(common));
+    this._setButton(b.delete, why([
+      ...common,
+      [active, trans.__('Only a finished task can be deleted: cancel it first')]
+    ]));
+    this._setButton(b['open-notebook'], why([
+      ...common,
+      [active, trans.__('The executed notebook is saved when the task ends')]
+    ]));
+    this._setButton(b['download-log'], why([[offline, common[2][1]]]));
+  }
 
-    const durations: Array<number | null> = [];
-    if (Array.isArray(m.cell_durations)) {
-      (m.cell_durations as Array<number | ICellDuration | null>).forEach(
-        (d, i) => {
-          if (d && typeof d === 'object') {
-            const index =
-              typeof d.cell_index === 'number' ? d.cell_index : i;
-            durations[index] = typeof d.duration === 'number' ? d.duration : null;
-          } else {
-            durations[i] = typeof d === 'number' ? d : null;
-          }
-        }
-      );
+  private _setButton(b: IButton, reason: string): void {
+    const tooltip = reason ? trans.__('%1 (unavailable: %2)', b.tooltip, reason) : b.tooltip;
+    if (b.props.tooltip !== tooltip) {
+      b.props.tooltip = tooltip;
+      b.button.update();
     }
-    for (let i = 0; i < durations.length; i++) {
-      if (durations[i] === undefined) {
-        durations[i] = null;
-      }
-    }
-    this._cellDurations.forEach((d, i) => {
-      if (typeof d === 'number' && (durations[i] === undefined || durations[i] === null)) {
-        durations[i] = d;
-      }
-    });
-    this._cells.replaceChildren();
-    if (durations.length) {
-      this._cells.appendChild(h('div', 'jp-TaskRun-cellsTitle', 'Cell durations'));
-      const max = Math.max(...durations.map(d => Number(d) || 0), 1e-9);
-      const list = h('ol', 'jp-TaskRun-cellList');
-      durations.forEach(d => {
-        const li = h('li', 'jp-TaskRun-cellItem');
-        const bar = h('span', 'jp-TaskRun-cellBar');
-        bar.style.width = `${Math.max(1, ((Number(d) || 0) / max) * 100)}%`;
-        li.append(bar, h('span', 'jp-TaskRun-cellTime', formatSeconds(d)));
-        list.appendChild(li);
-      });
-      this._cells.appendChild(list);
-    }
+    b.button.enabled = !reason;
   }
 
   private _options: ITaskDetailOptions;
+  private _feed: TaskFeed;
   private _task: ITask | null = null;
   private _loadError = '';
   private _deleted = false;
   private _everLoaded = false;
-  private _stream: EventStream | null = null;
-  private _streamState: 'connecting' | 'live' | 'polling' | 'ended' | 'idle' = 'idle';
-  private _polling = false;
-  private _pollDelay = POLL_MIN;
-  private _pollTimer: number | null = null;
-  private _reloadTimer: number | null = null;
-  private _metricsTimer: number | null = null;
-  private _ticker: number | null = null;
-  private _lastSeq = 0;
-  private _logOffset = 0;
+  private _cancelRequested = false;
   private _currentCell: number | null = null;
-  private _cellDurations: Array<number | undefined> = [];
-  private _summary: { [key: string]: unknown } = {};
-  private _samples: IMetricsSample[] = [];
-  private _sampleKeys = new Set<string>();
-  private _outputCount = 0;
-  private _follow = true;
-  private _autoScrolling = false;
-  private _paused = false;
-  private _pending: Array<{ stream: 'stdout' | 'stderr'; text: string }> = [];
-  private _logChars = 0;
-  private _logTrimmed = false;
-  private _scrollFrame: number | null = null;
-  private _metaKey = '';
-  private _errorKey = '';
-
-  private _header: Widget;
-  private _errorSection: Widget;
-  private _logSection: Widget;
-  private _outputsHeader: Widget;
-  private _outputsModel: OutputAreaModel;
-  private _outputArea: SimplifiedOutputArea;
-  private _metricsSection: Widget;
-
-  private _badge!: HTMLElement;
-  private _title!: HTMLElement;
-  private _idLabel!: HTMLElement;
-  private _loadErrorNode!: HTMLElement;
-  private _progress!: HTMLElement;
-  private _bar!: HTMLElement;
-  private _progressLabel!: HTMLElement;
-  private _meta!: HTMLElement;
-  private _logState!: HTMLElement;
-  private _followBox!: HTMLInputElement;
-  private _pauseButton!: HTMLButtonElement;
-  private _logNotice!: HTMLElement;
-  private _log!: HTMLElement;
-  private _logEmpty!: HTMLElement;
-  private _outputsTitle!: HTMLElement;
-  private _outputsEmpty!: HTMLElement;
-  private _metricsTable!: HTMLElement;
-  private _chart!: HTMLElement;
-  private _cells!: HTMLElement;
-
-  private _cancelButton: ToolbarButton | null = null;
-  private _rerunButton: ToolbarButton | null = null;
-  private _deleteButton: ToolbarButton | null = null;
-  private _notebookButton: ToolbarButton | null = null;
+  private _reloadTimer: number | null = null;
+  private _ticker: number | null = null;
+  private _header: HeaderView;
+  private _error: ErrorView;
+  private _log: LogView;
+  private _outputs: OutputsView;
+  private _metrics: MetricsView;
+  private _buttons: { [name: string]: IButton } | null = null;
 }
 
 /** Where "Open executed notebook" saves the notebook in the workspace. */
@@ -1178,7 +563,7 @@ export function createDetailWidget(
   const widget = new MainAreaWidget({ content });
   widget.id = `jupyter-taskrun-detail-${options.taskId}`;
   widget.addClass('jp-TaskRun-detailWidget');
-  widget.title.label = content.task?.name ?? `Task ${options.taskId.slice(0, 8)}`;
+  widget.title.label = content.task?.name ?? trans.__('Task %1', options.taskId.slice(0, 8));
   widget.title.icon = statusIcon(content.task?.status ?? 'queued');
   widget.title.closable = true;
   for (const item of content.createToolbarItems()) {

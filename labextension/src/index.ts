@@ -23,10 +23,12 @@ import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator } from '@jupyterlab/translation';
 import type { PartialJSONObject } from '@lumino/coreutils';
 
 import { setServerSettings, TaskAPI } from './api';
 import { createDetailWidget, TaskDetail } from './detail';
+import { setTranslator, trans } from './i18n';
 import { tasksIcon } from './icons';
 import { ITask, ITaskSubmission } from './models';
 import { TaskPanel } from './panel';
@@ -61,7 +63,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     IStatusBar,
     INotebookTracker,
     IFileBrowserFactory,
-    IDocumentManager
+    IDocumentManager,
+    ITranslator
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -71,8 +74,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null,
     notebooks: INotebookTracker | null,
     browsers: IFileBrowserFactory | null,
-    docManager: IDocumentManager | null
+    docManager: IDocumentManager | null,
+    translator: ITranslator | null
   ) => {
+    setTranslator(translator);
     const { commands, shell, serviceManager } = app;
     setServerSettings(serviceManager.serverSettings);
 
@@ -82,7 +87,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     const reportError = (title: string, error: unknown) => {
-      const message = error instanceof Error ? error.message : String(error);
+      let message = error instanceof Error ? error.message : String(error);
+      if (model.offline || /failed to fetch|networkerror/i.test(message)) {
+        // say why, and what happens next, rather than "Failed to fetch"
+        message = trans.__(
+          'The server is not answering (%1). The Tasks panel reconnects by itself as soon as it is back; try again then.',
+          message
+        );
+        model.reconnect();
+      }
       void showErrorMessage(title, message);
     };
 
@@ -94,9 +107,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
+    // one tab per task: a second open (double click, notification, command,
+    // restored layout) reveals the tab already there
+    const openTabs = new Map<string, MainAreaWidget<TaskDetail>>();
     const openTask = (id: string): void => {
-      const existing = tracker.find(w => w.content.taskId === id);
-      if (existing) {
+      const existing =
+        openTabs.get(id) ?? tracker.find(w => w.content.taskId === id);
+      if (existing && !existing.isDisposed) {
+        if (!existing.isAttached) {
+          shell.add(existing, 'main');
+        }
         shell.activateById(existing.id);
         return;
       }
@@ -107,6 +127,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         openPath,
         openTask,
         onError: reportError
+      });
+      openTabs.set(id, widget);
+      widget.disposed.connect(() => {
+        if (openTabs.get(id) === widget) {
+          openTabs.delete(id);
+        }
       });
       void tracker.add(widget);
       shell.add(widget, 'main');

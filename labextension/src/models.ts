@@ -96,6 +96,12 @@ export interface ITask {
   last_event_id: number;
   /** 1-based position in the queue, only while queued */
   queue_position?: number | null;
+  /**
+   * How the code ended, as `python script.py` reports it (SystemExit's code,
+   * 1 for an uncaught exception in a script, the kernel's status when it
+   * died); null while running or when nothing says.
+   */
+  exit_code?: number | null;
 }
 
 /** What `POST /taskrun/api/tasks` accepts: exactly one source plus options. */
@@ -127,6 +133,8 @@ export interface ITaskListQuery {
   tag?: string;
   owner?: string;
   name?: string;
+  /** substring search (a server that does not know it ignores it) */
+  q?: string;
   limit?: number;
   cursor?: string | null;
 }
@@ -139,7 +147,8 @@ export type TaskEventType =
   | 'metrics'
   | 'cell'
   | 'result'
-  | 'truncated';
+  | 'truncated'
+  | 'clear';
 
 export const TASK_EVENT_TYPES: readonly TaskEventType[] = [
   'status',
@@ -149,7 +158,8 @@ export const TASK_EVENT_TYPES: readonly TaskEventType[] = [
   'metrics',
   'cell',
   'result',
-  'truncated'
+  'truncated',
+  'clear'
 ];
 
 export interface IStatusEventData {
@@ -164,8 +174,17 @@ export interface ILogEventData {
 }
 
 export interface IOutputEventData {
-  cell_index: number;
+  cell_index: number | null;
   output: IOutput;
+  /** set when the output was displayed with a display id */
+  display_id?: string;
+  /** an `update_display_data`: replaces the outputs with this display id */
+  update?: boolean;
+}
+
+/** A cell's displayed outputs were cleared (nbclient's `clear_output`). */
+export interface IClearEventData {
+  cell_index: number | null;
 }
 
 export interface IMetricsSample {
@@ -219,8 +238,15 @@ export interface IChange {
   type: ChangeType;
   task_id: string;
   time: string;
-  /** the task (created/status), the progress dict (progress) or {} (deleted) */
-  data: ITask | ITaskProgress | Record<string, never>;
+  /** the task (created/status), {progress, id, owner} (progress) or {owner} (deleted) */
+  data: ITask | IProgressChangeData | { owner?: string };
+}
+
+/** `data` of a `progress` entry of the change feed. */
+export interface IProgressChangeData {
+  progress: ITaskProgress;
+  id: string;
+  owner: string;
 }
 
 /** `GET /taskrun/api/tasks/{id}/metrics` */
@@ -232,7 +258,7 @@ export interface ITaskMetrics {
 
 /** `GET /taskrun/api/tasks/{id}/outputs` */
 export interface ITaskOutputs {
-  outputs: Array<IOutput & { cell_index?: number }>;
+  outputs: Array<IOutput & { cell_index?: number | null; display_id?: string }>;
 }
 
 /** `GET /taskrun/api/status` */

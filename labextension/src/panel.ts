@@ -12,6 +12,7 @@ import { Widget } from '@lumino/widgets';
 import { TaskAPI } from './api';
 import { tasksIcon } from './icons';
 import { ITask, isTerminal, TASK_STATUSES, TaskStatus } from './models';
+import { trans } from './i18n';
 import { TaskListModel } from './tasklist';
 import {
   formatAge,
@@ -120,7 +121,10 @@ export class TaskPanel extends Widget {
     refresh.title = 'Refresh the task list';
     refresh.setAttribute('aria-label', 'Refresh');
     refresh.appendChild(iconNode(refreshIcon));
-    refresh.addEventListener('click', () => void this._model.refresh());
+    refresh.addEventListener('click', () => {
+      this._model.reconnect();
+      void this._model.refresh();
+    });
     const top = h('div', 'jp-TaskRun-headerTop');
     top.append(title, this._live, h('span', 'jp-TaskRun-spacer'), refresh);
     header.append(top, this._counts);
@@ -130,8 +134,8 @@ export class TaskPanel extends Widget {
     searchBox.appendChild(iconNode(searchIcon, 'jp-TaskRun-inputIcon'));
     this._search = h('input', 'jp-TaskRun-search');
     this._search.type = 'search';
-    this._search.placeholder = 'Search by name…';
-    this._search.setAttribute('aria-label', 'Search tasks by name');
+    this._search.placeholder = trans.__('Search (any part of the name)…');
+    this._search.setAttribute('aria-label', trans.__('Search tasks by name'));
     this._search.addEventListener('input', () => this._onSearch());
     searchBox.appendChild(this._search);
 
@@ -158,6 +162,9 @@ export class TaskPanel extends Widget {
     this._tagList = h('datalist');
     this._tagList.id = `jp-TaskRun-tags-${Private.nextId()}`;
     this._tag.setAttribute('list', this._tagList.id);
+    // applies as you type (a tag prefix over the loaded tasks; a complete
+    // known tag is also filtered by the server)
+    this._tag.addEventListener('input', () => this._onTag());
     this._tag.addEventListener('change', () =>
       this._model.setFilters({ tag: this._tag.value })
     );
@@ -177,11 +184,12 @@ export class TaskPanel extends Widget {
     this._list.setAttribute('role', 'list');
     this._empty = h('div', 'jp-TaskRun-empty');
 
-    this._more = h('button', 'jp-mod-styled jp-TaskRun-more', 'Load more');
+    this._searchHint = h('div', 'jp-TaskRun-searchHint');
+    this._more = h('button', 'jp-mod-styled jp-TaskRun-more', trans.__('Load more'));
     this._more.addEventListener('click', () => void this._model.loadMore());
 
     const body = h('div', 'jp-TaskRun-body');
-    body.append(this._error, this._list, this._empty, this._more);
+    body.append(this._error, this._list, this._empty, this._searchHint, this._more);
     node.append(header, filters, body);
   }
 
@@ -192,7 +200,17 @@ export class TaskPanel extends Widget {
     this._searchTimer = window.setTimeout(() => {
       this._searchTimer = null;
       this._model.setFilters({ search: this._search.value });
-    }, 300);
+    }, 150);
+  }
+
+  private _onTag(): void {
+    if (this._tagTimer !== null) {
+      window.clearTimeout(this._tagTimer);
+    }
+    this._tagTimer = window.setTimeout(() => {
+      this._tagTimer = null;
+      this._model.setFilters({ tag: this._tag.value });
+    }, 150);
   }
 
   // ------------------------------------------------------------------ render
@@ -219,25 +237,33 @@ export class TaskPanel extends Widget {
     this._queuedCount.classList.toggle('jp-mod-zero', counts.queued === 0);
 
     const mode = model.mode;
-    const liveText =
-      mode === 'stream'
-        ? 'live'
-        : mode === 'polling'
-          ? 'polling'
-          : mode === 'connecting'
-            ? '…'
-            : '';
-    setText(this._live, liveText);
+    const liveText: { [k: string]: string } = {
+      stream: trans.__('live'),
+      polling: trans.__('polling'),
+      connecting: '…',
+      reconnecting: trans.__('reconnecting…')
+    };
+    setText(this._live, liveText[mode] ?? '');
     this._live.dataset.mode = mode;
-    this._live.title =
-      mode === 'stream'
-        ? 'Updates stream live from the server'
-        : mode === 'polling'
-          ? 'The live stream is unavailable; polling the server'
-          : '';
+    const liveTitle: { [k: string]: string } = {
+      stream: trans.__('Updates stream live from the server'),
+      polling: trans.__('The live stream is unavailable; polling the server'),
+      connecting: trans.__('Connecting to the server…'),
+      reconnecting: trans.__(
+        'The server is not answering; reconnecting (the list below may be out of date)'
+      )
+    };
+    this._live.title = liveTitle[mode] ?? '';
+    this.node.classList.toggle('jp-mod-offline', model.offline);
 
-    setText(this._error, model.lastError ? `Could not load tasks: ${model.lastError}` : '');
-    this._error.hidden = !model.lastError;
+    const error = model.offline
+      ? trans.__('The server is not answering — reconnecting…')
+      : model.lastError
+        ? trans.__('Could not load tasks: %1', model.lastError)
+        : '';
+    setText(this._error, error);
+    this._error.hidden = !error;
+    this._error.classList.toggle('jp-mod-offline', model.offline);
 
     const tasks = model.tasks;
     const seen = new Set<string>();
@@ -278,6 +304,15 @@ export class TaskPanel extends Widget {
         : 'No tasks yet. Use “Run as task” on a notebook, a file or selected cells.'
     );
     this._more.hidden = !model.hasMore;
+    const searching = model.filters.search.trim() !== '' || model.filters.tag.trim() !== '';
+    this._searchHint.hidden = !(searching && model.hasMore);
+    setText(
+      this._searchHint,
+      trans.__(
+        'Searched the %1 most recent tasks; “Load more” searches older ones.',
+        model.loadedCount
+      )
+    );
 
     const tags = model.knownTags;
     const tagKey = tags.join('\u0000');
@@ -322,11 +357,15 @@ export class TaskPanel extends Widget {
     cancel.appendChild(iconNode(stopIcon));
     cancel.addEventListener('click', event => {
       event.stopPropagation();
-      cancel.disabled = true;
+      this._cancelling.add(id);
+      this._scheduleRender();
       TaskAPI.cancel(id)
         .then(task => this._model.upsert(task))
-        .catch(error => this._onError('Cancel failed', error))
-        .finally(() => (cancel.disabled = false));
+        .catch(error => this._onError(trans.__('Cancel failed'), error))
+        .finally(() => {
+          this._cancelling.delete(id);
+          this._scheduleRender();
+        });
     });
     node.append(icon, main, cancel);
     node.addEventListener('click', () => this._select(id));
@@ -384,8 +423,8 @@ export class TaskPanel extends Widget {
       duration === null
         ? task.status === 'queued'
           ? task.queue_position
-            ? `queued #${task.queue_position}`
-            : 'queued'
+            ? trans.__('#%1 in queue', task.queue_position)
+            : trans.__('queued')
           : ''
         : formatDuration(duration)
     );
@@ -420,6 +459,12 @@ export class TaskPanel extends Widget {
     }
     setText(row.progressLabel, label);
     row.cancel.hidden = !active;
+    row.cancel.disabled = this._model.offline || this._cancelling.has(task.id);
+    row.cancel.title = this._model.offline
+      ? trans.__('The server is not answering; cancel once it is back')
+      : this._cancelling.has(task.id)
+        ? trans.__('Cancellation requested…')
+        : trans.__('Cancel this task');
 
     const title = [
       `${task.name} (${task.id})`,
@@ -464,6 +509,9 @@ export class TaskPanel extends Widget {
   private _frame: number | null = null;
   private _ticker: number | null = null;
   private _searchTimer: number | null = null;
+  private _tagTimer: number | null = null;
+  private _cancelling = new Set<string>();
+  private _searchHint!: HTMLElement;
   private _tagKey = '';
   private _counts!: HTMLElement;
   private _runningCount!: HTMLElement;

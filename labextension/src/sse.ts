@@ -21,6 +21,11 @@ export interface IEventStreamOptions {
   /** Called when the stream (re)opens. */
   onOpen?: () => void;
   /**
+   * Called on every error of the stream (the connection dropped or could not
+   * be made; the browser may still be retrying).
+   */
+  onError?: () => void;
+  /**
    * Called once when the stream is given up: the server refused it, or it
    * failed `maxErrors` times in a row without opening.
    */
@@ -51,6 +56,11 @@ export class EventStream implements IDisposable {
     return this._source !== null && this._source.readyState === 1;
   }
 
+  /** When the current EventSource was created (ms since epoch), or 0. */
+  get openedAt(): number {
+    return this._source ? this._openedAt : 0;
+  }
+
   get isActive(): boolean {
     return this._source !== null;
   }
@@ -77,6 +87,7 @@ export class EventStream implements IDisposable {
       eventSourceURL(this._options.endPoint, query)
     );
     this._source = source;
+    this._openedAt = Date.now();
     this._errors = 0;
     source.onopen = () => {
       this._errors = 0;
@@ -87,6 +98,7 @@ export class EventStream implements IDisposable {
         return;
       }
       this._errors += 1;
+      this._options.onError?.();
       const max = this._options.maxErrors ?? 3;
       // CLOSED means the browser will not retry (HTTP error, wrong type...)
       if (source.readyState === 2 || this._errors >= max) {
@@ -148,5 +160,6 @@ export class EventStream implements IDisposable {
   private _source: EventSource | null = null;
   private _lastId: number | null;
   private _errors = 0;
+  private _openedAt = 0;
   private _disposed = false;
 }

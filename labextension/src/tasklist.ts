@@ -1,106 +1,119 @@
 /**
- * The live model behind the sidebar, the status bar and the notifications.
+ * The live model behind the sidebar, the status bar, the detail views and the
+ * notifications.
  *
- * Modes:
- * - `stream`: the global change feed (SSE `GET /taskrun/api/events`) keeps the
- *   list current; the browser resumes a dropped stream with Last-Event-ID.
- * - `polling`: the stream failed; `GET /taskrun/api/tasks` is polled with
- *   backoff, and the stream is retried now and then.
- * - `standby`: the panel is hidden; the stream is closed and only a light
- *   poll of `GET /taskrun/api/status` (plus the tasks started from this Lab,
- *   so their notifications still come) runs. Showing the panel resyncs.
+ * The global change feed (SSE `GET /taskrun/api/events`) is followed from
+ * start-up whether the sidebar is shown or not, so the status bar and the
+ * notifications are as current as the list. One `Poll` (lumino) watches the
+ * connection: while the feed is down it reloads the list over REST (with a
+ * backoff capped at 2 s) and re-opens the feed as soon as the server answers
+ * again (e.g. after a server restart). When the feed keeps failing while REST
+ * works (a proxy that breaks streaming) the list is polled and the feed
+ * retried now and then. The poll stands by while the browser tab is hidden.
  */
 import { IDisposable } from '@lumino/disposable';
+import { Poll } from '@lumino/polling';
+import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { TaskAPI } from './api';
+import { APIError, TaskAPI } from './api';
+import type { ITaskFilters } from './feedutil';
 import {
   CHANGE_TYPES,
   IChange,
   ICounts,
   ITask,
-  ITaskProgress,
-  isTerminal,
-  TaskStatus
+  isTerminal
 } from './models';
+import {
+  errorMessage,
+  fetchQueuePositions,
+  insertIndex,
+  inLoadedRange,
+  IServerQuery,
+  isNewer,
+  matchesLocal,
+  matchesServer,
+  serverQuery,
+  loadTracked,
+  progressOf,
+  saveTracked
+} from './feedutil';
 import { EventStream } from './sse';
-import { parseTime } from './utils';
 
-export type FeedMode = 'stream' | 'polling' | 'standby' | 'connecting';
+export { errorMessage } from './feedutil';
 
-export interface ITaskFilters {
-  status: TaskStatus | '';
-  tag: string;
-  search: string;
-}
+export type FeedMode = 'stream' | 'polling' | 'reconnecting' | 'connecting';
+
+export type { ITaskFilters } from './feedutil';
 
 const PAGE_SIZE = 50;
-const POLL_MIN = 2000;
-const POLL_MAX = 30000;
-const STANDBY_INTERVAL = 10000;
+/** rows loaded while a search is active (the search runs over them) */
+const SEARCH_PAGE_SIZE = 200;
+/** list reload period while the feed is unavailable but REST answers */
+const POLL_LIST_EVERY = 2000;
+/** retry the feed this often while it fails with the server answering */
 const STREAM_RETRY_EVERY = 30000;
-const STARTED_KEY = 'jupyter-taskrun:started-here';
-const MAX_TRACKED = 200;
+/** a feed still connecting this long after the server answered is re-opened */
+const STREAM_STALL = 1500;
 
 export class TaskListModel implements IDisposable {
   constructor() {
     this._tracked = new Set(loadTracked());
+    this._poll = new Poll({
+      name: 'jupyter-taskrun:feed',
+      auto: false,
+      factory: () => this._tick(),
+      // the backoff after failures is capped low: a server that comes back
+      // is noticed within 2 s
+      frequency: { interval: 1000, backoff: 1.5, max: 2000 },
+      standby: 'when-hidden'
+    });
   }
 
   /** Emitted when the list, the filters, the paging or the mode change. */
-  get changed(): ISignal<this, void> {
-    return this._changed;
-  }
+  get changed(): ISignal<this, void> { return this._changed; }
 
   /** Emitted when the running/queued counts change. */
-  get countsChanged(): ISignal<this, ICounts> {
-    return this._countsChanged;
-  }
+  get countsChanged(): ISignal<this, ICounts> { return this._countsChanged; }
 
   /** Emitted with the new task whenever a task record is updated. */
-  get taskChanged(): ISignal<this, ITask> {
-    return this._taskChanged;
-  }
+  get taskChanged(): ISignal<this, ITask> { return this._taskChanged; }
 
   /** Emitted once when a task reaches a final state (seen live). */
-  get taskFinished(): ISignal<this, ITask> {
-    return this._taskFinished;
-  }
+  get taskFinished(): ISignal<this, ITask> { return this._taskFinished; }
 
   /** Emitted with the id of a deleted task. */
-  get taskDeleted(): ISignal<this, string> {
-    return this._taskDeleted;
-  }
+  get taskDeleted(): ISignal<this, string> { return this._taskDeleted; }
 
+  /** The loaded tasks matching the filters: running ones first, then newest first. */
   get tasks(): readonly ITask[] {
-    return this._order
+    const all = this._order
       .map(id => this._tasks.get(id))
-      .filter((t): t is ITask => t !== undefined);
+      .filter((t): t is ITask => t !== undefined && this._matchesLocal(t));
+    return [
+      ...all.filter(t => t.status === 'running'),
+      ...all.filter(t => t.status !== 'running')
+    ];
   }
 
-  get counts(): ICounts {
-    return { ...this._counts };
-  }
+  /** How many tasks are loaded (the search runs over these). */
+  get loadedCount(): number { return this._order.length; }
 
-  get filters(): ITaskFilters {
-    return { ...this._filters };
-  }
+  get counts(): ICounts { return { ...this._counts }; }
 
-  get mode(): FeedMode {
-    return this._mode;
-  }
+  get filters(): ITaskFilters { return { ...this._filters }; }
 
-  get hasMore(): boolean {
-    return this._nextCursor !== null;
-  }
+  get mode(): FeedMode { return this._mode; }
 
-  get loading(): boolean {
-    return this._loading;
-  }
+  /** The server did not answer the last request (network error). */
+  get offline(): boolean { return this._offline; }
 
-  get lastError(): string {
-    return this._lastError;
-  }
+  get hasMore(): boolean { return this._nextCursor !== null; }
+
+  get loading(): boolean { return this._loading; }
+
+  get lastError(): string { return this._lastError; }
 
   /** Tags seen on loaded tasks (for the tag filter's suggestions). */
   get knownTags(): string[] {
@@ -111,9 +124,7 @@ export class TaskListModel implements IDisposable {
     return [...tags].sort();
   }
 
-  get isDisposed(): boolean {
-    return this._disposed;
-  }
+  get isDisposed(): boolean { return this._disposed; }
 
   /** Look a loaded task up by id. */
   get(id: string): ITask | undefined {
@@ -132,36 +143,39 @@ export class TaskListModel implements IDisposable {
     return this._tracked.has(id);
   }
 
-  /**
-   * Start in standby (panel hidden); `setActive(true)` when the panel shows.
-   */
+  /** Follow the change feed (from start-up, whether the sidebar shows or not). */
   start(): void {
+    if (this._started || this._disposed) {
+      return;
+    }
     this._started = true;
-    void this._refreshCounts();
-    this._enterStandby();
+    this._setMode('connecting');
+    this._openStream();
+    void this.refresh();
+    void this._poll.start();
   }
 
-  /** The panel was shown (true) or hidden (false). */
+  /** The panel was shown (true) or hidden (false): a shown panel resyncs if stale. */
   setActive(active: boolean): void {
     if (this._disposed || active === this._active) {
       return;
     }
     this._active = active;
-    if (!this._started) {
-      return;
+    if (active && this._started && this._mode !== 'stream') {
+      void this._poll.refresh();
     }
-    if (active) {
-      this._clearTimers();
-      this._setMode('connecting');
-      this._openStream();
-      void this.refresh();
-    } else {
-      this._enterStandby();
+  }
+
+  /** Probe the server now (e.g. a button was pressed while offline). */
+  reconnect(): void {
+    if (this._started && !this._disposed) {
+      void this._poll.refresh();
     }
   }
 
   setFilters(filters: Partial<ITaskFilters>): void {
     const next = { ...this._filters, ...filters };
+    const before = this._serverQueryKey();
     if (
       next.status === this._filters.status &&
       next.tag === this._filters.tag &&
@@ -171,41 +185,43 @@ export class TaskListModel implements IDisposable {
     }
     this._filters = next;
     this._changed.emit();
-    void this.refresh();
+    if (this._serverQueryKey() !== before) {
+      void this.refresh();
+    }
   }
 
   /** Reload the first page(s) with the current filters; false on failure. */
   async refresh(): Promise<boolean> {
     const token = ++this._refreshToken;
+    const searching = this._filters.search.trim() !== '';
     const limit = Math.min(
-      Math.max(PAGE_SIZE, this._order.length),
+      Math.max(searching ? SEARCH_PAGE_SIZE : PAGE_SIZE, this._order.length),
       PAGE_SIZE * 4
     );
     this._loading = true;
+    this._lastRefresh = Date.now();
     this._changed.emit();
     try {
-      const page = await TaskAPI.list({
-        status: this._filters.status,
-        tag: this._filters.tag.trim(),
-        name: this._filters.search.trim(),
-        limit
-      });
+      const page = await TaskAPI.list({ ...this._serverQuery(), limit });
       if (token !== this._refreshToken || this._disposed) {
         return true;
       }
       this._lastError = '';
+      this._setOffline(false);
       const previous = new Map(this._tasks);
       this._tasks.clear();
       this._order = [];
       for (const task of page.tasks) {
         this._tasks.set(task.id, task);
         this._order.push(task.id);
+        task.tags.forEach(t => this._seenTags.add(t));
         const old = previous.get(task.id) ?? null;
         this._noticeTransition(old, task);
         if (
           !old ||
           old.status !== task.status ||
-          old.last_event_id !== task.last_event_id
+          old.last_event_id !== task.last_event_id ||
+          old.queue_position !== task.queue_position
         ) {
           this._taskChanged.emit(task);
         }
@@ -215,7 +231,7 @@ export class TaskListModel implements IDisposable {
       return true;
     } catch (error) {
       if (token === this._refreshToken) {
-        this._lastError = errorMessage(error);
+        this._noteError(error);
       }
       return false;
     } finally {
@@ -235,10 +251,8 @@ export class TaskListModel implements IDisposable {
     const token = this._refreshToken;
     try {
       const page = await TaskAPI.list({
-        status: this._filters.status,
-        tag: this._filters.tag.trim(),
-        name: this._filters.search.trim(),
-        limit: PAGE_SIZE,
+        ...this._serverQuery(),
+        limit: this._filters.search.trim() ? SEARCH_PAGE_SIZE : PAGE_SIZE,
         cursor: this._nextCursor
       });
       if (token !== this._refreshToken || this._disposed) {
@@ -252,42 +266,54 @@ export class TaskListModel implements IDisposable {
       }
       this._nextCursor = page.next_cursor ?? null;
       this._lastError = '';
+      this._setOffline(false);
     } catch (error) {
-      this._lastError = errorMessage(error);
+      this._noteError(error);
     } finally {
       this._loadingMore = false;
       this._changed.emit();
     }
   }
 
-  /** Insert or update a task known from a REST answer. */
+  /** Insert or update a task known from a REST answer or the feed. */
   upsert(task: ITask): void {
     const old = this._tasks.get(task.id) ?? null;
     if (old && !isNewer(task, old)) {
       return;
     }
+    if (old && task.status === 'queued' && !('queue_position' in task)) {
+      task = { ...task, queue_position: old.queue_position }; // the feed has no position
+    }
     this._noticeTransition(old, task);
+    task.tags.forEach(t => this._seenTags.add(t));
     if (old) {
-      if (this._matches(task)) {
+      if (this._matchesServer(task)) {
         this._tasks.set(task.id, task);
       } else {
         this._remove(task.id);
       }
-    } else if (this._matches(task) && this._inLoadedRange(task)) {
+    } else if (this._matchesServer(task) && this._inLoadedRange(task)) {
       this._tasks.set(task.id, task);
       this._insertSorted(task);
     }
     this._taskChanged.emit(task);
     this._changed.emit();
+    if (task.status === 'queued' || old?.status === 'queued') {
+      this._scheduleQueue();
+    }
   }
 
   /** Forget a task (deleted here or on the server). */
   removeTask(id: string): void {
+    const wasQueued = this._tasks.get(id)?.status === 'queued';
     if (this._remove(id)) {
       this._changed.emit();
     }
     this._taskDeleted.emit(id);
     this._scheduleCounts();
+    if (wasQueued) {
+      this._scheduleQueue();
+    }
   }
 
   dispose(): void {
@@ -295,7 +321,12 @@ export class TaskListModel implements IDisposable {
       return;
     }
     this._disposed = true;
-    this._clearTimers();
+    this._poll.dispose();
+    for (const timer of [this._countsTimer, this._queueTimer]) {
+      if (timer !== null) {
+        window.clearTimeout(timer);
+      }
+    }
     this._stream?.dispose();
     this._stream = null;
     Signal.clearData(this);
@@ -312,11 +343,27 @@ export class TaskListModel implements IDisposable {
         resume: false,
         onEvent: (type, data) => this._onChange(type, data),
         onOpen: () => {
-          this._pollDelay = POLL_MIN;
-          this._clearTimers();
+          this._setOffline(false);
           this._setMode('stream');
+          if (this._resync) {
+            this._resync = false;
+            void this.refresh();
+          }
         },
-        onFail: () => this._startPolling()
+        onError: () => {
+          // dropped (server restart, network): what happens meanwhile is
+          // reloaded when it is back; probe the server now
+          this._resync = true;
+          if (this._mode === 'stream') {
+            this._setMode('connecting');
+          }
+          void this._poll.refresh();
+        },
+        onFail: () => {
+          this._streamFailedAt = Date.now();
+          this._resync = true;
+          void this._poll.refresh();
+        }
       });
     }
     this._stream.open();
@@ -346,11 +393,9 @@ export class TaskListModel implements IDisposable {
       }
       case 'progress': {
         const task = this._tasks.get(change.task_id);
-        if (task) {
-          const updated = {
-            ...task,
-            progress: change.data as ITaskProgress
-          };
+        const progress = progressOf(change.data);
+        if (task && progress) {
+          const updated = { ...task, progress };
           this._tasks.set(task.id, updated);
           this._taskChanged.emit(updated);
           this._changed.emit();
@@ -365,89 +410,63 @@ export class TaskListModel implements IDisposable {
     }
   }
 
-  // ----------------------------------------------------------------- polling
+  // -------------------------------------------------------------- connection
 
-  private _startPolling(): void {
-    if (this._disposed || !this._active) {
+  /** One tick of the connection watch (see the module comment). */
+  private async _tick(): Promise<void> {
+    if (this._disposed) {
       return;
     }
-    this._setMode('polling');
-    this._clearTimers();
-    this._sincestreamTry = 0;
-    this._schedulePoll();
+    const stream = this._stream;
+    if (stream?.isOpen) {
+      return;
+    }
+    const now = Date.now();
+    if (!this._offline && this._mode === 'polling' && now - this._lastRefresh < POLL_LIST_EVERY) {
+      return;
+    }
+    const ok = await this.refresh();
+    if (!ok) {
+      if (this._offline) {
+        this._setMode('reconnecting');
+      }
+      throw new Error(this._lastError || 'no answer'); // the poll backs off (capped)
+    }
+    const cameBack = this._cameBack;
+    this._cameBack = false;
+    if (stream?.isOpen) {
+      return;
+    }
+    const stalled = !!stream?.isActive && now - stream.openedAt > STREAM_STALL;
+    const retry = !stream?.isActive && now - this._streamFailedAt >= STREAM_RETRY_EVERY;
+    if (cameBack || stalled || retry || !stream) {
+      this._openStream();
+    }
+    this._setMode(this._stream?.isActive ? 'connecting' : 'polling');
   }
 
-  private _schedulePoll(): void {
-    this._pollTimer = window.setTimeout(async () => {
-      this._pollTimer = null;
-      if (this._disposed || !this._active || this._mode !== 'polling') {
-        return;
-      }
-      if (!document.hidden) {
-        const ok = await this.refresh();
-        this._pollDelay = ok
-          ? POLL_MIN
-          : Math.min(this._pollDelay * 2, POLL_MAX);
-        this._sincestreamTry += this._pollDelay;
-        if (this._sincestreamTry >= STREAM_RETRY_EVERY) {
-          // try the stream again; onOpen switches back to `stream`
-          this._sincestreamTry = 0;
-          this._openStream();
-        }
-      }
-      if (this._mode === 'polling' && this._active) {
-        this._schedulePoll();
-      }
-    }, this._pollDelay);
-  }
-
-  private _enterStandby(): void {
-    this._stream?.close();
-    this._clearTimers();
-    this._setMode('standby');
-    const tick = async () => {
-      this._standbyTimer = null;
-      if (this._disposed || this._active) {
-        return;
-      }
-      if (!document.hidden) {
-        await this._standbyCheck();
-      }
-      if (!this._active && !this._disposed) {
-        this._standbyTimer = window.setTimeout(tick, STANDBY_INTERVAL);
-      }
-    };
-    this._standbyTimer = window.setTimeout(tick, STANDBY_INTERVAL);
-  }
-
-  /** Light check while hidden: counts, and the tasks started from here. */
-  private async _standbyCheck(): Promise<void> {
-    await this._refreshCounts();
-    const active = [...this._tracked].slice(-20);
-    for (const id of active) {
-      try {
-        const task = await TaskAPI.get(id);
-        this.upsert(task);
-        if (isTerminal(task.status)) {
-          this._untrack(id);
-        }
-      } catch (error) {
-        if ((error as { status?: number }).status === 404) {
-          this._untrack(id);
-        }
-      }
+  private _noteError(error: unknown): void {
+    const network =
+      error instanceof ServerConnection.NetworkError ||
+      error instanceof TypeError ||
+      (error instanceof APIError && error.status >= 502 && error.status <= 504);
+    this._lastError = errorMessage(error);
+    if (network) {
+      this._setOffline(true);
     }
   }
 
-  private _clearTimers(): void {
-    if (this._pollTimer !== null) {
-      window.clearTimeout(this._pollTimer);
-      this._pollTimer = null;
+  private _setOffline(offline: boolean): void {
+    if (offline === this._offline) {
+      return;
     }
-    if (this._standbyTimer !== null) {
-      window.clearTimeout(this._standbyTimer);
-      this._standbyTimer = null;
+    this._offline = offline;
+    if (!offline) {
+      this._cameBack = true;
+    } else {
+      this._setMode('reconnecting');
     }
+    this._changed.emit();
   }
 
   private _setMode(mode: FeedMode): void {
@@ -466,7 +485,7 @@ export class TaskListModel implements IDisposable {
     this._countsTimer = window.setTimeout(() => {
       this._countsTimer = null;
       void this._refreshCounts();
-    }, 250);
+    }, 150);
   }
 
   private async _refreshCounts(): Promise<void> {
@@ -486,6 +505,39 @@ export class TaskListModel implements IDisposable {
       }
     } catch {
       // the server may not be ready yet; the next change or tick retries
+    }
+  }
+
+  /** Queue positions move as tasks start: re-read the queued ones (the feed has none). */
+  private _scheduleQueue(): void {
+    if (this._queueTimer !== null) {
+      return;
+    }
+    this._queueTimer = window.setTimeout(() => {
+      this._queueTimer = null;
+      void this._refreshQueue();
+    }, 300);
+  }
+
+  private async _refreshQueue(): Promise<void> {
+    let positions: Map<string, number | null>;
+    try {
+      positions = await fetchQueuePositions();
+    } catch {
+      return; // positions refresh with the next change
+    }
+    let changed = false;
+    for (const [id, task] of this._tasks) {
+      const position = positions.get(id);
+      if (task.status === 'queued' && position !== undefined && task.queue_position !== position) {
+        const updated = { ...task, queue_position: position };
+        this._tasks.set(id, updated);
+        this._taskChanged.emit(updated);
+        changed = true;
+      }
+    }
+    if (changed) {
+      this._changed.emit();
     }
   }
 
@@ -517,43 +569,28 @@ export class TaskListModel implements IDisposable {
     }
   }
 
-  private _matches(task: ITask): boolean {
-    const f = this._filters;
-    if (f.status && task.status !== f.status) {
-      return false;
-    }
-    const tag = f.tag.trim();
-    if (tag && !task.tags.includes(tag)) {
-      return false;
-    }
-    const search = f.search.trim();
-    if (search && !task.name.startsWith(search)) {
-      return false;
-    }
-    return true;
+  private _serverQuery(): IServerQuery {
+    return serverQuery(this._filters, this._seenTags);
   }
 
-  /** Would the task appear among the pages loaded so far? */
+  private _serverQueryKey(): string {
+    return JSON.stringify(this._serverQuery());
+  }
+
+  private _matchesServer(task: ITask): boolean {
+    return matchesServer(task, this._serverQuery());
+  }
+
+  private _matchesLocal(task: ITask): boolean {
+    return matchesLocal(task, this._filters);
+  }
+
   private _inLoadedRange(task: ITask): boolean {
-    if (this._nextCursor === null || this._order.length === 0) {
-      return true;
-    }
-    const last = this._tasks.get(this._order[this._order.length - 1]);
-    const created = parseTime(task.created_at) ?? 0;
-    return !last || created >= (parseTime(last.created_at) ?? 0);
+    return this._nextCursor === null || inLoadedRange(task, this._order, this._tasks);
   }
 
   private _insertSorted(task: ITask): void {
-    const created = parseTime(task.created_at) ?? Date.now();
-    let index = 0;
-    while (index < this._order.length) {
-      const other = this._tasks.get(this._order[index]);
-      if (!other || (parseTime(other.created_at) ?? 0) <= created) {
-        break;
-      }
-      index += 1;
-    }
-    this._order.splice(index, 0, task.id);
+    this._order.splice(insertIndex(task, this._order, this._tasks), 0, task.id);
   }
 
   private _remove(id: string): boolean {
@@ -570,7 +607,7 @@ export class TaskListModel implements IDisposable {
   private _nextCursor: string | null = null;
   private _filters: ITaskFilters = { status: '', tag: '', search: '' };
   private _counts: ICounts = { running: 0, queued: 0 };
-  private _mode: FeedMode = 'standby';
+  private _mode: FeedMode = 'connecting';
   private _active = false;
   private _started = false;
   private _loading = false;
@@ -578,13 +615,18 @@ export class TaskListModel implements IDisposable {
   private _lastError = '';
   private _lastSeq = 0;
   private _refreshToken = 0;
+  private _lastRefresh = 0;
+  private _offline = false;
+  private _cameBack = false;
+  private _resync = false;
+  private _streamFailedAt = 0;
   private _stream: EventStream | null = null;
-  private _pollTimer: number | null = null;
-  private _standbyTimer: number | null = null;
+  private _poll: Poll;
   private _countsTimer: number | null = null;
-  private _pollDelay = POLL_MIN;
-  private _sincestreamTry = 0;
+  private _queueTimer: number | null = null;
   private _tracked: Set<string>;
+  /** every tag seen so far: a typed tag the server knows is filtered there */
+  private _seenTags = new Set<string>();
   private _finishedSeen = new Set<string>();
   private _disposed = false;
   private _changed = new Signal<this, void>(this);
@@ -594,41 +636,3 @@ export class TaskListModel implements IDisposable {
   private _taskDeleted = new Signal<this, string>(this);
 }
 
-/** Is `a` at least as recent as `b` (by last event id)? */
-function isNewer(a: ITask, b: ITask): boolean {
-  if (typeof a.last_event_id === 'number' && typeof b.last_event_id === 'number') {
-    if (a.last_event_id !== b.last_event_id) {
-      return a.last_event_id > b.last_event_id;
-    }
-  }
-  // same event id: only a move to a final state counts as news
-  return a.status !== b.status ? isTerminal(a.status) || b.status === 'queued' : true;
-}
-
-export function errorMessage(error: unknown): string {
-  if (error instanceof Error) {
-    return error.message;
-  }
-  return String(error);
-}
-
-function loadTracked(): string[] {
-  try {
-    const raw = window.localStorage.getItem(STARTED_KEY);
-    const ids = raw ? (JSON.parse(raw) as unknown) : [];
-    return Array.isArray(ids)
-      ? ids.filter((x): x is string => typeof x === 'string')
-      : [];
-  } catch {
-    return [];
-  }
-}
-
-function saveTracked(ids: Set<string>): void {
-  try {
-    const list = [...ids].slice(-MAX_TRACKED);
-    window.localStorage.setItem(STARTED_KEY, JSON.stringify(list));
-  } catch {
-    // storage may be unavailable (private mode); tracking stays in memory
-  }
-}
