@@ -556,6 +556,11 @@ def _loads(payload: bytes) -> Any:
     return json.loads(payload.decode("utf-8"))
 
 
+def _loads_notebook(payload: bytes) -> dict[str, Any]:
+    """The downloaded notebook; the headers (a ``Content-Disposition`` with the task's name) are not needed."""
+    return json.loads(payload.decode("utf-8"))
+
+
 # ---------------------------------------------------------------------------
 # Sync client
 # ---------------------------------------------------------------------------
@@ -718,10 +723,17 @@ class TaskRunClient(_ClientBase):
         """Rich outputs as nbformat output dicts (each with ``cell_index``)."""
         return self._json("GET", self._task_path(task_id, "/outputs"))["outputs"]
 
-    def notebook(self, task_id: str, save: str | None = None) -> dict[str, Any]:
+    def notebook(self, task_id: str, save: str | None = None, *, overwrite: bool = False) -> dict[str, Any]:
         """The executed notebook (nbformat dict); with ``save=path`` the server writes it into its
-        contents instead and this returns ``{"path": ...}``."""
-        return self._json("GET", self._task_path(task_id, "/notebook"), params={"save": save})
+        contents instead (``POST .../notebook``; an existing file only with ``overwrite=True``,
+        else HTTP 409) and this returns ``{"path": ...}``."""
+        if save is not None:
+            return self.save_notebook(task_id, save, overwrite=overwrite)
+        return _loads_notebook(self._request("GET", self._task_path(task_id, "/notebook"))[2])
+
+    def save_notebook(self, task_id: str, path: str, *, overwrite: bool = False) -> dict[str, Any]:
+        """Write the executed notebook to ``path`` in the server's contents; returns ``{"path": ...}``."""
+        return self._json("POST", self._task_path(task_id, "/notebook"), body={"path": path, "overwrite": overwrite})
 
     def metrics(self, task_id: str) -> dict[str, Any]:
         """``{"summary": {...}, "samples": [{"t", "cpu", "rss"}, ...], "cells": [...]}``."""
@@ -1122,8 +1134,13 @@ class AsyncTaskRunClient(_ClientBase):
     async def outputs(self, task_id: str) -> list[dict[str, Any]]:
         return (await self._json("GET", self._task_path(task_id, "/outputs")))["outputs"]
 
-    async def notebook(self, task_id: str, save: str | None = None) -> dict[str, Any]:
-        return await self._json("GET", self._task_path(task_id, "/notebook"), params={"save": save})
+    async def notebook(self, task_id: str, save: str | None = None, *, overwrite: bool = False) -> dict[str, Any]:
+        if save is not None:
+            return await self.save_notebook(task_id, save, overwrite=overwrite)
+        return _loads_notebook((await self._request("GET", self._task_path(task_id, "/notebook")))[2])
+
+    async def save_notebook(self, task_id: str, path: str, *, overwrite: bool = False) -> dict[str, Any]:
+        return await self._json("POST", self._task_path(task_id, "/notebook"), body={"path": path, "overwrite": overwrite})
 
     async def metrics(self, task_id: str) -> dict[str, Any]:
         return await self._json("GET", self._task_path(task_id, "/metrics"))

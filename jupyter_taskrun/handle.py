@@ -52,7 +52,12 @@ class TaskFailedError(RuntimeError):
     In IPython the traceback shown is the task's own, not this module's.
     """
 
-    def __init__(self, task: dict[str, Any]):
+    #: False when the task's traceback is already on screen (the ``%%taskrun --wait`` panel shows it):
+    #: then IPython shows the one-line message only, not the same traceback a second time
+    show_remote_traceback: bool = True
+
+    def __init__(self, task: dict[str, Any], *, show_remote_traceback: bool = True):
+        self.show_remote_traceback = show_remote_traceback
         self.task = task
         self.task_id: str = task.get("id", "")
         self.name: str = task.get("name") or self.task_id
@@ -68,7 +73,9 @@ class TaskFailedError(RuntimeError):
         """IPython shows this instead of a traceback through the magic's internals."""
         red, reset = "\x1b[0;31m", "\x1b[0m"
         lines = [f"{red}TaskFailedError{reset}: {self}"]
-        if self.remote_traceback:
+        if self.remote_traceback and not self.show_remote_traceback:
+            lines.append(f"(the traceback of task {self.task_id[:8]} is in its panel above)")
+        elif self.remote_traceback:
             lines.append(f"--- traceback in task {self.task_id[:8]} ---")
             lines.extend(self.remote_traceback)
         return lines

@@ -84,6 +84,35 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # gone
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+
+
+def _kill_descendants_until_none(pid: int, seen: set[int], rounds: int = 100) -> None:
+    """SIGKILL a live subreaper's descendants until none is left, before the subreaper itself.
+
+    While the subreaper lives, every orphan is re-parented to it, so a daemon that keeps
+    forking, calling setsid and exiting (PID hopping) is always below it: each round kills
+    what is there, and a killed process forks no more. Killing the subreaper first would
+    hand the last hop to init, out of reach.
+    """
+    for _ in range(rounds):
+        live = [k for k in descendants(pid) if not _is_zombie(k)]
+        if not live:
+            return
+        seen.update(live)
+        for child in live:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def process_tree_cpu(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process and its descendants."""
     user = system = 0.0
@@ -181,6 +210,8 @@ class TaskKernel:
     subreaper: bool = False
     #: the pipes its output survives in (ipykernel kernels; ``durable.py``)
     durable: DurableOutput | None = None
+    #: runs inside the sandbox (``sandbox.py``)
+    sandboxed: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -193,7 +224,10 @@ class TaskKernel:
 
     def returncode(self) -> int | None:
         proc = self.process
-        return proc.poll() if proc is not None else None
+        code = proc.poll() if proc is not None else None
+        if self.sandboxed and code is not None and 128 < code < 128 + 65:
+            return -(code - 128)  # bwrap reports a kernel killed by signal N as 128 + N
+        return code
 
     def is_alive(self) -> bool:
         proc = self.process
@@ -208,6 +242,8 @@ class TaskKernel:
         pid = self.pid
         if pid is None or self.process is None or self.process.returncode is not None:
             return
+        if self.subreaper:
+            _kill_descendants_until_none(pid, self.seen_pids)
         self.seen_pids.update(descendants(pid))
         try:
             os.killpg(pid, signal.SIGKILL)  # kernels start in their own session: pgid == pid
@@ -277,6 +313,7 @@ class KernelLauncher:
         flush_interval: float = 0.005,
         start_timeout: float = 60.0,
         server_marker: str = "",
+        sandbox: Any = None,
         log: logging.Logger = log,
     ):
         self.kernel_spec_manager = kernel_spec_manager
@@ -284,6 +321,8 @@ class KernelLauncher:
         self.flush_interval = flush_interval
         self.start_timeout = start_timeout
         self.server_marker = server_marker
+        #: a ``sandbox.BwrapSandbox`` wrapping every kernel's command, or None
+        self.sandbox = sandbox
         self.log = log
 
     def _is_ipykernel(self, kernel_name: str) -> bool:
@@ -320,7 +359,9 @@ class KernelLauncher:
         if durable is not None:
             kernel_env.update(durable.env())
             popen = durable.popen_kwargs()
-        km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
+        km = _manager_class(self.sandbox)(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
+        if self.sandbox is not None:
+            km.sandbox_cwd = cwd
         try:
             await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel), **popen)
         except BaseException as e:
@@ -339,6 +380,7 @@ class KernelLauncher:
         kernel = TaskKernel(
             km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
             subreaper=sys.platform.startswith("linux") and ipykernel, durable=durable,
+            sandboxed=self.sandbox is not None,
         )
         try:
             await wait_until_ready(kernel, self.start_timeout)
@@ -347,6 +389,23 @@ class KernelLauncher:
             raise
         kernel.start_seconds = time.monotonic() - t0
         return kernel
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel command runs inside the sandbox (``sandbox.py``)."""
+
+    sandbox: Any = None
+    sandbox_cwd: str | None = None
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return self.sandbox.wrap(cmd, cwd=self.sandbox_cwd, connection_file=self.connection_file)
+
+
+def _manager_class(sandbox: Any) -> type[AsyncKernelManager]:
+    if sandbox is None:
+        return AsyncKernelManager
+    return type("BoundSandboxedKernelManager", (SandboxedKernelManager,), {"sandbox": sandbox})
 
 
 async def reap(proc: Any, timeout: float = 30.0) -> None:

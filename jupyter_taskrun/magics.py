@@ -180,7 +180,8 @@ class TaskRunMagics(Magics):
         if args.wait:
             final = self._wait(handle)
             if final.get("status") != "completed":
-                raise TaskFailedError(final)
+                # with the panel shown, its error view already has the traceback: not twice
+                raise TaskFailedError(final, show_remote_traceback=args.quiet)
 
     def _show_panel(self, task: dict[str, Any]) -> Any:
         from IPython.display import display

@@ -16,13 +16,26 @@ from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.corpus.words import generate_corpus_id as random_cell_id
 
 from .errors import InvalidSubmission, PathNotAllowed, PathNotFound
 from .models import TaskSubmission
 
 INJECTED_TAG = "injected-parameters"
 PARAMETERS_TAG = "parameters"
+
+
+def _code_cell(source: str) -> NotebookNode:
+    """``new_code_cell`` without its per-cell schema validation: the source is a checked string,
+    and validating thousands of cells holds the GIL long enough to stall the server's loop."""
+    return NotebookNode(
+        id=random_cell_id(), cell_type="code", metadata=NotebookNode(), execution_count=None, source=source, outputs=[]
+    )
+
+
+def _notebook(cells: list[NotebookNode]) -> NotebookNode:
+    """``new_notebook`` without its whole-notebook validation (same reason as ``_code_cell``)."""
+    return NotebookNode(nbformat=4, nbformat_minor=5, metadata=NotebookNode(), cells=cells)
 
 
 def resolve_path(root_dir: str, rel: str, *, must_exist: bool = True, want_dir: bool = False) -> str:
@@ -140,7 +153,8 @@ def inject_parameters(nb: NotebookNode, parameters: dict[str, Any], language: st
     """
     if not parameters:
         return nb
-    cell = new_code_cell(parameters_source(parameters, language), metadata={"tags": [INJECTED_TAG]})
+    cell = _code_cell(parameters_source(parameters, language))
+    cell.metadata["tags"] = [INJECTED_TAG]
     cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
     at = 0
     for i, c in enumerate(cells):
@@ -213,8 +227,6 @@ def normalize_notebook(value: Any, kernel_name: str, language: str = "python") -
     with contextlib.suppress(Exception):
         _, normalized = nbformat.validator.normalize(nb, version=4, version_minor=nb.get("nbformat_minor", 5))
         nb = nbformat.from_dict(normalized)
-    with contextlib.suppress(Exception):
-        nbformat.validator.validate(nb, repair_duplicate_cell_ids=True)
     return nb
 
 
@@ -226,9 +238,9 @@ def build_notebook(
     if sub.cwd is not None:
         context["cwd"] = resolve_path(root_dir, sub.cwd or ".", want_dir=True)
     if sub.code is not None:
-        nb = new_notebook(cells=[new_code_cell(sub.code)])
+        nb = _notebook([_code_cell(sub.code)])
     elif sub.cells is not None:
-        nb = new_notebook(cells=[new_code_cell(src) for src in sub.cells])
+        nb = _notebook([_code_cell(src) for src in sub.cells])
     elif sub.notebook is not None:
         nb = normalize_notebook(sub.notebook, kernel_name, language)
     else:
@@ -242,7 +254,7 @@ def build_notebook(
                     nb = normalize_notebook(f.read(), kernel_name, language)
             else:
                 with open(full, encoding="utf-8") as f:
-                    nb = new_notebook(cells=[new_code_cell(f.read())])
+                    nb = _notebook([_code_cell(f.read())])
                 context["file"] = full
         except (OSError, UnicodeDecodeError, ValueError, nbformat.reader.NotJSONError) as e:
             raise InvalidSubmission(f"cannot read {sub.path!r}: {e}") from None

@@ -87,6 +87,17 @@ class TaskRun(LoggingConfigurable):
     """
 
     max_concurrent_tasks = Int(2, config=True, help="How many tasks run at once (one kernel each).")
+    sandbox = Enum(
+        ["none", "bwrap"],
+        "none",
+        config=True,
+        help="Run each task kernel in a sandbox: 'bwrap' (Debian's bubblewrap) gives it a private /proc "
+        "and /tmp, hides the server's runtime and data folders (token, task store), and makes everything "
+        "but its working folder and sandbox_writable_paths read-only. See jupyter_taskrun/sandbox.py.",
+    )
+    sandbox_writable_paths = List(
+        Unicode(), config=True, help="Absolute folders a sandboxed task may write besides its working folder."
+    )
     max_queued_tasks = Int(
         10_000, config=True, help="Bound of the waiting queue; submissions beyond it get 429 with Retry-After."
     )
@@ -205,12 +216,23 @@ class TaskRun(LoggingConfigurable):
     def kernel_name_default(self) -> str:
         return self.default_kernel_name or self.server_default_kernel
 
+    def _make_sandbox(self) -> Any:
+        if self.sandbox != "bwrap":
+            return None
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        from .sandbox import BwrapSandbox
+
+        hidden = [jupyter_runtime_dir(), jupyter_data_dir(), os.path.dirname(os.path.abspath(self.db_path))]
+        return BwrapSandbox(hidden=hidden, writable=list(self.sandbox_writable_paths))
+
     def _make_executor(self) -> Executor:
         secrets = tuple(self.extra_secret_env)
         base_env = dict(os.environ) if self.pass_server_credentials else task_base_env(secrets)
         base_env.pop(KERNEL_MARKER_ENV, None)
         launcher = KernelLauncher(
             self.kernel_spec_manager,
+            sandbox=self._make_sandbox(),
             base_env=base_env,
             flush_interval=self.output_flush_interval,
             start_timeout=self.kernel_start_timeout,
@@ -658,6 +680,13 @@ class TaskRun(LoggingConfigurable):
             if not task.status.is_terminal and not self._stopped:
                 self._fail_safely(task.id, "internal error: the task's runner ended without an outcome")
 
+    async def _build(self, sub: TaskSubmission, kernel_name: str, language: str) -> tuple[Any, dict[str, Any]]:
+        """``build_notebook`` in a thread, off the server's loop (files are read there too).
+
+        Note: a thread keeps the loop turning, but CPU-bound Python in it still competes for the
+        GIL; building thousands of cells must stay cheap (no per-cell nbformat validation)."""
+        return await asyncio.to_thread(build_notebook, sub, self.root_dir, kernel_name, language)
+
     async def _run_task(self, running: RunningTask) -> None:
         task = running.task
         try:
@@ -665,7 +694,7 @@ class TaskRun(LoggingConfigurable):
                 sub = TaskSubmission.from_dict(task.submission)
                 language = self.kernel_language(task.kernel_name)
                 # off the loop: reading files and building big notebooks must not stall the server
-                nb, context = await asyncio.to_thread(build_notebook, sub, self.root_dir, task.kernel_name, language)
+                nb, context = await self._build(sub, task.kernel_name, language)
                 self.check_cell_count(sub, nb)
                 if context.get("cwd") is None:
                     context["cwd"] = self.root_dir

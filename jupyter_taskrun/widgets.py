@@ -16,6 +16,11 @@ fed from the server's event streams *in the kernel*:
   task printing thousands of lines does not flood the browser. Widget traits are
   only ever written under the panel's lock.
 
+* Task outputs are untrusted (an admin may open another user's task): they are rendered
+  to sanitised, script-free HTML in the kernel (``panel_render``) and shown in one
+  ``widgets.HTML`` per output, never in a ``widgets.Output`` (which Lab renders trusted).
+  ``clear`` events drop a cell's shown outputs (``clear_output``); the log keeps everything.
+
 For tests and for replaying a finished task: ``TaskPanel(client, task_id, start=False)``
 then ``panel.apply_event(event)`` for each event, and inspect ``child.get_state()``.
 """
@@ -57,6 +62,8 @@ _BAR_STYLES = {"completed": "success", "failed": "danger", "timed_out": "danger"
 _WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _MONO = "var(--jp-code-font-family, SFMono-Regular, Menlo, Consolas, monospace)"
+#: a progress bar drawn on stderr (tqdm & co): not an error, so not drawn like one
+_PROGRESS_LINE = re.compile(r"\d{1,3}%\|[^\n]*\||\d+(?:\.\d+)?[kMGTP]?(?:it|B)?\s*\[\d+:\d\d(?::\d\d)?(?:<|,)")
 
 
 # ---------------------------------------------------------------------------
@@ -285,7 +292,9 @@ class LogBuffer:
         out = []
         for stream, text, _open in self.lines:
             line = html.escape(text.rstrip("\r")) or " "
-            if stream == "stderr":
+            if stream == "stderr" and _PROGRESS_LINE.search(text):
+                out.append('<span class="taskrun-progress-line" data-stream="stderr" style="display:block">' + line + "</span>")
+            elif stream == "stderr":
                 out.append(
                     '<span class="taskrun-stderr" style="color:var(--jp-error-color1,#c62828);'
                     'background:rgba(198,40,40,.07);display:block">' + line + "</span>"
@@ -521,9 +530,9 @@ class TaskPanel(widgets.VBox):
 
     def cancel(self) -> None:
         try:
-            task = self.client.cancel(self.task_id)
+            task = self._call_server("cancel", self.task_id)
         except Exception as e:  # noqa: BLE001 - shown to the user, never raised into a callback
-            self._set_notice(f"cancel failed: {_short_error(e)}", error=True)
+            self._set_notice(f"cancel failed: {self._why(e)}", error=True)
             return
         with self._lock:
             self.notice = "cancellation requested"
@@ -533,9 +542,9 @@ class TaskPanel(widgets.VBox):
 
     def rerun(self) -> TaskPanel | None:
         try:
-            new = self.client.rerun(self.task_id)
+            new = self._call_server("rerun", self.task_id)
         except Exception as e:  # noqa: BLE001
-            self._set_notice(f"rerun failed: {_short_error(e)}", error=True)
+            self._set_notice(f"rerun failed: {self._why(e)}", error=True)
             return None
         panel = TaskPanel(self.client, new["id"], task=new, start=True, transport=self.transport,
                           poll_interval=self.poll_interval, render_interval=self.render_interval,
@@ -546,6 +555,46 @@ class TaskPanel(widgets.VBox):
             self.notice = f"rerun as task {new['id'][:8]}"
             self._render()
         return panel
+
+    def _call_server(self, method: str, *args: Any) -> Any:
+        """A client call; when the server cannot be reached or refuses the token (restarted on another
+        port, or with a new token), look for it again (runtime info, environment) and retry once."""
+        from .client import TaskRunConnectionError, TaskRunHTTPError
+
+        try:
+            return getattr(self.client, method)(*args)
+        except (TaskRunConnectionError, TaskRunHTTPError) as e:
+            if isinstance(e, TaskRunHTTPError) and e.status not in (401, 403):
+                raise
+            if not self._rediscover():
+                raise
+        return getattr(self.client, method)(*args)
+
+    def _rediscover(self) -> bool:
+        from .client import TaskRunClient, discover_server
+
+        try:
+            info = discover_server()
+        except Exception:  # noqa: BLE001 - no server found: keep the old one, say why
+            return False
+        if (info.url, info.token) == (self.client.url, self.client.token):
+            return False
+        self.client, self._aclient = _sync_and_async_clients(TaskRunClient(info.url, info.token))
+        return True
+
+    def _why(self, e: BaseException) -> str:
+        """A failed action's reason as the user needs it (what to do after a server restart)."""
+        from .client import TaskRunConnectionError, TaskRunHTTPError
+
+        if isinstance(e, TaskRunConnectionError):
+            return (f"the Jupyter server at {self.client.url} cannot be reached (stopped or restarted elsewhere?); "
+                    "once it is back, press again, or show the task again with %taskrun panel " + self.task_id[:8])
+        if isinstance(e, TaskRunHTTPError) and e.status in (401, 403):
+            return (f"the Jupyter server at {self.client.url} refused this panel's token (restarted with a new token?); "
+                    "show the task again with %taskrun panel " + self.task_id[:8])
+        if isinstance(e, TaskRunHTTPError) and e.status == 404:
+            return f"task {self.task_id[:8]} is not on this server (any more)"
+        return _short_error(e)
 
     def open_notebook(self, path: str | None = None) -> str | None:
         """Save the executed notebook into the server's contents and show a link to it."""
@@ -612,6 +661,8 @@ class TaskPanel(widgets.VBox):
                 self.status = status
             if status == "running" and not self.task.get("started_at"):
                 self.task["started_at"] = ev.get("time")
+            if "exit_code" in data:
+                self.task["exit_code"] = data["exit_code"]
             if status in TERMINAL:
                 self.task.setdefault("finished_at", None)
                 if not self.task.get("finished_at"):
@@ -772,10 +823,12 @@ class TaskPanel(widgets.VBox):
             ("wall", fmt_seconds(wall) if wall is not None else "—"),
             ("CPU", fmt_seconds(cpu) if cpu is not None else "—"),
             ("peak mem", fmt_bytes(m.get("peak_rss")) if m.get("peak_rss") else "—"),
-            ("kernel start", fmt_seconds(m.get("kernel_start")) if m.get("kernel_start") is not None else "—"),
         ]
-        if m.get("pooled_kernel"):
-            items[-1] = ("kernel start", f"{fmt_seconds(m.get('kernel_start'))} (warm)")
+        if m.get("kernel_start") is not None:
+            warm = " (warm)" if m.get("pooled_kernel") else ""
+            items.append(("kernel start", f"{fmt_seconds(m.get('kernel_start'))}{warm}"))
+        elif self.status in TERMINAL:
+            items.append(("kernel start", "—"))  # while running it is simply not known yet: no stale dash
         if self.status == "running" and m.get("cpu_now") is not None:
             items.append(("now", f"{float(m['cpu_now']):.0f}% · {fmt_bytes(m.get('rss_now'))}"))
         text = " · ".join(f'{k} <b data-metric="{k}">{v}</b>' for k, v in items)
@@ -800,8 +853,14 @@ class TaskPanel(widgets.VBox):
             head = f"{html.escape(str(err.get('ename')))}: {html.escape(str(err.get('evalue') or ''))}"
         else:
             head = self.status.replace("_", " ").capitalize()
-        reason = self.reason or err.get("reason") or ""
-        detail = f'<div style="opacity:.85">{html.escape(reason)}</div>' if reason and html.escape(reason) not in head else ""
+        reason = str(self.reason or err.get("reason") or "")
+        plain_head = html.unescape(head)
+        detail = ""
+        if reason and plain_head.lower() in reason.lower():
+            # "Cancelled" + "cancelled by user", "ValueError: x" + "cell 0 raised ValueError: x": say it once
+            head = html.escape(reason[:1].upper() + reason[1:])
+        elif reason and reason.lower() not in plain_head.lower():
+            detail = f'<div class="taskrun-error-reason" style="opacity:.85">{html.escape(reason)}</div>'
         return (
             f'<div class="taskrun-error-head" style="border-left:3px solid {color};padding:2px 8px;'
             f'background:rgba(198,40,40,.05)"><b style="color:{color}">{head}</b>{detail}</div>'
@@ -815,7 +874,12 @@ class TaskPanel(widgets.VBox):
         self.render_count += 1
         status = self.status
         self.title_html.value = self._title_html()
-        self.badge.value = badge_html(status)
+        exit_code = self.task.get("exit_code")
+        self.badge.value = badge_html(status) + (
+            f' <span class="taskrun-exit-code" data-exit-code="{int(exit_code)}" style="font-size:12px;opacity:.85">'
+            f"exit code <b>{int(exit_code)}</b></span>"
+            if isinstance(exit_code, int) and not isinstance(exit_code, bool) else ""
+        )
         self.layout.border_left = f"4px solid {STATUS_COLORS.get(status, '#6b7280')}"
         label, elapsed = self._elapsed()
         self.elapsed_label.value = (
@@ -845,15 +909,17 @@ class TaskPanel(widgets.VBox):
         if self.log_buffer.total:
             self.log_box.layout.display = "flex"
             dropped = f" · earlier {fmt_bytes(self.log_buffer.dropped)} not shown" if self.log_buffer.dropped else ""
-            trunc = f' · <span style="color:#ef6c00">{html.escape(self.truncated)}</span>' if self.truncated else ""
+            trunc = f' · <span style="color:var(--jp-warn-color1,#ef6c00)">{html.escape(self.truncated)}</span>' if self.truncated else ""
             self.log_header.value = f'<span style="font-size:12px"><b>Log</b>{dropped}{trunc}</span>'
-            if self.follow_toggle.value and self._rendered_log_total != self.log_buffer.total:
+            if (self.follow_toggle.value or status in TERMINAL) and self._rendered_log_total != self.log_buffer.total:
                 self._rendered_log_total = self.log_buffer.total
                 # column-reverse keeps the view pinned to the newest line as it grows
                 self.log_view.value = (
                     '<div class="taskrun-logbox" style="display:flex;flex-direction:column-reverse;max-height:15em;'
                     "overflow:auto;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px;"
                     'border:1px solid var(--jp-border-color2,#e0e0e0)"><pre style="margin:0;padding:4px 8px;'
+                    # never shrunk to the box (Lab styles <pre> with overflow: then the box would not scroll)
+                    "flex:0 0 auto;overflow:visible;"
                     f"font-family:{_MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-word\">"
                     f"{self.log_buffer.html()}</pre></div>"
                 )
@@ -883,13 +949,18 @@ class TaskPanel(widgets.VBox):
             self.error_view.layout.display = "flex" if head else "none"
         # metrics & mode
         self.metrics_view.value = self._metrics_html()
-        modes = {"stream": ("● live", "#2e7d32"), "poll": (f"● polling every {self.poll_interval:g}s", "#ef6c00")}
+        modes = {"stream": ("● live", "var(--jp-success-color1,#2e7d32)"),
+                 "poll": (f"● polling every {self.poll_interval:g}s", "var(--jp-warn-color1,#ef6c00)")}
         mode = modes.get(self.mode)
         self.mode_label.value = (
             f'<span style="font-size:11px;color:{mode[1]}" title="{html.escape(self.mode_detail)}">{mode[0]}</span>'
             if mode and status not in TERMINAL else ""
         )
+        # a finished log no longer moves: nothing to follow
+        self.follow_toggle.layout.display = "none" if status in TERMINAL else ""
         # actions
+        if self.notice == "cancellation requested" and status in TERMINAL:
+            self.notice = ""  # the outcome is in the badge and the error head now
         self.cancel_button.disabled = status not in ACTIVE
         self.notebook_button.disabled = status not in TERMINAL or status == "queued"
         self.rerun_button.disabled = False
@@ -897,7 +968,7 @@ class TaskPanel(widgets.VBox):
         if self.saved_path:
             notice = self._link_html(self.saved_path)
         if self.notice:
-            color = "#c62828" if self._notice_error else "inherit"
+            color = "var(--jp-error-color1,#c62828)" if self._notice_error else "inherit"
             notice += f'<span style="font-size:12px;color:{color};margin-left:6px">{html.escape(self.notice)}</span>'
         self.link_view.value = notice
 

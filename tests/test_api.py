@@ -148,11 +148,11 @@ async def test_outputs_notebook_download_and_save(api, jp_root_dir):
     nbformat.validate(nbformat.from_dict(nb))
     assert nb["cells"][1]["outputs"][0]["text"] == "text\n"
     (jp_root_dir / "results").mkdir()
-    code, saved, _ = await api.call("GET", f"tasks/{task['id']}/notebook", params={"save": "results/run.ipynb"})
+    code, saved, _ = await api.call("POST", f"tasks/{task['id']}/notebook", {"path": "results/run.ipynb"})
     assert code == 201 and saved["path"] == "results/run.ipynb"
     on_disk = nbformat.read(jp_root_dir / "results" / "run.ipynb", as_version=4)
     assert on_disk.cells[1].outputs[0].text == "text\n"
-    code, err, _ = await api.call("GET", f"tasks/{task['id']}/notebook", params={"save": "../escape.ipynb"})
+    code, err, _ = await api.call("POST", f"tasks/{task['id']}/notebook", {"path": "../escape.ipynb"})
     assert code == 400 and err["reason"] == "path-not-allowed"
 
 

@@ -265,7 +265,7 @@ async def test_bad_query_parameters_are_400(api):
         ("tasks", {"cursor": "abc"}), ("tasks", {"cursor": "-1"}), ("tasks", {"cursor": "0"}), ("tasks", {"cursor": "1e5"}),
         (f"tasks/{tid}", {"wait": "-1"}), (f"tasks/{tid}", {"wait": "abc"}), (f"tasks/{tid}", {"wait": "nan"}),
         (f"tasks/{tid}", {"wait": "inf"}), (f"tasks/{tid}/logs", {"offset": "-1"}), (f"tasks/{tid}/logs", {"offset": "x"}),
-        (f"tasks/{tid}/logs", {"stream": "stdin"}), (f"tasks/{tid}/notebook", {"save": "x.txt"}),
+        (f"tasks/{tid}/logs", {"stream": "stdin"}),
         # empty and whitespace-like values are not "absent" for numbers (U+0085 and \x1d are Python spaces)
         ("tasks", {"limit": ""}), ("tasks", {"limit": "\x85\x1d"}), ("tasks", {"limit": " 5"}), ("tasks", {"limit": "\u0663"}),
         ("tasks", {"limit": "1_0"}), (f"tasks/{tid}", {"wait": ""}), (f"tasks/{tid}/logs", {"offset": ""}),
@@ -274,6 +274,9 @@ async def test_bad_query_parameters_are_400(api):
     for path, params in cases:
         await refused(api, "GET", path, params=params)
     await refused(api, "POST", "tasks", body={"code": "1"}, params={"wait": "abc"})
+    # saving is a POST now: ?save= on the (read-only) GET is 405, a bad path in the POST body 400
+    await refused(api, "GET", f"tasks/{tid}/notebook", params={"save": "x.txt"}, status=405)
+    await refused(api, "POST", f"tasks/{tid}/notebook", body={"path": "x.txt"})
 
 
 async def test_huge_log_offset_is_not_500(api):

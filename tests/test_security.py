@@ -373,16 +373,16 @@ async def test_path_cwd_and_save_cannot_leave_the_root(api, jp_root_dir, outside
     code, data, _ = await api.call("POST", "tasks/batch", {"tasks": [{"path": "inside/ok.py"}, {"path": "link.py"}]})
     assert code == 400
     assert await task_count(api) == before
-    # ?save= for the executed notebook
+    # saving the executed notebook (POST .../notebook)
     task = await api.run(path="inside/ok.py")
     assert task["status"] == "completed"
     tid = task["id"]
     for target in ["../x.ipynb", str(out / "x.ipynb"), "linkdir/x.ipynb", "inside/../../x.ipynb", "linkdir/sub/x.ipynb"]:
-        code, data, _ = await api.call("GET", f"tasks/{tid}/notebook", params={"save": target})
+        code, data, _ = await api.call("POST", f"tasks/{tid}/notebook", {"path": target})
         assert code == 400 and data["reason"] == "path-not-allowed", (target, code, data)
     assert sorted(p.name for p in out.iterdir()) == ["evil.ipynb", "evil.py"]
     assert not (jp_root_dir.parent / "x.ipynb").exists()
-    code, data, _ = await api.call("GET", f"tasks/{tid}/notebook", params={"save": "inside/saved.ipynb"})
+    code, data, _ = await api.call("POST", f"tasks/{tid}/notebook", {"path": "inside/saved.ipynb"})
     assert code == 201 and (jp_root_dir / "inside" / "saved.ipynb").exists()
     assert not outside["marker"].exists()
 

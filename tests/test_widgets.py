@@ -125,10 +125,11 @@ def test_panel_follows_queued_running_completed(client):
         assert log_html.count("crunching:") == 1 and "5/5" in log_html
         assert panel.log_box.layout.display == "flex"
 
-        # rich outputs arrive in the Output widget (the result too), no error output there
-        outs = panel.outputs_view.get_state()["outputs"]
-        assert any(o.get("data", {}).get("text/html") == "<b>bold report</b>" for o in outs)
-        assert any(o["output_type"] == "execute_result" and "42" in o["data"]["text/plain"] for o in outs)
+        # rich outputs arrive as sanitised HTML, one HTML widget each (the result too)
+        outs = [w.get_state()["value"] for w in panel.outputs_view.children]
+        assert outs == panel.outputs_html()
+        assert any("<b>bold report</b>" in o for o in outs)
+        assert any("{&#x27;answer&#x27;: 42}" in o or "{'answer': 42}" in o for o in outs), outs
 
         # metrics: wall, CPU, peak memory, kernel start (filled by the final refresh) + sparkline
         panel.refresh()
@@ -162,11 +163,13 @@ def test_panel_shows_failure_with_traceback(client):
         assert panel.error_view.layout.display == "flex"
         head = panel.error_html.get_state()["value"]
         assert "ValueError: bad input 17" in head
-        tb = panel.error_output.get_state()["outputs"]
-        assert tb and tb[0]["output_type"] == "error" and tb[0]["ename"] == "ValueError"
-        assert any("bad input 17" in line for line in tb[0]["traceback"])
-        # the error is not repeated among the rich outputs
-        assert all(o["output_type"] != "error" for o in panel.outputs_view.get_state()["outputs"])
+        tb = panel.traceback_view.get_state()["value"]
+        assert "taskrun-traceback-text" in tb and "ValueError" in tb and "bad input 17" in tb
+        assert "\x1b" not in tb  # ANSI colours became spans
+        # the error is said once: one head line (not "ValueError: …" and again "cell 0 raised ValueError: …"),
+        # and the traceback is not repeated among the rich outputs
+        assert head.count("bad input 17") == 1, head
+        assert not panel.outputs_view.children
         assert "before" in panel.log_view.get_state()["value"]
         assert panel.progress_bar.get_state()["bar_style"] in ("", "danger")
         assert panel.cancel_button.get_state()["disabled"] is True
@@ -192,7 +195,12 @@ def test_live_panel_cancel_button_and_ticking_elapsed(client):
         assert panel.error_view.layout.display == "flex"
         assert "Cancelled" in panel.error_html.get_state()["value"]
         assert panel.mode == "done"
-        assert "cancellation requested" in panel.link_view.get_state()["value"]
+        # the leftover "cancellation requested" goes once cancelled; "cancelled by user" is said once
+        assert "cancellation requested" not in panel.link_view.get_state()["value"]
+        assert panel.error_html.get_state()["value"].lower().count("cancelled") == 1, panel.error_html.get_state()["value"]
+        # a finished log: no Follow toggle, no "● live"
+        assert panel.follow_toggle.layout.display == "none"
+        assert "live" not in panel.mode_label.get_state()["value"]
         # the stream was closed when the task ended: the background job is over
         wait_until(lambda: panel._future.done(), timeout=5, what="the follower to stop")
     finally:
@@ -272,8 +280,7 @@ def test_panel_falls_back_to_polling_when_streams_are_refused(tmp_path):
             assert "tick 0" in text and "tick 2" in text
             assert re.search(r'class="taskrun-stderr"[^>]*>oops<', text)
             assert "3/3" in panel.progress_label.get_state()["value"]
-            outs = panel.outputs_view.get_state()["outputs"]
-            assert any(o["output_type"] == "execute_result" for o in outs)
+            assert any("done" in o for o in panel.outputs_html())
             assert "peak mem" in panel.metrics_view.get_state()["value"]
         finally:
             panel.close()
@@ -402,3 +409,155 @@ def test_formatting_helpers():
     assert sparkline_svg([]) == ""
     svg = sparkline_svg([{"t": 0, "cpu": 10, "rss": 1000}, {"t": 1, "cpu": 90, "rss": 2000}])
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
+
+
+# -- issue 11: clear_output, exit_code -------------------------------------------
+
+_PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAABgAAAAYCAIAAABvFaqvAAAAH0lEQVR4nGM4ISdHFcQwatCoQaMGjRo0atCoQQNvEADGtUkfvb3KfwAAAABJRU5ErkJggg=="
+
+
+def test_clear_output_leaves_one_figure_and_the_whole_log(client):
+    redraw = (
+        "import base64\nfrom IPython.display import Image, clear_output, display\n"
+        f"png = base64.b64decode('{_PNG_B64}')\n"
+        "for i in range(200):\n"
+        "    clear_output(wait=True)\n"
+        "    print(f'frame {i}')\n"
+        "    display(Image(data=png, format='png'))\n"
+    )
+    cleared_at_once = "print('gone soon')\nfrom IPython.display import HTML, clear_output, display\ndisplay(HTML('<i>to clear</i>'))\nclear_output()\n"
+    kept = "from IPython.display import HTML, display\ndisplay(HTML('<u>other cell</u>'))\n"
+    task = client.submit(cells=[kept, redraw, cleared_at_once], name="redraw")
+    panel = TaskPanel(client, task["id"], start=False)
+    try:
+        types = []
+        for ev in client.stream_events(task["id"]):
+            types.append(ev["type"])
+            panel.apply_event(ev)
+        assert badge_status(panel) == "completed"
+        assert types.count("clear") >= 200  # the server said when each clear happened
+        shown = [w.get_state()["value"] for w in panel.outputs_view.children]
+        # one figure (the last), the other cell's output untouched, the cleared cell empty
+        assert sum(v.count("<img") for v in shown) == 1, shown
+        assert len(shown) == 2, shown  # <u>other cell</u> and the figure ("frame 199" is in the log only)
+        assert any("<u>other cell</u>" in v for v in shown)
+        assert not any("to clear" in v for v in shown)
+        # the log is terminal-like history: it keeps every line
+        text = panel.log_buffer.text()
+        assert all(f"frame {i}" in text for i in (0, 100, 199)) and "gone soon" in text
+        # the same as the server's folded outputs (what polling shows)
+        polled = TaskPanel(client, task["id"], start=False)
+        try:
+            polled.outputs = []
+            for out in client.outputs(task["id"]):
+                polled._add_output({"output": out})
+            polled._outputs_version += 1
+            polled._render()
+            assert sum(v.count("<img") for v in polled.outputs_html()) == 1
+        finally:
+            polled.close()
+    finally:
+        panel.close()
+
+
+def test_exit_code_shown_in_the_header(client, server):
+    (Path(server.root) / "exits3.py").write_text("import sys\nprint('bye')\nsys.exit(3)\n")
+    (Path(server.root) / "exits0.py").write_text("import sys\nsys.exit(0)\n")
+    seen = {}
+    for script in ("exits3.py", "exits0.py"):
+        task = client.submit(path=script, name=script)
+        panel = TaskPanel(client, task["id"])
+        try:
+            assert panel.wait(60)
+            badge = panel.badge.get_state()["value"]
+            m = re.search(r'data-exit-code="(-?\d+)"', badge)
+            seen[script] = (badge_status(panel), m and int(m.group(1)), "exit code" in badge)
+        finally:
+            panel.close()
+    assert seen == {"exits3.py": ("failed", 3, True), "exits0.py": ("completed", 0, True)}
+    # null exit code (a code task): nothing shown
+    task = client.submit("1 + 1", name="no-exit-code")
+    panel = TaskPanel(client, task["id"])
+    try:
+        assert panel.wait(60)
+        assert panel.task.get("exit_code") is None
+        assert "exit code" not in panel.badge.get_state()["value"]
+    finally:
+        panel.close()
+
+
+# -- issue 13 ----------------------------------------------------------------------
+
+
+def test_progress_bars_are_not_outputs_nor_errors_and_no_stale_kernel_start(client):
+    code = (
+        "import sys, time\nfrom tqdm.auto import tqdm as auto_tqdm\nfrom tqdm import tqdm\n"
+        "for _ in auto_tqdm(range(20)):\n    time.sleep(0.01)\n"
+        "for _ in tqdm(range(5), desc='std-bar'):\n    time.sleep(0.01)\n"
+        "print('real problem', file=sys.stderr, flush=True)\n"
+        "time.sleep(1.5)\n"
+    )
+    task = client.submit(code, name="bars")
+    panel = TaskPanel(client, task["id"], start=False)
+    try:
+        running_metrics = None
+        for ev in client.stream_events(task["id"]):
+            panel.apply_event(ev)
+            if ev["type"] == "log" and "real problem" in ev["data"]["text"]:
+                running_metrics = panel.metrics_view.get_state()["value"]
+        assert running_metrics is not None
+        assert "kernel start" not in running_metrics  # no "kernel start —" while running
+        # tqdm.auto's widget stand-in ("0%| 0/20" frozen) is not an output
+        assert not any("0/20" in v for v in panel.outputs_html()), panel.outputs_html()
+        # tqdm's stderr is a progress line, not an error; a real stderr line still is marked
+        log_html = panel.log_view.get_state()["value"]
+        bar = re.search(r'<span class="([^"]*)"[^>]*>std-bar[^<]*</span>', log_html)
+        assert bar and bar.group(1) == "taskrun-progress-line", log_html
+        assert "color:var(--jp-error-color1" not in bar.group(0)
+        assert re.search(r'class="taskrun-stderr"[^>]*>real problem<', log_html)
+        panel.refresh()
+        assert "kernel start" in panel.metrics_view.get_state()["value"]  # known once finished
+    finally:
+        panel.close()
+
+
+def test_rerun_after_a_server_restart_works_or_says_why(tmp_path):
+    first = JupyterServer(tmp_path).start()
+    port, token = first.port, first.token
+    try:
+        client = TaskRunClient(first.url, first.token)
+        task = client.submit("print('run')", name="before-restart")
+        client.wait(task["id"], timeout=60)
+        panel = TaskPanel(client, task["id"])
+        assert panel.wait(30)
+    finally:
+        first.stop()
+    try:
+        # the server is gone: the button says why instead of failing silently
+        panel.rerun_button.click()
+        notice = panel.link_view.get_state()["value"]
+        assert "rerun failed" in notice and "cannot be reached" in notice and task["id"][:8] in notice, notice
+        assert not panel.reruns
+        # back on the same address (same database): Rerun works again
+        second = JupyterServer(tmp_path)
+        second.port, second.token, second.url = port, token, first.url
+        second.start()
+        try:
+            panel.rerun_button.click()
+            assert len(panel.reruns) == 1, panel.link_view.get_state()["value"]
+            assert panel.reruns[0].wait(60) and badge_status(panel.reruns[0]) == "completed"
+            assert "rerun as task" in panel.link_view.get_state()["value"]
+        finally:
+            second.stop()
+    finally:
+        panel.close()
+
+
+def test_task_failed_error_does_not_repeat_the_traceback_under_a_panel():
+    from jupyter_taskrun.handle import TaskFailedError
+
+    task = {"id": "ab" * 16, "name": "t", "status": "failed",
+            "error": {"ename": "ValueError", "evalue": "x", "traceback": ["TB LINE 1", "ValueError: x"]}}
+    assert "TB LINE 1" in "\n".join(TaskFailedError(task)._render_traceback_())
+    under_panel = "\n".join(TaskFailedError(task, show_remote_traceback=False)._render_traceback_())
+    assert "TB LINE 1" not in under_panel and "panel" in under_panel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import re
 from typing import Any
 
@@ -67,6 +68,39 @@ def owner_name(user: Any) -> str:
     if isinstance(name, str) and name.startswith("Anonymous ") and _ANON_ID.match(username):
         return getpass.getuser()
     return username or str(user or "")
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:token|xsrf|password|secret)[^=&]*=)[^&]*")
+
+
+def scrub_uri(uri: str) -> str:
+    """A request URI fit for a log: the values of token-like query parameters replaced."""
+    return _SECRET_QUERY.sub(r"\1[secret]", uri or "")
+
+
+def scrubbed_summary(handler: web.RequestHandler) -> str:
+    """tornado's ``_request_summary`` without secrets (it logs the full URI, ``?token=`` included)."""
+    return f"{handler.request.method} {scrub_uri(handler.request.uri or '')} ({handler.request.remote_ip})"
+
+
+def log_refusal(handler: web.RequestHandler, value: BaseException | None) -> bool:
+    """Log an expected refusal (a domain error or an HTTP 4xx) as one INFO line without traceback.
+
+    Returns False for anything else (a real bug), which the caller logs with its traceback.
+    """
+    if isinstance(value, TaskRunError):
+        value = http_error(value)
+    if isinstance(value, web.HTTPError) and value.status_code < 500 or isinstance(value, TaskRunHTTPError):
+        message = getattr(value, "message", None) or value.log_message or value.reason or ""
+        if value.args[1:] and value.log_message and not isinstance(value, TaskRunHTTPError):
+            try:
+                message = value.log_message % value.args[1:]
+            except (TypeError, ValueError):
+                pass
+        log = getattr(handler, "log", None) or logging.getLogger("jupyter_taskrun")
+        log.info("taskrun: %s %s -> %d %s", handler.request.method, handler.request.path, value.status_code, message)
+        return True
+    return False
 
 
 def http_error(e: TaskRunError) -> TaskRunHTTPError:
@@ -145,10 +179,13 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
         super()._handle_request_exception(e)  # type: ignore[arg-type]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, TaskRunHTTPError):
-            self.log.info("taskrun: %s %s -> %d %s", self.request.method, self.request.path, value.status_code, value.message)
+        # tornado's tracebacked "Uncaught exception" is for bugs, not for refusals
+        if log_refusal(self, value):
             return
-        super().log_exception(typ, value, tb)
+        self.log.error("taskrun: uncaught exception %s", scrubbed_summary(self), exc_info=(typ, value, tb))
+
+    def _request_summary(self) -> str:
+        return scrubbed_summary(self)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if not write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1]):
@@ -222,7 +259,10 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
     def task_json(self, task: Task) -> dict[str, Any]:
         data = task.to_dict()
         if task.status == TaskStatus.QUEUED:
-            data["queue_position"] = self.taskrun.queue_position(task.id)
+            # a user sees their place among their own queued tasks, not how busy others are;
+            # someone else's task is only visible to an admin (taskrun:all), who sees the whole queue
+            scope = self.username if task.owner == self.username else None
+            data["queue_position"] = self.taskrun.queue_position_for(task.id, scope)
         return data
 
     def write_json(self, data: Any, status: int = 200) -> None:

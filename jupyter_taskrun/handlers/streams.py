@@ -26,9 +26,15 @@ from ..errors import TaskNotFound, TaskRunError
 from ..models import Change, TaskEvent
 from ..service import TaskRun
 from ..store import SQLITE_MAX_INT
-from .base import AUTH_RESOURCE, TaskRunHandler, http_error, owner_name, write_json_error
+from .base import AUTH_RESOURCE, TaskRunHandler, TaskRunHTTPError, http_error, log_refusal, owner_name, scrubbed_summary, write_json_error
 
 REPLAY_PAGE = 1000
+
+
+def _retrieve(fut: Any) -> None:
+    """Done callback: a write that failed because the socket closed is not an error to log."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def follow_task(
@@ -232,6 +238,10 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if not write_json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1]):
             super().write_error(status_code, **kwargs)
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not log_refusal(self, value):
+            super().log_exception(typ, value, tb)
+
     @property
     def taskrun(self) -> TaskRun:
         return self.settings["taskrun"]
@@ -239,6 +249,45 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
     @property
     def username(self) -> str:
         return owner_name(self.current_user)
+
+    #: incoming frames a socket may send: a burst of this many, refilled at WS_MESSAGE_RATE per second
+    WS_MESSAGE_BURST = 100
+    WS_MESSAGE_RATE = 20.0
+    #: largest incoming message (clients only send tiny control messages); tornado closes with 1009
+    WS_MAX_MESSAGE_BYTES = 64 * 1024
+    #: unflushed bytes a socket may have queued before it is closed as not reading (1008)
+    WS_MAX_PENDING_BYTES = 4 * 1024 * 1024
+
+    @property
+    def max_message_size(self) -> int:
+        return self.WS_MAX_MESSAGE_BYTES
+
+    def _request_summary(self) -> str:
+        return scrubbed_summary(self)
+
+    def _refuse(self, status: int, message: str, reason: str) -> None:
+        raise TaskRunHTTPError(status, message, reason)
+
+    def _check_handshake(self) -> None:
+        """Refuse, as JSON, every handshake tornado would refuse (before any slot is taken)."""
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            self._refuse(400, 'this is a WebSocket endpoint: send "Upgrade: websocket"', "invalid")
+        if "upgrade" not in [s.strip().lower() for s in headers.get("Connection", "").split(",")]:
+            self._refuse(400, '"Connection" must be "Upgrade"', "invalid")
+        check = getattr(self, "_check_cross_origin", None)
+        if check is not None:
+            refused = check(self.check_origin) is not None
+        else:
+            origin = headers.get("Origin")
+            refused = origin is not None and not self.check_origin(origin)
+        if refused:
+            self._refuse(403, "cross-origin WebSocket connections are not allowed", "forbidden")
+        if not all(headers.get(f) for f in ("Host", "Sec-Websocket-Key", "Sec-Websocket-Version")):
+            self._refuse(400, "missing or invalid WebSocket headers", "invalid")
+        if headers.get("Sec-WebSocket-Version") != "13":
+            self.set_header("Sec-WebSocket-Version", "13")
+            self._refuse(426, "only WebSocket version 13 is supported", "invalid")
 
     async def pre_get(self) -> None:
         user = self.current_user
@@ -254,24 +303,60 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             if not (after.isascii() and after.isdigit()) or int(after) > SQLITE_MAX_INT:
                 raise web.HTTPError(400, "'after' must be a non-negative 64-bit integer")
             self.after = int(after)
+            self._check_handshake()
+            # over the limit: a 429 before the upgrade. The slot itself is taken in open(),
+            # once the handshake is accepted, so a refused handshake never holds one.
             self.taskrun.acquire_stream(self.username)
+            self.taskrun.release_stream(self.username)
         except TaskRunError as e:
             raise http_error(e) from None
-        self._slot = True
 
     @ws_authenticated
     async def get(self, task_id: str) -> None:
         self.task_id = task_id
         self._slot = False
+        self._policy_closed = False
         self._follow: asyncio.Task[Any] | None = None
         await self.pre_get()
         await super().get(task_id)
 
     async def open(self, task_id: str) -> None:  # type: ignore[override]
+        try:
+            self.taskrun.acquire_stream(self.username)
+        except TaskRunError:
+            self.close(1013, "too many live event streams")
+            return
+        self._slot = True
+        self._tokens = float(self.WS_MESSAGE_BURST)
+        self._tokens_at = asyncio.get_running_loop().time()
         super().open()
         self._sub = self.taskrun.broker.subscribe(task_id)
-        self.write_message(json.dumps({"type": "connected", "task_id": task_id, "after": self.after}))
+        self._send_nowait(json.dumps({"type": "connected", "task_id": task_id, "after": self.after}))
         self._follow = asyncio.ensure_future(self._forward())
+
+    def _send_nowait(self, message: str) -> None:
+        try:
+            fut = self.write_message(message)
+        except WebSocketClosedError:
+            return
+        fut.add_done_callback(_retrieve)
+
+    def _pending_bytes(self) -> int:
+        conn = self.ws_connection
+        stream = getattr(conn, "stream", None)
+        return int(getattr(stream, "_write_buffer_size", 0) or 0)
+
+    def _policy_close(self, why: str) -> None:
+        """Close an abusive socket (1008 policy violation), logged once, and stop reading it."""
+        if self._policy_closed:
+            return
+        self._policy_closed = True
+        self.log.warning("taskrun: closing the WebSocket of task %s (user %s): %s", self.task_id, self.username, why)
+        conn = self.ws_connection
+        self.close(1008, why[:100])
+        # a client that does not read will not answer the close frame: do not wait 5 s for it
+        if conn is not None:
+            asyncio.get_running_loop().call_later(1.0, conn._abort)
 
     async def _forward(self) -> None:
         async def send(events: list[TaskEvent]) -> None:
@@ -288,22 +373,49 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         except (WebSocketClosedError, StreamClosedError):
             pass
 
-    def on_message(self, message: str | bytes) -> None:
+    def _take_token(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(float(self.WS_MESSAGE_BURST), self._tokens + (now - self._tokens_at) * self.WS_MESSAGE_RATE)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def on_ping(self, data: bytes) -> None:
+        # tornado answers pings itself (at most one pong outstanding); count them against the rate
+        if not getattr(self, "_policy_closed", True) and not self._take_token():
+            self._policy_close("too many messages")
+
+    async def on_message(self, message: str | bytes) -> None:
+        # async: tornado reads the next frame only once this reply is flushed (back-pressure)
+        if self._policy_closed:
+            return
+        if not self._take_token():
+            self._policy_close("too many messages")
+            return
+        if self._pending_bytes() > self.WS_MAX_PENDING_BYTES:
+            self._policy_close("the client does not read")
+            return
         try:
             msg = json.loads(message)
         except ValueError:
             msg = None
         if isinstance(msg, dict) and msg.get("type") == "ping":
-            self.write_message(json.dumps({"type": "pong"}))
+            reply = json.dumps({"type": "pong"})
         else:
-            self.write_message(json.dumps({"type": "error", "message": "unknown message; send {\"type\": \"ping\"}"}))
+            reply = json.dumps({"type": "error", "message": "unknown message; send {\"type\": \"ping\"}"})
+        try:
+            await self.write_message(reply)
+        except (WebSocketClosedError, StreamClosedError):
+            pass
 
     def on_close(self) -> None:
         sub = getattr(self, "_sub", None)
         if sub is not None:
             sub.unsubscribe()
             sub._close()
-        if self._follow is not None:
+        if getattr(self, "_follow", None) is not None:
             self._follow.cancel()
         if getattr(self, "_slot", False):
             self._slot = False

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import urllib.parse
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
@@ -139,35 +143,114 @@ class OutputsHandler(TaskRunHandler):
         self.write_json({"outputs": self.taskrun.outputs(task_id)})
 
 
-class NotebookHandler(TaskRunHandler):
-    """The executed notebook: download it, or ``?save=path`` to write it into the server's contents."""
+def content_disposition(stem: str, suffix: str) -> str:
+    """RFC 6266 ``attachment`` with an ASCII ``filename`` and the exact UTF-8 ``filename*``."""
+    stem = "".join(ch for ch in stem if ch.isprintable() and ch not in '/\\"') or "task"
+    ascii_stem = re.sub(r"[^A-Za-z0-9._ ()-]+", "_", stem).strip(" ._") or "task"
+    full = f"{stem}{suffix}"
+    return f'attachment; filename="{ascii_stem}{suffix}"; filename*=UTF-8\'\'{urllib.parse.quote(full, safe="")}'
 
-    @web.authenticated
-    @authorized
-    async def get(self, task_id: str) -> None:
+
+#: one path component / a whole path longer than this cannot be a file name (Linux NAME_MAX, PATH_MAX)
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+class NotebookHandler(TaskRunHandler):
+    """The executed notebook: ``GET`` downloads it (read-only); ``POST {"path", "overwrite"}``
+    writes a copy into the server's contents (XSRF-checked like every POST)."""
+
+    async def _notebook(self, task_id: str) -> tuple[Any, dict[str, Any]]:
         task = await self.visible_task(task_id)
         nb = self.taskrun.executed_notebook(task_id)
         if nb is None:
             raise TaskStateConflict(f"task {task_id} has no executed notebook yet ({task.status.value})")
-        save = self.query("save")
-        if save is not None:
-            await self._save(nb, save)
-            return
-        name = (os.path.splitext(os.path.basename(task.name))[0] or "task").replace('"', "")
-        self.set_header("Content-Disposition", f'attachment; filename="{name}-{task.id[:8]}.ipynb"')
+        return task, nb
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str) -> None:
+        if self.query("save") is not None:
+            # saving changes state: never on a GET (GET is not XSRF-checked)
+            self.set_header("Allow", "GET, POST")
+            raise TaskRunHTTPError(
+                405, f'saving is a POST: POST {self.request.path} with {{"path": "...", "overwrite": false}}', "method-not-allowed"
+            )
+        task, nb = await self._notebook(task_id)
+        stem = os.path.splitext(os.path.basename(task.name.replace("\\", "/")))[0] or "task"
+        self.set_header("Content-Disposition", content_disposition(stem[:100], f"-{task.id[:8]}.ipynb"))
         self.finish(json.dumps(nb), set_content_type="application/x-ipynb+json")
 
-    async def _save(self, nb: dict[str, Any], path: str) -> None:
+    @web.authenticated
+    @authorized
+    async def post(self, task_id: str) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise InvalidSubmission('the body must be {"path": "....ipynb", "overwrite": false}')
+        unknown = set(body) - {"path", "overwrite"}
+        if unknown:
+            raise InvalidSubmission(f"unknown field(s): {', '.join(sorted(unknown))}")
+        path, overwrite = body.get("path"), body.get("overwrite", False)
+        if not isinstance(path, str) or not path.strip("/"):
+            raise InvalidSubmission("'path' must be a server-relative .ipynb path")
+        if not isinstance(overwrite, bool):
+            raise InvalidSubmission("'overwrite' must be true or false")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSubmission("'path' must be valid Unicode") from None
+        _, nb = await self._notebook(task_id)
+        await self._save(nb, path, overwrite)  # not stripped: an absolute path is refused, not made relative
+
+    async def _save(self, nb: dict[str, Any], path: str, overwrite: bool) -> None:
         if not path.endswith(".ipynb"):
-            raise InvalidSubmission("'save' must name a .ipynb path")
+            raise InvalidSubmission("'path' must name a .ipynb file")
+        if len(path.encode("utf-8")) > PATH_MAX or any(len(p.encode("utf-8")) > NAME_MAX for p in path.split("/")):
+            raise InvalidSubmission(f"'path' is too long (at most {NAME_MAX} bytes per name, {PATH_MAX} in all)")
         # same root rule as task paths: nothing outside the server root, symlinks included
         resolve_path(self.taskrun.root_dir, path, must_exist=False)
         parent = os.path.dirname(path)
         if parent:
             resolve_path(self.taskrun.root_dir, parent, want_dir=True)
+        cm = self.contents_manager
+        # the contents manager's rules: no hidden files unless allow_hidden (the async manager
+        # would write .hidden/x.ipynb and then answer 404 for it)
+        if not getattr(cm, "allow_hidden", False) and await ensure_async(cm.is_hidden(path)):
+            raise TaskRunHTTPError(400, f"{path!r} is hidden; the server does not allow hidden files", "path-not-allowed")
+        if not overwrite and await ensure_async(cm.exists(path)):
+            raise TaskRunHTTPError(409, f"{path!r} already exists; send \"overwrite\": true to replace it", "exists")
         model = {"type": "notebook", "format": "json", "content": nb}
-        saved = await self.contents_manager.save(model, path) if _is_async(self.contents_manager.save) else self.contents_manager.save(model, path)
+        try:
+            saved = await ensure_async(cm.save(model, path))
+        except (OSError, web.HTTPError) as e:
+            raise _save_error(e, path) from None
+        base = self.base_url.rstrip("/")
+        self.set_header("Location", f"{base}/api/contents/{urllib.parse.quote(saved.get('path', path))}")
         self.write_json({"path": saved.get("path", path)}, 201)
+
+
+def _save_error(e: BaseException, path: str) -> BaseException:
+    """Map a failed write to a JSON 4xx/5xx: a full disk is 507, a too-long name 400."""
+    # the atomic writer fails twice (ENOSPC writing the temporary file, then ENOENT renaming it):
+    # look at every OSError in the chain
+    errnos: set[int] = set()
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            errnos.add(cur.errno)
+        stack += [cur.__cause__, cur.__context__]
+    if errnos & {errno.ENOSPC, errno.EDQUOT}:
+        return TaskRunHTTPError(507, f"cannot save {path!r}: no space left on the server's disk", "insufficient-storage")
+    if errno.ENAMETOOLONG in errnos:
+        return TaskRunHTTPError(400, f"cannot save {path!r}: the name is too long", "invalid")
+    if errnos & {errno.EACCES, errno.EPERM, errno.EROFS}:
+        return TaskRunHTTPError(403, f"cannot save {path!r}: not writable", "forbidden")
+    return e
 
 
 def _is_async(fn: Any) -> bool:
@@ -201,8 +284,37 @@ class OpenAPIHandler(TaskRunHandler):
 
 
 class NotFoundHandler(TaskRunHandler):
-    """Unknown paths under the API: a JSON 404 (tornado's default is an HTML page)."""
+    """Unknown paths under the API: 403 without auth (as every route), else a JSON 404."""
 
-    async def prepare(self) -> None:
-        await super().prepare()  # refuses unauthenticated requests with 403 first
+    def _not_found(self) -> None:
         raise TaskRunHTTPError(404, f"no such endpoint: {self.request.path}", "not-found")
+
+    @web.authenticated
+    @authorized
+    async def get(self, *args: Any) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def head(self, *args: Any) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def post(self, *args: Any) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def put(self, *args: Any) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def patch(self, *args: Any) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, *args: Any) -> None:
+        self._not_found()

@@ -212,9 +212,25 @@ export const TaskAPI = {
   metrics(id: string): Promise<ITaskMetrics> {
     return requestAPI<ITaskMetrics>(taskPath(id, 'metrics'));
   },
-  saveNotebook(id: string, path: string): Promise<{ path: string }> {
-    return requestAPI<{ path: string }>(
-      withQuery(taskPath(id, 'notebook'), { save: path })
-    );
+  /**
+   * Save the executed notebook into the server's contents (POST, XSRF-checked).
+   * An existing file is kept unless `overwrite`: then the saved copy is opened as it is.
+   */
+  async saveNotebook(
+    id: string,
+    path: string,
+    overwrite = false
+  ): Promise<{ path: string }> {
+    try {
+      return await requestAPI<{ path: string }>(
+        taskPath(id, 'notebook'),
+        jsonInit('POST', { path, overwrite })
+      );
+    } catch (error) {
+      if (!overwrite && error instanceof APIError && error.status === 409) {
+        return { path };
+      }
+      throw error;
+    }
   }
 };

@@ -11,9 +11,11 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import {
+  Dialog,
   ICommandPalette,
   MainAreaWidget,
   Notification,
+  showDialog,
   showErrorMessage,
   WidgetTracker
 } from '@jupyterlab/apputils';
@@ -30,7 +32,7 @@ import { setServerSettings, TaskAPI } from './api';
 import { createDetailWidget, TaskDetail } from './detail';
 import { setTranslator, trans } from './i18n';
 import { tasksIcon } from './icons';
-import { ITask, ITaskSubmission } from './models';
+import { isTerminal, ITask, ITaskSubmission } from './models';
 import { TaskPanel } from './panel';
 import { TaskStatusItem } from './statusbar';
 import { askSubmitOptions } from './submit';
@@ -43,6 +45,10 @@ export namespace CommandIDs {
   export const openPanel = 'taskrun:open-panel';
   export const openTask = 'taskrun:open-task';
   export const refresh = 'taskrun:refresh';
+  export const openSelected = 'taskrun:open-selected';
+  export const cancelSelected = 'taskrun:cancel-selected';
+  export const rerunSelected = 'taskrun:rerun-selected';
+  export const deleteSelected = 'taskrun:delete-selected';
   export const runNotebook = 'taskrun:run-notebook';
   export const runCells = 'taskrun:run-cells';
   export const runFile = 'taskrun:run-file';
@@ -400,6 +406,77 @@ const plugin: JupyterFrontEndPlugin<void> = {
       caption: 'Reload the task list from the server',
       execute: () => model.refresh()
     });
+
+    // ------------------------------------------- selection and row context menu
+    const selected = (): ITask[] =>
+      panel.selection.map(id => model.get(id)).filter((t): t is ITask => !!t);
+    const count = (tasks: ITask[]): string =>
+      tasks.length > 1 ? trans.__(' (%1 tasks)', tasks.length) : '';
+    commands.addCommand(CommandIDs.openSelected, {
+      label: () => trans.__('Open') + count(selected()),
+      execute: () => selected().forEach(t => openTask(t.id))
+    });
+    commands.addCommand(CommandIDs.cancelSelected, {
+      label: () => trans.__('Cancel') + count(selected().filter(t => !isTerminal(t.status))),
+      isEnabled: () => selected().some(t => !isTerminal(t.status)),
+      execute: async () => {
+        for (const t of selected().filter(t => !isTerminal(t.status))) {
+          try {
+            model.upsert(await TaskAPI.cancel(t.id));
+          } catch (error) {
+            reportError(trans.__('Cancel failed'), error);
+          }
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.rerunSelected, {
+      label: () => trans.__('Rerun') + count(selected()),
+      isEnabled: () => selected().length > 0,
+      execute: async () => {
+        for (const t of selected()) {
+          try {
+            model.track(await TaskAPI.rerun(t.id));
+          } catch (error) {
+            reportError(trans.__('Rerun failed'), error);
+          }
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.deleteSelected, {
+      label: () => trans.__('Delete') + count(selected().filter(t => isTerminal(t.status))),
+      isEnabled: () => selected().some(t => isTerminal(t.status)),
+      execute: async () => {
+        const tasks = selected().filter(t => isTerminal(t.status));
+        const result = await showDialog({
+          title: trans.__('Delete tasks'),
+          body: trans._n(
+            'Delete %1 finished task with its logs, outputs and artifacts?',
+            'Delete %1 finished tasks with their logs, outputs and artifacts?',
+            tasks.length
+          ),
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+        });
+        if (!result.button.accept) {
+          return;
+        }
+        for (const t of tasks) {
+          try {
+            await TaskAPI.remove(t.id);
+            model.removeTask(t.id);
+          } catch (error) {
+            reportError(trans.__('Delete failed'), error);
+          }
+        }
+      }
+    });
+    [
+      CommandIDs.openSelected,
+      CommandIDs.cancelSelected,
+      CommandIDs.rerunSelected,
+      CommandIDs.deleteSelected
+    ].forEach((command, rank) =>
+      app.contextMenu.addItem({ command, selector: '.jp-TaskRun-row', rank })
+    );
 
     app.contextMenu.addItem({
       command: CommandIDs.runFile,

@@ -368,7 +368,19 @@ export class TaskPanel extends Widget {
         });
     });
     node.append(icon, main, cancel);
-    node.addEventListener('click', () => this._select(id));
+    node.addEventListener('click', event => {
+      if (event.ctrlKey || event.metaKey) {
+        this._toggle(id); // multi-select: Ctrl/Cmd-click
+      } else {
+        this._select(id);
+      }
+    });
+    node.addEventListener('contextmenu', () => {
+      if (!this._selection.has(id)) {
+        this._selection = new Set([id]);
+        this._scheduleRender();
+      }
+    });
     node.addEventListener('keydown', event => {
       if (event.key === 'Enter' || event.key === ' ') {
         event.preventDefault();
@@ -391,10 +403,25 @@ export class TaskPanel extends Widget {
     };
   }
 
+  /** The selected task ids (Ctrl/Cmd-click adds; a plain click selects one). */
+  get selection(): string[] {
+    const shown = new Set(this._model.tasks.map(t => t.id));
+    return [...this._selection].filter(id => shown.has(id));
+  }
+
+  private _toggle(id: string): void {
+    if (this._selection.has(id)) {
+      this._selection.delete(id);
+    } else {
+      this._selection.add(id);
+    }
+    this._scheduleRender();
+  }
+
   private _select(id: string): void {
-    this._selected = id;
+    this._selection = new Set([id]);
     for (const [rowId, row] of this._rows) {
-      row.node.classList.toggle('jp-mod-selected', rowId === id);
+      row.node.classList.toggle('jp-mod-selected', this._selection.has(rowId));
     }
     this._openTask(id);
   }
@@ -407,7 +434,8 @@ export class TaskPanel extends Widget {
         node.classList.toggle(`jp-mod-${status}`, status === task.status);
       }
     }
-    node.classList.toggle('jp-mod-selected', task.id === this._selected);
+    node.classList.toggle('jp-mod-selected', this._selection.has(task.id));
+    node.setAttribute('aria-selected', String(this._selection.has(task.id)));
     if (row.iconStatus !== task.status) {
       row.iconStatus = task.status;
       row.icon.replaceChildren();
@@ -505,7 +533,7 @@ export class TaskPanel extends Widget {
   private _openTask: (id: string) => void;
   private _onError: (title: string, error: unknown) => void;
   private _rows = new Map<string, IRow>();
-  private _selected: string | null = null;
+  private _selection = new Set<string>();
   private _frame: number | null = null;
   private _ticker: number | null = null;
   private _searchTimer: number | null = null;

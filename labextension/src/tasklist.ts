@@ -162,6 +162,7 @@ export class TaskListModel implements IDisposable {
     }
     this._active = active;
     if (active && this._started && this._mode !== 'stream') {
+      this._streamFailedAt = 0; // a shown panel retries the feed at once
       void this._poll.refresh();
     }
   }

@@ -174,3 +174,56 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     tasks = lab_server.api.get("taskrun/api/tasks?name=widget-demo")["tasks"]
     assert tasks and tasks[0]["status"] == "completed"
     assert not [e for e in page.errors if "taskrun" in e.lower() or "widget" in e.lower()], page.errors
+
+
+FOLLOW_CODE = """%%taskrun --name widget-follow
+import time
+for i in range(80):
+    print(f"follow line {i:03d}", flush=True)
+    time.sleep(0.1)"""
+
+
+def test_follow_keeps_the_log_scrolled_to_the_newest_line(lab_page: Any, lab_server: Any, artifacts_dir: Path) -> None:
+    """Issue 13: with Follow on, the newest log line stays in view while lines arrive."""
+    page = lab_page
+    name = f"widget-follow-{uuid.uuid4().hex[:6]}.ipynb"
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+        for src in ("%load_ext jupyter_taskrun", FOLLOW_CODE)
+    ]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (lab_server.root / name).write_text(json.dumps(nb))
+    page.goto(f"{lab_server.url}lab/tree/{name}?token={lab_server.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
+    run_cell(page, 0)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
+    time.sleep(2)
+    run_cell(page, 1)
+    panel = shown_panel(page, 1)
+    log = panel.locator(".taskrun-log")
+    page.wait_for_function("el => el.textContent.includes('follow line 030')", arg=log.element_handle(), timeout=60000)
+    panel.scroll_into_view_if_needed()
+    # the newest line shown is inside the visible part of the scroll box, several times while lines arrive
+    check = """el => {
+        const box = el.querySelector('.taskrun-logbox');
+        const lines = box.querySelectorAll('pre > span');
+        const last = lines[lines.length - 1];
+        const b = box.getBoundingClientRect(), l = last.getBoundingClientRect();
+        return {overflows: box.scrollHeight > box.clientHeight + 4, visible: l.bottom <= b.bottom + 2 && l.top >= b.top - 2,
+                last: last.textContent};
+    }"""
+    seen = []
+    for _ in range(4):
+        state = page.evaluate(check, log.element_handle())
+        seen.append(state)
+        time.sleep(0.7)
+    assert all(s["overflows"] for s in seen), seen
+    assert all(s["visible"] for s in seen), seen
+    assert len({s["last"] for s in seen}) > 1, seen  # lines really were arriving
+    panel.screenshot(path=str(artifacts_dir / "widget-panel-follow.png"))
+    panel.locator(".taskrun-badge [data-status='completed']").wait_for(timeout=60000)
+    # a finished log: the Follow toggle and "● live" are gone
+    assert panel.get_by_role("button", name="Follow").count() == 0 or not panel.get_by_role("button", name="Follow").is_visible()
+    assert "live" not in panel.inner_text()
