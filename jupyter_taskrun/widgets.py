@@ -602,7 +602,9 @@ class TaskPanel(widgets.VBox):
         try:
             saved = self.client.notebook(self.task_id, save=path)
         except Exception as e:  # noqa: BLE001
-            if path != self._safe_name() and "path" in str(e).lower():
+            if isinstance(e, TaskRunHTTPError) and e.status == 409:
+                saved = {"path": path}  # saved by an earlier click: a finished task's notebook does not change
+            elif path != self._safe_name() and "path" in str(e).lower():
                 try:  # the folder next to this notebook is not writable/visible: use the root
                     saved = self.client.notebook(self.task_id, save=self._safe_name())
                 except Exception as e2:  # noqa: BLE001
