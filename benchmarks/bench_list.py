@@ -1,6 +1,6 @@
 """5. List endpoint latency with 100,000 tasks in the store.
 
-The SQLite file is filled directly with ``jupyter_taskrun.store.TaskStore.insert_tasks`` (in
+The SQLite file is filled directly with ``jupyter_taskrun.server.store.TaskStore.insert_tasks`` (in
 batches, one transaction each) before the server starts: finished tasks only (a queued task
 would be re-queued and run at start), statuses 85% completed / 10% failed / 3% cancelled /
 2% timed_out, tags ``bench`` (all) and ``t0``..``t99`` (1% each). Then ``GET
@@ -42,7 +42,7 @@ STATUSES = ["completed"] * 85 + ["failed"] * 10 + ["cancelled"] * 3 + ["timed_ou
 
 def fill(path: str, n: int) -> float:
     from jupyter_taskrun.models import Task, TaskStatus
-    from jupyter_taskrun.store import TaskStore
+    from jupyter_taskrun.server.store import TaskStore
 
     t0 = time.monotonic()
     store = TaskStore(path)
@@ -83,10 +83,10 @@ def cache_key() -> str:
     import hashlib
 
     import jupyter_taskrun.models
-    import jupyter_taskrun.store
+    import jupyter_taskrun.server.store
 
     h = hashlib.sha1(f"{FILL_VERSION}:{N_TASKS}".encode())
-    for mod in (jupyter_taskrun.store, jupyter_taskrun.models):
+    for mod in (jupyter_taskrun.server.store, jupyter_taskrun.models):
         h.update(Path(mod.__file__).read_bytes())
     return h.hexdigest()[:16]
 

@@ -15,7 +15,7 @@ __all__ = ["__version__", "progress", "TaskRunClient", "AsyncTaskRunClient", "lo
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import TaskRunApp
+    from .server.app import TaskRunApp
 
     return [{"module": "jupyter_taskrun", "app": TaskRunApp}]
 
@@ -25,7 +25,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import load_ipython_extension as _load
+    from .notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 

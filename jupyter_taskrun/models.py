@@ -295,7 +295,7 @@ def _check_json_value(field_name: str, value: Any, *, max_depth: int | None = No
 
 def _check_notebook(value: Any) -> dict[str, Any]:
     """Accept any notebook Jupyter would open (see ``notebook.normalize_notebook``), refuse the rest."""
-    from .notebook import normalize_notebook  # notebook.py imports this module
+    from .execution.submission import normalize_notebook  # notebook.py imports this module
 
     if not isinstance(value, dict):
         raise _fail("'notebook' must be a notebook's JSON object")

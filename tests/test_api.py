@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_taskrun.handlers import handler_routes
+from jupyter_taskrun.server.handlers import handler_routes
 
 SLEEPY = "import time\ntime.sleep(60)"
 
@@ -176,7 +176,7 @@ async def test_status_and_openapi(api):
 
 
 def test_openapi_spec_matches_routes():
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     spec_paths = set(load_spec()["paths"])
     route_paths = set()
@@ -288,7 +288,7 @@ async def test_bad_resume_points(api):
 
 async def test_every_route_refuses_unauthenticated(api, jp_fetch, jp_http_port, jp_base_url):
     task = await api.run(code="1")
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     for path, ops in load_spec()["paths"].items():
         for method in ops:

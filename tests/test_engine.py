@@ -13,7 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from jupyter_taskrun.models import TaskStatus
-from jupyter_taskrun.store import TaskStore
+from jupyter_taskrun.server.store import TaskStore
 
 from .conftest import kernel_processes
 
@@ -347,7 +347,7 @@ def test_store_list_is_indexed_and_paged(tmp_path):
 
 async def test_warm_pool_kernel_is_used_once(jp_serverapp, api, taskrun):
     """With a pool, tasks still never share a kernel (each pooled kernel is used once)."""
-    from jupyter_taskrun.kernels import KernelPool
+    from jupyter_taskrun.execution.kernels import KernelPool
 
     executor = taskrun.executor_impl
     executor.pool = KernelPool(executor.launcher, {"python3": 1})

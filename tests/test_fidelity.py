@@ -17,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_taskrun.errors import InvalidSubmission
 from jupyter_taskrun.models import TaskSubmission
-from jupyter_taskrun.notebook import build_notebook, normalize_notebook, parameters_source
+from jupyter_taskrun.execution.submission import build_notebook, normalize_notebook, parameters_source
 
 CLEAR_CELLS = [
     # print, clear(wait), print → nbclient keeps only 'world'

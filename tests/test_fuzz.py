@@ -57,7 +57,7 @@ def fuzz_target(tmp_path_factory):
     (server.root / "job.py").write_text("print('job')\n")
     status, served = server.request("GET", "taskrun/api/openapi.json")
     assert status == 200, served
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     assert json.loads(served) == load_spec(), "the fuzzed schema must be the one the server serves"
     target = FuzzTarget(server)
@@ -79,7 +79,7 @@ def _load_schema():
     regular path instead: one pytest item per API operation, which also reports better. The
     ``fuzz_target`` fixture checks that the server really serves this very document.
     """
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     loaded = schemathesis.openapi.from_dict(load_spec())
     # live streams never end by themselves: covered by the hand-written tests below
@@ -90,7 +90,7 @@ schema = _load_schema()
 
 
 def declared_query(path: str, method: str) -> set[str]:
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     item = load_spec()["paths"].get(path, {})
     params = item.get("parameters", []) + item.get(method.lower(), {}).get("parameters", [])
@@ -134,7 +134,7 @@ def test_rest_api_conforms_to_its_openapi_document(case, fuzz_target):
 async def test_spec_and_server_agree_on_empty_query_values(api):
     import re
 
-    from jupyter_taskrun.handlers.openapi import load_spec
+    from jupyter_taskrun.server.handlers.openapi import load_spec
 
     params = load_spec()["paths"]["/taskrun/api/tasks"]["get"]["parameters"]
     for name in ("status", "cursor"):

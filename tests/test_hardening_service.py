@@ -34,10 +34,10 @@ import pytest
 from jupyter_server.auth.identity import IdentityProvider, User
 from traitlets.config import Config
 
-from jupyter_taskrun.auth import OwnerScopedAuthorizer
+from jupyter_taskrun.server.auth import OwnerScopedAuthorizer
 from jupyter_taskrun.models import Task, TaskStatus
-from jupyter_taskrun.store import TaskStore
-from jupyter_taskrun.telemetry import TASK_SCHEMA_ID
+from jupyter_taskrun.server.store import TaskStore
+from jupyter_taskrun.server.telemetry import TASK_SCHEMA_ID
 
 from ._server import JupyterServer
 

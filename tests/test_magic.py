@@ -17,8 +17,8 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_taskrun.client import TaskRunClient
-from jupyter_taskrun.handle import TaskFailedError, decode_result
-from jupyter_taskrun.magics import parse_assignments
+from jupyter_taskrun.notebook.handle import TaskFailedError, decode_result
+from jupyter_taskrun.notebook.magics import parse_assignments
 
 from ._server import REPO, JupyterServer
 

@@ -919,7 +919,7 @@ def test_fast_big_output_arrives_whole_in_bounded_messages(tmp_path):
             sampler.join()
         task = json.loads(body)
         assert status == 200 and task["status"] == "completed", task
-        from jupyter_taskrun.store import TaskStore  # large events are stored zlib-compressed
+        from jupyter_taskrun.server.store import TaskStore  # large events are stored zlib-compressed
 
         store = TaskStore(str(srv.db_path))
         try:

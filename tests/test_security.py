@@ -16,7 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 from traitlets.config import Config
 
-from jupyter_taskrun.handlers import handler_routes
+from jupyter_taskrun.server.handlers import handler_routes
 
 from .conftest import TERMINAL
 from .test_reliability import RawSSE, task_count

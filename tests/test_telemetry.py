@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from jupyter_taskrun.telemetry import TASK_SCHEMA_ID
+from jupyter_taskrun.server.telemetry import TASK_SCHEMA_ID
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_taskrun.client import TaskRunClient
-from jupyter_taskrun.widgets import (
+from jupyter_taskrun.notebook.panel import (
     LogBuffer,
     TaskListPanel,
     TaskPanel,
@@ -554,7 +554,7 @@ def test_rerun_after_a_server_restart_works_or_says_why(tmp_path):
 
 
 def test_task_failed_error_does_not_repeat_the_traceback_under_a_panel():
-    from jupyter_taskrun.handle import TaskFailedError
+    from jupyter_taskrun.notebook.handle import TaskFailedError
 
     task = {"id": "ab" * 16, "name": "t", "status": "failed",
             "error": {"ename": "ValueError", "evalue": "x", "traceback": ["TB LINE 1", "ValueError: x"]}}

@@ -22,8 +22,8 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..broker import ALL_TASKS, Subscription
-from ..errors import TaskNotFound, TaskRunError
-from ..models import Change, TaskEvent
+from ...errors import TaskNotFound, TaskRunError
+from ...models import Change, TaskEvent
 from ..service import TaskRun
 from ..store import SQLITE_MAX_INT
 from .base import AUTH_RESOURCE, TaskRunHandler, TaskRunHTTPError, http_error, log_refusal, owner_name, scrubbed_summary, write_json_error

@@ -17,7 +17,7 @@ from typing import Any
 import nbformat
 
 from .kernels import KernelLauncher, KernelPool, TaskKernel
-from .notebook import setup_code
+from .submission import setup_code
 from .runner import Emit, NotebookRunner, RunOutcome
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .errors import TaskRunError
-from .models import TaskStatus
+from ..errors import TaskRunError
+from ..models import TaskStatus
 
 __all__ = [
     "AsyncTaskRunClient",

@@ -13,9 +13,9 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import InvalidSubmission, TaskStateConflict
-from ..models import TaskStatus
-from ..notebook import resolve_path
+from ...errors import InvalidSubmission, TaskStateConflict
+from ...models import TaskStatus
+from ...execution.submission import resolve_path
 from .base import TaskRunHandler, TaskRunHTTPError
 
 _STATUSES = {s.value for s in TaskStatus}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from .models import TERMINAL_STATUSES, TaskStatus
+from ..models import TERMINAL_STATUSES, TaskStatus
 
 __all__ = ["TaskFailedError", "TaskHandle", "decode_result"]
 
@@ -181,7 +181,7 @@ class TaskHandle:
 
     def panel(self, *, start: bool = True) -> Any:
         """A live ``TaskPanel`` widget of this task."""
-        from .widgets import TaskPanel
+        from .panel import TaskPanel
 
         return TaskPanel(self.client, self.id, start=start)
 

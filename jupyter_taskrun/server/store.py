@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import InvalidSubmission, StoreBusy, StoreUnavailable, TaskNotFound
-from .models import Change, Task, TaskEvent, TaskStatus
+from ..errors import InvalidSubmission, StoreBusy, StoreUnavailable, TaskNotFound
+from ..models import Change, Task, TaskEvent, TaskStatus
 
 SCHEMA_VERSION = 1
 

@@ -89,7 +89,7 @@ class TaskRunMagics(Magics):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from .client import ServerNotFound, TaskRunClient
+            from ..client import ServerNotFound, TaskRunClient
 
             try:
                 self._client = TaskRunClient()
@@ -99,7 +99,7 @@ class TaskRunMagics(Magics):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a client call; server refusals and connection problems become short UsageErrors."""
-        from .client import TaskRunConnectionError, TaskRunHTTPError
+        from ..client import TaskRunConnectionError, TaskRunHTTPError
 
         try:
             return fn(*args, **kwargs)
@@ -186,7 +186,7 @@ class TaskRunMagics(Magics):
     def _show_panel(self, task: dict[str, Any]) -> Any:
         from IPython.display import display
 
-        from .widgets import TaskPanel
+        from .panel import TaskPanel
 
         panel = TaskPanel(self.client, task["id"], task=task)
         self.panels.add(panel)
@@ -257,7 +257,7 @@ class TaskRunMagics(Magics):
         if command == "panel" and args.id is None:
             from IPython.display import display
 
-            from .widgets import TaskListPanel
+            from .panel import TaskListPanel
 
             panel = self._call(TaskListPanel, self.client)
             self.panels.add(panel)
@@ -290,7 +290,7 @@ class TaskRunMagics(Magics):
     # -- helpers of %taskrun -------------------------------------------------------
 
     def _connect(self, url: str | None, token: str | None) -> None:
-        from .client import TaskRunClient
+        from ..client import TaskRunClient
 
         try:
             self._client = TaskRunClient(url, token)
@@ -305,7 +305,7 @@ class TaskRunMagics(Magics):
 
     def _resolve(self, ref: str | None) -> TaskHandle:
         """A task id, a unique id prefix or a task name (newest wins) → handle."""
-        from .client import TaskRunHTTPError
+        from ..client import TaskRunHTTPError
 
         if ref is None:
             if self.last is None:
@@ -343,7 +343,7 @@ class TaskRunMagics(Magics):
         if not tasks:
             print("no tasks")
             return
-        from .widgets import badge_html, fmt_seconds, parse_time
+        from .panel import badge_html, fmt_seconds, parse_time
 
         text_rows = []
         html_rows = []
@@ -374,7 +374,7 @@ class TaskRunMagics(Magics):
 
     def _show(self, handle: TaskHandle) -> None:
         t = self._call(lambda: handle.task)
-        from .widgets import fmt_bytes, fmt_seconds
+        from .panel import fmt_bytes, fmt_seconds
 
         lines = [
             f"task      {t['id']}",

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 
-from .errors import QueueFull
+from ..errors import QueueFull
 
 
 class TaskQueue:

@@ -22,9 +22,9 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, Union, default
 from traitlets.config import LoggingConfigurable
 
-from ._version import __version__
+from .._version import __version__
 from .broker import ALL_TASKS, EventBroker
-from .errors import (
+from ..errors import (
     InvalidSubmission,
     QueueFull,
     StoreBusy,
@@ -34,9 +34,9 @@ from .errors import (
     TooManyStreams,
     UnknownKernel,
 )
-from .executor import Executor, JobResult, LocalExecutor, TaskJob
-from .kernels import KERNEL_MARKER_ENV, KernelLauncher, KernelPool, kill_marked_processes, task_base_env
-from .models import (
+from ..execution.executor import Executor, JobResult, LocalExecutor, TaskJob
+from ..execution.kernels import KERNEL_MARKER_ENV, KernelLauncher, KernelPool, kill_marked_processes, task_base_env
+from ..models import (
     EventType,
     Task,
     TaskEvent,
@@ -44,8 +44,8 @@ from .models import (
     TaskSubmission,
     check_transition,
 )
-from .notebook import build_notebook, parameters_source, resolve_path
-from .outputs import fold_outputs
+from ..execution.submission import build_notebook, parameters_source, resolve_path
+from ..execution.outputs import fold_outputs
 from .queue import TaskQueue
 from .store import TaskStore
 from .telemetry import TaskTelemetry
@@ -221,7 +221,7 @@ class TaskRun(LoggingConfigurable):
             return None
         from jupyter_core.paths import jupyter_runtime_dir
 
-        from .sandbox import BwrapSandbox
+        from ..execution.sandbox import BwrapSandbox
 
         hidden = [jupyter_runtime_dir(), jupyter_data_dir(), os.path.dirname(os.path.abspath(self.db_path))]
         return BwrapSandbox(hidden=hidden, writable=list(self.sandbox_writable_paths))
@@ -240,7 +240,7 @@ class TaskRun(LoggingConfigurable):
             log=self.log,
         )
         if self.executor == "dask":
-            from .dask_executor import DaskExecutor
+            from ..execution.dask_executor import DaskExecutor
 
             return DaskExecutor(self, launcher_settings=launcher)
         sizes = self.kernel_pool_size

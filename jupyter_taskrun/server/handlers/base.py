@@ -13,7 +13,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..errors import (
+from ...errors import (
     ExecutorUnavailable,
     InvalidSubmission,
     QueueFull,
@@ -23,7 +23,7 @@ from ..errors import (
     TaskStateConflict,
     TooManyStreams,
 )
-from ..models import Task, TaskStatus
+from ...models import Task, TaskStatus
 from ..service import TaskRun
 from ..store import SQLITE_MAX_INT
 

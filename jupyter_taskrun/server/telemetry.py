@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .models import Task, TaskStatus
+from ..models import Task, TaskStatus
 
 TASK_SCHEMA_ID = "https://events.jupyter.org/jupyter_taskrun/task/v1"
 

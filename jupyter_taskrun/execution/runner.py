@@ -20,13 +20,13 @@ from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellT
 from nbformat import NotebookNode
 
 from .kernels import TaskKernel, descendants, describe_exit, execute_silently, reap, watch_process_exit
-from .models import EventType, TaskStatus
+from ..models import EventType, TaskStatus
 from .output_parsing import crash_location, crash_report, parse_tqdm, system_exit_code
 
 log = logging.getLogger(__name__)
 
 # progress() sends a display message with PROGRESS_MIME; intercepted here, never shown.
-from .progress import PROGRESS_MIME  # noqa: E402
+from ..progress import PROGRESS_MIME  # noqa: E402
 
 Emit = Callable[[str, dict[str, Any]], None]
 

@@ -18,8 +18,8 @@ import nbformat
 from nbformat import NotebookNode
 from nbformat.corpus.words import generate_corpus_id as random_cell_id
 
-from .errors import InvalidSubmission, PathNotAllowed, PathNotFound
-from .models import TaskSubmission
+from ..errors import InvalidSubmission, PathNotAllowed, PathNotFound
+from ..models import TaskSubmission
 
 INJECTED_TAG = "injected-parameters"
 PARAMETERS_TAG = "parameters"
