@@ -225,7 +225,7 @@ async def test_deep_parameters_and_too_many_cells_are_a_clear_400(api, taskrun):
 
 def test_the_largest_accepted_submission_starts_without_freezing_the_server(tmp_path):
     """2000 cells (the default max_cells) of 500 bytes: 1 MB. While it is submitted, built and
-    started, another client's GET /taskrun/api/status keeps answering in < 100 ms."""
+    started, another client's GET /taskrun/api/status keeps answering (no stall of the loop)."""
     cells = [f"x{i} = {i}  # " + "p" * 480 for i in range(2000)]
     body = json.dumps({"cells": cells, "name": "big"}).encode()
     with JupyterServer(tmp_path, extra_args=("--TaskRun.kernel_pool_size=0",)) as srv:
@@ -274,7 +274,9 @@ def test_the_largest_accepted_submission_starts_without_freezing_the_server(tmp_
         code, raw = srv.request("GET", f"taskrun/api/tasks/{task_id}?wait=60", timeout=90)
         assert json.loads(raw)["status"] in ("completed", "cancelled"), raw[:300]
     worst, idle_worst = max(latencies), max(idle)
-    bound = max(0.1, 2 * idle_worst)
+    # a freeze is the loop blocked for the whole build (~0.5 s before it was fixed); single scheduling
+    # hiccups of a loaded 2-core machine are not: 250 ms, or 3x the idle worst where even idle is slower
+    bound = max(0.25, 3 * idle_worst)
     print(f"\nstatus latency during the start: n={len(latencies)} max={worst * 1000:.1f} ms "
           f"p50={sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; idle max {idle_worst * 1000:.1f} ms")  # fmt: skip
     assert len(latencies) > 20 and worst < bound, f"GET /status took {worst * 1000:.0f} ms while the big task started (bound {bound * 1000:.0f} ms)"

@@ -29,6 +29,7 @@ import codecs
 import contextlib
 import os
 import struct
+from collections import deque
 from typing import Any
 
 #: the kernel finds the tee's file descriptor number here (see ``TEE_SETUP``)
@@ -79,6 +80,54 @@ __trtee()
 del __trtee"""
 
 
+class _Pending:
+    """Unconfirmed text of one (stream, request) as a queue of chunks from absolute offset ``base``.
+
+    Appending and dropping a confirmed prefix cost O(chunks touched), never a copy of the whole
+    text: the tee may run megabytes ahead of IOPub, and a ``str +=`` / slice per 4 KiB frame
+    would make a 30 MB output quadratic.
+    """
+
+    __slots__ = ("chunks", "base", "length")
+
+    def __init__(self, base: int = 0):
+        self.chunks: deque[str] = deque()
+        self.base = base
+        self.length = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + self.length
+
+    def append(self, text: str) -> None:
+        if text:
+            self.chunks.append(text)
+            self.length += len(text)
+
+    def drop_to(self, offset: int) -> None:
+        """Forget the text before absolute ``offset``."""
+        cut = min(offset - self.base, self.length)
+        while cut > 0 and self.chunks:
+            head = self.chunks[0]
+            if len(head) <= cut:
+                self.chunks.popleft()
+                cut -= len(head)
+                self.base += len(head)
+                self.length -= len(head)
+            else:
+                self.chunks[0] = head[cut:]
+                self.base += cut
+                self.length -= cut
+                cut = 0
+
+    def take(self) -> str:
+        text = "".join(self.chunks)
+        self.chunks.clear()
+        self.base += self.length
+        self.length = 0
+        return text
+
+
 class DurableOutput:
     """The reading side of one kernel's durable pipes (and their creation)."""
 
@@ -93,9 +142,9 @@ class DurableOutput:
             key: codecs.getincrementaldecoder("utf-8")("replace") for key in ("stdout", "stderr")
         }
         self._frame = b""
-        #: per (stream, parent msg_id): tee text not yet confirmed by IOPub, from offset _tee_base
-        self._tee_text: dict[tuple[str, str], str] = {}
-        self._tee_base: dict[tuple[str, str], int] = {}
+        #: per (stream, parent msg_id): tee text not yet confirmed by IOPub
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        #: per (stream, parent msg_id): how many characters IOPub has delivered
         self._confirmed: dict[tuple[str, str], int] = {}
         #: in which order keys first appeared: unconfirmed text comes back in writing order
         self._order: list[tuple[str, str]] = []
@@ -128,7 +177,7 @@ class DurableOutput:
         return self.pending_chars() > self.max_pending_chars
 
     def pending_chars(self) -> int:
-        return sum(len(t) for t in self._tee_text.values())
+        return sum(p.length for p in self._pending.values())
 
     def drain(self, *, tee: bool = True) -> list[tuple[str, str]]:
         """Read what is available now (never blocks); returns fd 1/2 text as (stream, text).
@@ -192,28 +241,17 @@ class DurableOutput:
         self._frame = buf[pos:]
 
     def _add_tee(self, key: tuple[str, str], text: str) -> None:
-        if key not in self._tee_text:
-            self._tee_text[key] = ""
-            self._tee_base.setdefault(key, 0)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
             self._confirmed.setdefault(key, 0)
             self._order.append(key)
-        self._tee_text[key] += text
-        self._trim(key)
-
-    def _trim(self, key: tuple[str, str]) -> None:
-        """Drop tee text IOPub already delivered."""
-        text = self._tee_text.get(key)
-        if text is None:
-            return
-        confirmed, base = self._confirmed[key], self._tee_base[key]
-        if confirmed > base:
-            cut = min(confirmed - base, len(text))
-            self._tee_text[key] = text[cut:]
-            self._tee_base[key] = base + cut
+        pending.append(text)
+        pending.drop_to(self._confirmed[key])  # IOPub may already have delivered it
 
     def tee_marks(self) -> dict[tuple[str, str], int]:
         """How far each key's Python-level text has been read from the tee (absolute offsets)."""
-        return {k: self._tee_base[k] + len(t) for k, t in self._tee_text.items() if t}
+        return {k: p.end for k, p in self._pending.items() if p.length}
 
     def delivered(self, marks: dict[tuple[str, str], int]) -> bool:
         """IOPub has delivered every key up to ``marks``."""
@@ -222,9 +260,10 @@ class DurableOutput:
     def confirm(self, stream: str, text: str, parent: str) -> None:
         """IOPub delivered ``text`` on ``stream`` for the request ``parent`` (a msg_id)."""
         key = (stream, parent or "")
-        self._confirmed[key] = self._confirmed.get(key, 0) + len(text)
-        self._tee_base.setdefault(key, 0)
-        self._trim(key)
+        confirmed = self._confirmed[key] = self._confirmed.get(key, 0) + len(text)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.drop_to(confirmed)
 
     def take_unconfirmed(self, parents: set[str]) -> list[tuple[str, str]]:
         """The Python-level text IOPub never delivered for these requests (the task's cells),
@@ -232,20 +271,17 @@ class DurableOutput:
         a pool warm-up) is not the task's."""
         out = []
         for key in self._order:
-            text = self._tee_text.get(key)
-            if text and key[1] in parents:
-                out.append((key[0], text))
-                self._tee_base[key] += len(text)
-                self._confirmed[key] = max(self._confirmed[key], self._tee_base[key])
-                self._tee_text[key] = ""
+            pending = self._pending.get(key)
+            if pending is not None and pending.length and key[1] in parents:
+                out.append((key[0], pending.take()))
+                self._confirmed[key] = max(self._confirmed[key], pending.base)
         return out
 
     def forget(self, parents_to_keep: set[str]) -> None:
         """Drop what is held for other requests: their text is never shown, only bounded."""
-        for key in list(self._tee_text):
+        for key, pending in self._pending.items():
             if key[1] not in parents_to_keep:
-                self._tee_base[key] += len(self._tee_text[key])
-                self._tee_text[key] = ""
+                pending.take()
 
     def close(self) -> None:
         if self.closed:
