@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,14 @@ class BwrapSandbox:
         ]  # fmt: skip
         for folder in _existing(self.hidden):
             args += ["--tmpfs", folder]
+        # the kernel's Python must stay reachable even where it lives under a folder hidden above
+        # (a virtualenv in /tmp, say): read-only, like the rest
+        exe = shutil.which(cmd[0]) if cmd else None
+        runtime = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(exe)) if exe else ""]
+        for folder in _existing(runtime):
+            args += ["--ro-bind", folder, folder]
+        if exe and os.path.dirname(exe) not in runtime:
+            args += ["--ro-bind", os.path.dirname(exe), os.path.dirname(exe)]
         if connection_file:
             args += ["--ro-bind", connection_file, connection_file]
         for folder in _existing([cwd or "", *self.writable]):
