@@ -368,7 +368,7 @@ def test_run_as_task_on_notebook_file(lab_page: Any, api: Any, lab_server: Any, 
     wait_enabled(page, task["id"], "open-notebook")
     toolbar_button(page, task["id"], "open-notebook").click()
     page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text="answer 42").first.wait_for(timeout=30000)
-    saved = [p.name for p in lab_server.root.glob("*.executed-*.ipynb")]
+    saved = [p.name for p in lab_server.root.glob("*.executed.ipynb")]
     assert any(p.startswith(nb_name[: -len(".ipynb")]) for p in saved), saved
     page.screenshot(path=str(artifacts_dir / "12-executed-notebook.png"))
 

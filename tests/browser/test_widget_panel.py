@@ -113,7 +113,7 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     page = lab_page
     name = f"widget-panel-{uuid.uuid4().hex[:6]}.ipynb"
     write_notebook(lab_server.root, name)
-    page.goto(f"{lab_server.url}lab/tree/{name}?token={lab_server.token}")
+    page.goto(f"{lab_server.url}lab/tree/{name}?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=30000)
     # wait for the kernel before running, so keyboard input is not lost in a dialog
@@ -194,12 +194,22 @@ def test_follow_keeps_the_log_scrolled_to_the_newest_line(lab_page: Any, lab_ser
     nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (lab_server.root / name).write_text(json.dumps(nb))
-    page.goto(f"{lab_server.url}lab/tree/{name}?token={lab_server.token}")
+    page.goto(f"{lab_server.url}lab/tree/{name}?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
+    # the workspace may restore an earlier test's notebook first: wait until ours is the one shown
+    page.wait_for_function(
+        """() => { const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell');
+                   return !!c && c.textContent.includes('load_ext jupyter_taskrun'); }""",
+        timeout=60000,
+    )
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
     run_cell(page, 0)
-    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
-    time.sleep(2)
+    # the magic is loaded once cell 0 has its execution count (not "*")
+    page.wait_for_function(
+        """() => { const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .jp-InputPrompt');
+                   return !!c && /\[\d+\]/.test(c.textContent); }""",
+        timeout=60000,
+    )
     run_cell(page, 1)
     panel = shown_panel(page, 1)
     log = panel.locator(".taskrun-log")

@@ -59,7 +59,7 @@ def test_task_outputs_run_no_script_in_the_panel(lab_page: Any, lab_server: Any,
     page = lab_page
     name = f"widget-xss-{uuid.uuid4().hex[:6]}.ipynb"
     write_notebook(lab_server.root, name)
-    page.goto(f"{lab_server.url}lab/tree/{name}?token={lab_server.token}")
+    page.goto(f"{lab_server.url}lab/tree/{name}?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=30000)
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
