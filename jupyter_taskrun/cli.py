@@ -20,18 +20,14 @@ from typing import Any, TextIO
 
 from .client import TaskRunClient, TaskRunHTTPError
 from .errors import TaskRunError
+from .formatting import format_bytes, format_duration, strip_ansi
 from .models import TaskStatus
 
 PROG = "jupyter taskrun"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 class UsageError(Exception):
     """A problem with the command line, reported like argparse does (exit code 2)."""
-
-
-def _strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 #: C0 and C1 control characters and DEL: in a task name they could move the cursor, rewrite the
@@ -78,7 +74,7 @@ def _positive(text: str) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Formatting
+# Formatting (durations, sizes, ANSI: the one convention of jupyter_taskrun.formatting)
 # ---------------------------------------------------------------------------
 
 
@@ -99,33 +95,11 @@ def _duration(task: dict[str, Any]) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
-def _fmt_seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
-    minutes, seconds = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def _fmt_time(value: str | None) -> str:
     parsed = _parse_time(value)
     if parsed is None:
         return "-"
     return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _fmt_bytes(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def _error_line(task: dict[str, Any]) -> str:
@@ -143,7 +117,7 @@ def _summary(task: dict[str, Any]) -> str:
     line = f"task {task.get('id')} {status}"
     duration = _duration(task)
     if duration is not None and _is_terminal(status):
-        line += f" in {_fmt_seconds(duration)}"
+        line += f" in {format_duration(duration)}"
     if status != TaskStatus.COMPLETED.value:
         detail = _error_line(task)
         if detail:
@@ -221,7 +195,7 @@ class _Console:
         self._clear_bar()
         target = self.err if stream == "stderr" else self.out
         if stream == "stderr" and not self.tty:
-            text = _strip_ansi(text)
+            text = strip_ansi(text)
         target.write(text)
         target.flush()
         self.at_line_start = text.endswith("\n")
@@ -238,7 +212,7 @@ class _Console:
         if isinstance(total, (int, float)) and total > 0:
             frac = max(0.0, min(1.0, value / total))
             width = 30
-            filled = int(round(frac * width))
+            filled = round(frac * width)
             pct = f"{frac * 100:3.0f}%"
             counts = f"{value:g}/{total:g}"
             bar = f"[{'#' * filled}{'.' * (width - filled)}] {pct} {counts}"
@@ -309,7 +283,7 @@ def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, q
 
 
 def _strip_ansi_if(console: _Console, text: str) -> str:
-    return text if console.tty else _strip_ansi(text)
+    return text if console.tty else strip_ansi(text)
 
 
 def _report_wait(client: TaskRunClient, task_id: str) -> int:
@@ -317,7 +291,7 @@ def _report_wait(client: TaskRunClient, task_id: str) -> int:
     error = task.get("error") or {}
     if task.get("status") != TaskStatus.COMPLETED.value and error.get("traceback"):
         tb = "\n".join(error["traceback"])
-        print(tb if sys.stderr.isatty() else _strip_ansi(tb), file=sys.stderr)
+        print(tb if sys.stderr.isatty() else strip_ansi(tb), file=sys.stderr)
     print(f"taskrun: {_summary(task)}", file=sys.stderr)
     return _exit_code(task.get("status"), task.get("exit_code"))
 
@@ -424,7 +398,7 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
                 (t.get("name") or "")[:40],
                 t.get("owner") or "",
                 _fmt_time(t.get("created_at")),
-                _fmt_seconds(_duration(t)),
+                format_duration(_duration(t)),
                 ",".join(t.get("tags") or []),
             )
         )
@@ -456,7 +430,7 @@ def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
         ("created", _fmt_time(task.get("created_at"))),
         ("started", _fmt_time(task.get("started_at"))),
         ("finished", _fmt_time(task.get("finished_at"))),
-        ("duration", _fmt_seconds(_duration(task))),
+        ("duration", format_duration(_duration(task))),
         ("exit code", "-" if task.get("exit_code") is None else task["exit_code"]),
     ]
     if task.get("queue_position") is not None:
@@ -476,10 +450,10 @@ def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
         fields.append(
             (
                 "metrics",
-                f"wall {_fmt_seconds(metrics.get('wall'))}, queue wait {_fmt_seconds(metrics.get('queue_wait'))}, "
-                f"kernel start {_fmt_seconds(metrics.get('kernel_start'))}, cpu "
-                f"{_fmt_seconds((metrics.get('cpu_user') or 0) + (metrics.get('cpu_system') or 0))}, "
-                f"peak rss {_fmt_bytes(metrics.get('peak_rss'))}",
+                f"wall {format_duration(metrics.get('wall'))}, queue wait {format_duration(metrics.get('queue_wait'))}, "
+                + f"kernel start {format_duration(metrics.get('kernel_start'))}, cpu "
+                + f"{format_duration((metrics.get('cpu_user') or 0) + (metrics.get('cpu_system') or 0))}, "
+                + f"peak rss {format_bytes(metrics.get('peak_rss'))}",
             )
         )
     if task.get("error"):

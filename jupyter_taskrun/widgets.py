@@ -1,4 +1,5 @@
-"""Compatibility path: ``from jupyter_taskrun.notebook.panel import TaskPanel`` (the panels live in ``notebook/``)."""
+"""Compatibility path: ``from jupyter_taskrun.widgets import TaskPanel, TaskListPanel`` keeps working;
+the panels live in ``jupyter_taskrun.notebook`` (``panel``, ``tasklist``)."""
 
-from .notebook.panel import *  # noqa: F401,F403
+from .notebook.panel import *
 from .notebook.panel import TaskListPanel, TaskPanel  # noqa: F401

@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 
 from jupyter_taskrun.client import TaskRunClient
-from jupyter_taskrun.notebook.panel import (
-    LogBuffer,
-    TaskListPanel,
-    TaskPanel,
-    fmt_seconds,
-    sparkline_svg,
-)
+from jupyter_taskrun.formatting import format_bytes, format_duration
+from jupyter_taskrun.notebook.panel import TaskListPanel, TaskPanel
+from jupyter_taskrun.notebook.panel_model import LogBuffer, TaskPanelModel
+from jupyter_taskrun.notebook.panel_view import log_html, metrics_html, sparkline_svg
 
 from ._server import JupyterServer, TCPProxy
 
@@ -138,7 +135,8 @@ def test_panel_follows_queued_running_completed(client):
             value = re.search(rf'data-metric="{key}">([^<]*)<', metrics_html).group(1)
             assert value and value != "—", (key, metrics_html)
         assert "<svg" in metrics_html and "polyline" in metrics_html
-        assert "MB" in re.search(r'data-metric="peak mem">([^<]*)<', metrics_html).group(1)
+        peak = re.search(r'data-metric="peak mem">([^<]*)<', metrics_html).group(1)
+        assert peak == format_bytes(panel.metrics["peak_rss"]) and peak.endswith("iB")  # the one convention: IEC units
 
         # finished: elapsed frozen at the wall time; cancel off; rerun and notebook on; no error view
         assert panel.elapsed_label.get_state()["value"]
@@ -396,16 +394,19 @@ def test_log_buffer_terminal_semantics_and_cap():
     for i in range(50):
         log.feed("stdout", f"line {i}\n")
     assert log.chars <= 100 and log.dropped > 0 and log.text().endswith("line 49")
-    assert "<script>" not in LogBuffer().html()
+    assert "<script>" not in log_html(LogBuffer())
     esc = LogBuffer()
     esc.feed("stdout", "<script>alert(1)</script>\n")
-    assert "&lt;script&gt;" in esc.html()
+    assert "&lt;script&gt;" in log_html(esc)
 
 
-def test_formatting_helpers():
-    assert fmt_seconds(0.25) == "250 ms"
-    assert fmt_seconds(3.21) == "3.2 s"
-    assert fmt_seconds(125) == "2 min 05 s"
+def test_panel_metrics_follow_the_formatting_convention():
+    model = TaskPanelModel({"id": "ab" * 16, "status": "completed", "started_at": "2024-01-01T00:00:00Z",
+                            "finished_at": "2024-01-01T00:02:05Z",
+                            "metrics": {"wall": 125.2, "cpu_user": 3.0, "cpu_system": 0.21, "peak_rss": 12897485, "kernel_start": 0.25}})
+    shown = dict(re.findall(r'data-metric="([^"]+)">([^<]*)<', metrics_html(model)))
+    assert shown == {"wall": format_duration(125.2), "CPU": format_duration(3.21), "peak mem": format_bytes(12897485),
+                     "kernel start": format_duration(0.25)}
     assert sparkline_svg([]) == ""
     svg = sparkline_svg([{"t": 0, "cpu": 10, "rss": 1000}, {"t": 1, "cpu": 90, "rss": 2000}])
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
@@ -448,11 +449,8 @@ def test_clear_output_leaves_one_figure_and_the_whole_log(client):
         # the same as the server's folded outputs (what polling shows)
         polled = TaskPanel(client, task["id"], start=False)
         try:
-            polled.outputs = []
-            for out in client.outputs(task["id"]):
-                polled._add_output({"output": out})
-            polled._outputs_version += 1
-            polled._render()
+            polled.model.replace_outputs(client.outputs(task["id"]))
+            polled.render()
             assert sum(v.count("<img") for v in polled.outputs_html()) == 1
         finally:
             polled.close()

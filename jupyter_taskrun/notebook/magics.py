@@ -343,7 +343,9 @@ class TaskRunMagics(Magics):
         if not tasks:
             print("no tasks")
             return
-        from .panel import badge_html, fmt_seconds, parse_time
+        from ..formatting import format_duration
+        from .panel_model import parse_time
+        from .panel_view import badge_html
 
         text_rows = []
         html_rows = []
@@ -355,7 +357,7 @@ class TaskRunMagics(Magics):
             elif p:
                 prog = str(p.get("value"))
             started, finished = parse_time(t.get("started_at")), parse_time(t.get("finished_at"))
-            dur = fmt_seconds(finished - started) if started and finished else ""
+            dur = format_duration(finished - started) if started and finished else ""
             text_rows.append(f"{t['id'][:8]}  {t['status']:<10} {prog:>5}  {dur:>9}  {t.get('name', '')}")
             html_rows.append(
                 f"<tr><td><code>{t['id'][:8]}</code></td><td>{badge_html(t['status'])}</td><td>{html.escape(prog)}</td>"
@@ -374,7 +376,7 @@ class TaskRunMagics(Magics):
 
     def _show(self, handle: TaskHandle) -> None:
         t = self._call(lambda: handle.task)
-        from .panel import fmt_bytes, fmt_seconds
+        from ..formatting import format_bytes, format_duration
 
         lines = [
             f"task      {t['id']}",
@@ -393,8 +395,8 @@ class TaskRunMagics(Magics):
         if m:
             cpu = (m.get("cpu_user") or 0) + (m.get("cpu_system") or 0)
             lines.append(
-                f"metrics   wall {fmt_seconds(m.get('wall'))}, cpu {fmt_seconds(cpu)}, "
-                f"peak memory {fmt_bytes(m.get('peak_rss'))}, kernel start {fmt_seconds(m.get('kernel_start'))}"
+                f"metrics   wall {format_duration(m.get('wall'))}, cpu {format_duration(cpu)}, "
+                f"peak memory {format_bytes(m.get('peak_rss'))}, kernel start {format_duration(m.get('kernel_start'))}"
             )
         if t.get("result"):
             lines.append(f"result    {decode_result(t['result'])!r}")

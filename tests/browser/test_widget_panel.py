@@ -147,7 +147,7 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     assert "accuracy" in panel.locator(".taskrun-outputs").inner_text()
     assert panel.locator(".taskrun-metrics svg.taskrun-sparkline").count() == 1
     metrics = panel.locator(".taskrun-metrics").inner_text()
-    assert "peak mem" in metrics and "MB" in metrics and "kernel start" in metrics
+    assert "peak mem" in metrics and "MiB" in metrics and "kernel start" in metrics
     cancel = panel.get_by_role("button", name="Cancel")
     assert cancel.is_disabled()
 
