@@ -201,9 +201,10 @@ export const TaskAPI = {
       throw new APIError(response.status, text.slice(0, 500));
     }
     const header = Number(response.headers.get('X-Log-Offset'));
-    const next = Number.isFinite(header) && header > 0
-      ? header
-      : offset + new TextEncoder().encode(text).length;
+    const next =
+      Number.isFinite(header) && header > 0
+        ? header
+        : offset + new TextEncoder().encode(text).length;
     return { text, next };
   },
   outputs(id: string): Promise<ITaskOutputs> {

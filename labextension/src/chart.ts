@@ -1,8 +1,9 @@
 /**
  * A small plain-SVG chart of CPU % and memory over a task's run.
  */
+import { trans } from './i18n';
 import { IMetricsSample } from './models';
-import { formatBytes, formatDuration } from './utils';
+import { formatBytes, formatDuration } from './format';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -41,7 +42,9 @@ function renderSeries(
   box.className = `jp-TaskRun-chart ${options.className}`;
   const caption = document.createElement('div');
   caption.className = 'jp-TaskRun-chartCaption';
-  const last = samples.length ? options.value(samples[samples.length - 1]) : null;
+  const last = samples.length
+    ? options.value(samples[samples.length - 1])
+    : null;
   const peak = samples.reduce((m, s) => Math.max(m, options.value(s)), 0);
   caption.textContent =
     last === null
@@ -57,9 +60,7 @@ function renderSeries(
     role: 'img',
     'aria-label': `${options.title} over time`
   });
-  const tMax = samples.length
-    ? Math.max(samples[samples.length - 1].t, 1)
-    : 1;
+  const tMax = samples.length ? Math.max(samples[samples.length - 1].t, 1) : 1;
   const tMin = samples.length ? Math.min(samples[0].t, tMax) : 0;
   const yMax = Math.max(options.minMax, peak * 1.1);
   const x = (t: number) =>
@@ -105,9 +106,13 @@ function renderSeries(
   root.appendChild(t0Label);
 
   if (samples.length > 0) {
-    const points = samples.map(s => `${x(s.t).toFixed(1)},${y(options.value(s)).toFixed(1)}`);
+    const points = samples.map(
+      s => `${x(s.t).toFixed(1)},${y(options.value(s)).toFixed(1)}`
+    );
     if (samples.length === 1) {
-      points.push(`${(pad.left + w).toFixed(1)},${y(options.value(samples[0])).toFixed(1)}`);
+      points.push(
+        `${(pad.left + w).toFixed(1)},${y(options.value(samples[0])).toFixed(1)}`
+      );
     }
     const first = points[0].split(',')[0];
     const lastX = points[points.length - 1].split(',')[0];
@@ -155,14 +160,14 @@ export function renderMetricsChart(
   const data = downsample(samples);
   host.replaceChildren(
     renderSeries(data, {
-      title: 'CPU',
+      title: trans.__('CPU'),
       className: 'jp-mod-cpu',
       value: s => s.cpu,
       format: v => `${Math.round(v)}%`,
       minMax: 100
     }),
     renderSeries(data, {
-      title: 'Memory',
+      title: trans.__('Memory'),
       className: 'jp-mod-memory',
       value: s => s.rss,
       format: v => formatBytes(v),

@@ -38,7 +38,8 @@ import {
 } from './models';
 import { OutputsView } from './outputs';
 import { errorMessage, TaskListModel } from './tasklist';
-import { formatBytes, safeFileName, STATUS_LABELS, statusIcon } from './utils';
+import { executedNotebookName, formatBytes } from './format';
+import { safeFileName, STATUS_LABELS, statusIcon } from './utils';
 
 export interface ITaskDetailOptions {
   taskId: string;
@@ -125,7 +126,11 @@ export class TaskDetail extends Panel {
       enabled = false
     ): IButton => {
       const all = { ...props, enabled };
-      return { button: new ToolbarButton(all), props: all, tooltip: props.tooltip ?? '' };
+      return {
+        button: new ToolbarButton(all),
+        props: all,
+        tooltip: props.tooltip ?? ''
+      };
     };
     this._buttons = {
       cancel: make({
@@ -149,7 +154,9 @@ export class TaskDetail extends Panel {
       'open-notebook': make({
         icon: notebookIcon,
         label: trans.__('Open executed notebook'),
-        tooltip: trans.__('Save the executed notebook into the workspace and open it'),
+        tooltip: trans.__(
+          'Save the executed notebook into the workspace and open it'
+        ),
         onClick: () => void this.openNotebook()
       }),
       'download-log': make(
@@ -175,7 +182,10 @@ export class TaskDetail extends Panel {
       )
     };
     this._updateButtons();
-    return Object.entries(this._buttons).map(([name, b]) => ({ name, widget: b.button }));
+    return Object.entries(this._buttons).map(([name, b]) => ({
+      name,
+      widget: b.button
+    }));
   }
 
   // ----------------------------------------------------------------- actions
@@ -214,7 +224,10 @@ export class TaskDetail extends Panel {
         'Delete “%1” with its logs, outputs and artifacts?',
         task?.name ?? this.taskId
       ),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({ label: trans.__('Delete') })
+      ]
     });
     if (!result.button.accept) {
       return;
@@ -237,7 +250,10 @@ export class TaskDetail extends Panel {
       const saved = await TaskAPI.saveNotebook(task.id, path);
       await this._options.openPath(saved?.path || path);
     } catch (error) {
-      this._options.onError(trans.__('Could not open the executed notebook'), error);
+      this._options.onError(
+        trans.__('Could not open the executed notebook'),
+        error
+      );
     }
   }
 
@@ -277,6 +293,7 @@ export class TaskDetail extends Panel {
     model.taskDeleted.disconnect(this._onModelDeleted, this);
     model.changed.disconnect(this._updateButtons, this);
     this._outputs.dispose();
+    this._error.dispose();
     this._log.dispose();
     this._metrics.dispose();
     super.dispose();
@@ -329,7 +346,10 @@ export class TaskDetail extends Panel {
     switch (kind) {
       case 'log': {
         const d = payload as ILogEventData;
-        this._log.append(d.stream === 'stderr' ? 'stderr' : 'stdout', String(d.text ?? ''));
+        this._log.append(
+          d.stream === 'stderr' ? 'stderr' : 'stdout',
+          String(d.text ?? '')
+        );
         break;
       }
       case 'output':
@@ -341,7 +361,11 @@ export class TaskDetail extends Panel {
       case 'status': {
         const d = payload as IStatusEventData;
         if (this._task && d?.status && d.status !== this._task.status) {
-          this._setTask({ ...this._task, status: d.status, error: d.error ?? this._task.error });
+          this._setTask({
+            ...this._task,
+            status: d.status,
+            error: d.error ?? this._task.error
+          });
         }
         this._scheduleReload();
         break;
@@ -369,7 +393,8 @@ export class TaskDetail extends Panel {
       case 'truncated': {
         const d = payload as ITruncatedEventData;
         this._log.marker(
-          d?.message || trans.__('Output beyond %1 was not kept.', formatBytes(d?.limit))
+          d?.message ||
+            trans.__('Output beyond %1 was not kept.', formatBytes(d?.limit))
         );
         break;
       }
@@ -420,7 +445,11 @@ export class TaskDetail extends Panel {
       this._setTask(task);
     } else if (task.last_event_id === mine.last_event_id) {
       // same record (e.g. a progress entry of the change feed, a queue position)
-      this._setTask({ ...mine, progress: task.progress ?? mine.progress, queue_position: task.queue_position });
+      this._setTask({
+        ...mine,
+        progress: task.progress ?? mine.progress,
+        queue_position: task.queue_position
+      });
     }
   }
 
@@ -435,7 +464,11 @@ export class TaskDetail extends Panel {
 
   private _setTask(task: ITask): void {
     const old = this._task;
-    if (old && task.last_event_id < old.last_event_id && !isTerminal(task.status)) {
+    if (
+      old &&
+      task.last_event_id < old.last_event_id &&
+      !isTerminal(task.status)
+    ) {
       // an older copy (e.g. a slow REST answer): keep the live progress
       task = { ...task, progress: old.progress ?? task.progress };
     }
@@ -499,25 +532,39 @@ export class TaskDetail extends Panel {
       [!task, trans.__('The task is not loaded yet')],
       [offline, trans.__('The server is not answering; reconnecting…')]
     ];
-    this._setButton(b.cancel, why([
-      ...common,
-      [!active, trans.__('The task has finished: nothing to cancel')],
-      [this._cancelRequested, trans.__('Cancellation requested…')]
-    ]));
+    this._setButton(
+      b.cancel,
+      why([
+        ...common,
+        [!active, trans.__('The task has finished: nothing to cancel')],
+        [this._cancelRequested, trans.__('Cancellation requested…')]
+      ])
+    );
     this._setButton(b.rerun, why(common));
-    this._setButton(b.delete, why([
-      ...common,
-      [active, trans.__('Only a finished task can be deleted: cancel it first')]
-    ]));
-    this._setButton(b['open-notebook'], why([
-      ...common,
-      [active, trans.__('The executed notebook is saved when the task ends')]
-    ]));
+    this._setButton(
+      b.delete,
+      why([
+        ...common,
+        [
+          active,
+          trans.__('Only a finished task can be deleted: cancel it first')
+        ]
+      ])
+    );
+    this._setButton(
+      b['open-notebook'],
+      why([
+        ...common,
+        [active, trans.__('The executed notebook is saved when the task ends')]
+      ])
+    );
     this._setButton(b['download-log'], why([[offline, common[2][1]]]));
   }
 
   private _setButton(b: IButton, reason: string): void {
-    const tooltip = reason ? trans.__('%1 (unavailable: %2)', b.tooltip, reason) : b.tooltip;
+    const tooltip = reason
+      ? trans.__('%1 (unavailable: %2)', b.tooltip, reason)
+      : b.tooltip;
     if (b.props.tooltip !== tooltip) {
       b.props.tooltip = tooltip;
       b.button.update();
@@ -545,14 +592,10 @@ export class TaskDetail extends Panel {
 
 /** Where "Open executed notebook" saves the notebook in the workspace. */
 export function executedNotebookPath(task: ITask): string {
-  const short = task.id.slice(0, 8);
-  if (task.path) {
-    const slash = task.path.lastIndexOf('/');
-    const dir = slash >= 0 ? task.path.slice(0, slash + 1) : '';
-    const base = task.path.slice(slash + 1).replace(/\.(ipynb|py)$/, '');
-    return `${dir}${base}.executed-${short}.ipynb`;
-  }
-  return `${safeFileName(task.name)}.executed-${short}.ipynb`;
+  // next to the task's notebook or script; the server root otherwise
+  const path = task.path ?? '';
+  const dir = path.slice(0, path.lastIndexOf('/') + 1);
+  return `${dir}${executedNotebookName(task.name || task.path, task.id)}`;
 }
 
 /** Wrap a detail view in a MainAreaWidget with its toolbar. */
@@ -563,7 +606,8 @@ export function createDetailWidget(
   const widget = new MainAreaWidget({ content });
   widget.id = `jupyter-taskrun-detail-${options.taskId}`;
   widget.addClass('jp-TaskRun-detailWidget');
-  widget.title.label = content.task?.name ?? trans.__('Task %1', options.taskId.slice(0, 8));
+  widget.title.label =
+    content.task?.name ?? trans.__('Task %1', options.taskId.slice(0, 8));
   widget.title.icon = statusIcon(content.task?.status ?? 'queued');
   widget.title.closable = true;
   for (const item of content.createToolbarItems()) {

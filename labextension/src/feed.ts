@@ -17,12 +17,7 @@ import { ITask, ITaskOutputs, isTerminal, TASK_EVENT_TYPES } from './models';
 import { EventStream } from './sse';
 
 export type FeedState =
-  | 'connecting'
-  | 'live'
-  | 'reconnecting'
-  | 'polling'
-  | 'ended'
-  | 'idle';
+  'connecting' | 'live' | 'reconnecting' | 'polling' | 'ended' | 'idle';
 
 /** What the feed tells its view. */
 export interface IFeedHandlers {
@@ -133,11 +128,20 @@ export class TaskFeed implements IDisposable {
       }
       this._lastSeq = id;
     }
-    const event = data as { type?: string; data?: unknown; time?: string } | null;
+    const event = data as {
+      type?: string;
+      data?: unknown;
+      time?: string;
+    } | null;
     const wrapped = !!event && typeof event === 'object' && 'data' in event;
     const payload = wrapped ? event!.data : data;
-    const kind = wrapped && typeof event!.type === 'string' ? event!.type : type;
-    this._handlers.onEvent(kind, payload, wrapped ? event!.time ?? null : null);
+    const kind =
+      wrapped && typeof event!.type === 'string' ? event!.type : type;
+    this._handlers.onEvent(
+      kind,
+      payload,
+      wrapped ? (event!.time ?? null) : null
+    );
   }
 
   private async _tick(): Promise<void> {
@@ -169,7 +173,12 @@ export class TaskFeed implements IDisposable {
     const cameBack = this._wasDown;
     this._wasDown = false;
     if (cameBack || !stream?.isActive || Date.now() - stream.openedAt > 1500) {
-      if (!cameBack && !stream?.isActive && Date.now() - this._failedAt < 1000 && this._failures++ >= 1) {
+      if (
+        !cameBack &&
+        !stream?.isActive &&
+        Date.now() - this._failedAt < 1000 &&
+        this._failures++ >= 1
+      ) {
         // the stream fails while REST answers: poll REST instead
         this._startPolling();
         return;

@@ -1,7 +1,9 @@
 /**
- * Small pure helpers of the task list model.
+ * Small helpers of the task list model: filters, ordering, feed payloads,
+ * queue positions and counts, and a timer that coalesces bursts of changes.
  */
 import type {
+  ICounts,
   IProgressChangeData,
   ITask,
   ITaskProgress
@@ -27,7 +29,10 @@ export interface IServerQuery {
  * seen before. The name search is a substring match done here (the REST
  * `?name=` is a prefix filter); `q` is sent too, for a server that searches.
  */
-export function serverQuery(f: ITaskFilters, seenTags: Set<string>): IServerQuery {
+export function serverQuery(
+  f: ITaskFilters,
+  seenTags: Set<string>
+): IServerQuery {
   const tag = f.tag.trim();
   return {
     status: f.status,
@@ -61,13 +66,40 @@ export function matchesLocal(task: ITask, f: ITaskFilters): boolean {
 }
 
 /** id → queue position of every queued task (the change feed carries none). */
-export async function fetchQueuePositions(): Promise<Map<string, number | null>> {
+export async function fetchQueuePositions(): Promise<
+  Map<string, number | null>
+> {
   const page = await TaskAPI.list({ status: 'queued', limit: 500 });
   return new Map(page.tasks.map(t => [t.id, t.queue_position ?? null]));
 }
 
-const STARTED_KEY = 'jupyter-taskrun:started-here';
-const MAX_TRACKED = 200;
+/** Copies of the queued tasks whose queue position moved. */
+export function movedInQueue(
+  tasks: Map<string, ITask>,
+  positions: Map<string, number | null>
+): ITask[] {
+  const moved: ITask[] = [];
+  for (const task of tasks.values()) {
+    const position = positions.get(task.id);
+    if (
+      task.status === 'queued' &&
+      position !== undefined &&
+      task.queue_position !== position
+    ) {
+      moved.push({ ...task, queue_position: position });
+    }
+  }
+  return moved;
+}
+
+/** The server's running/queued counts. */
+export async function fetchCounts(): Promise<ICounts> {
+  const status = await TaskAPI.status();
+  return {
+    running: Number(status.running) || 0,
+    queued: Number(status.queued) || 0
+  };
+}
 
 /** The progress of a feed entry: `{progress, id, owner}` (or a bare progress dict). */
 export function progressOf(data: unknown): ITaskProgress | null {
@@ -75,21 +107,32 @@ export function progressOf(data: unknown): ITaskProgress | null {
     return null;
   }
   const d = data as Partial<IProgressChangeData> & Partial<ITaskProgress>;
-  const p = (d.progress && typeof d.progress === 'object' ? d.progress : d) as Partial<ITaskProgress>;
+  const p = (
+    d.progress && typeof d.progress === 'object' ? d.progress : d
+  ) as Partial<ITaskProgress>;
   return typeof p.value === 'number'
-    ? { value: p.value, total: typeof p.total === 'number' ? p.total : null, message: p.message ?? '' }
+    ? {
+        value: p.value,
+        total: typeof p.total === 'number' ? p.total : null,
+        message: p.message ?? ''
+      }
     : null;
 }
 
 /** Is `a` at least as recent as `b` (by last event id)? */
 export function isNewer(a: ITask, b: ITask): boolean {
-  if (typeof a.last_event_id === 'number' && typeof b.last_event_id === 'number') {
+  if (
+    typeof a.last_event_id === 'number' &&
+    typeof b.last_event_id === 'number'
+  ) {
     if (a.last_event_id !== b.last_event_id) {
       return a.last_event_id > b.last_event_id;
     }
   }
   // same event id: only a move to a final state counts as news
-  return a.status !== b.status ? isTerminal(a.status) || b.status === 'queued' : true;
+  return a.status !== b.status
+    ? isTerminal(a.status) || b.status === 'queued'
+    : true;
 }
 
 export function errorMessage(error: unknown): string {
@@ -97,27 +140,6 @@ export function errorMessage(error: unknown): string {
     return error.message;
   }
   return String(error);
-}
-
-export function loadTracked(): string[] {
-  try {
-    const raw = window.localStorage.getItem(STARTED_KEY);
-    const ids = raw ? (JSON.parse(raw) as unknown) : [];
-    return Array.isArray(ids)
-      ? ids.filter((x): x is string => typeof x === 'string')
-      : [];
-  } catch {
-    return [];
-  }
-}
-
-export function saveTracked(ids: Set<string>): void {
-  try {
-    const list = [...ids].slice(-MAX_TRACKED);
-    window.localStorage.setItem(STARTED_KEY, JSON.stringify(list));
-  } catch {
-    // storage may be unavailable (private mode); tracking stays in memory
-  }
 }
 
 /** Would `task` appear among the pages loaded so far (newest first)? */
@@ -150,4 +172,37 @@ export function insertIndex(
     index += 1;
   }
   return index;
+}
+
+/**
+ * Runs `fn` once, `delay` ms after the first of a burst of `schedule()`
+ * calls; a call while `fn` runs schedules the next run.
+ */
+export class Later {
+  constructor(fn: () => void, delay: number) {
+    this._fn = fn;
+    this._delay = delay;
+  }
+
+  schedule(): void {
+    if (this._timer === null && !this._disposed) {
+      this._timer = window.setTimeout(() => {
+        this._timer = null;
+        this._fn();
+      }, this._delay);
+    }
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+      this._timer = null;
+    }
+  }
+
+  private _fn: () => void;
+  private _delay: number;
+  private _timer: number | null = null;
+  private _disposed = false;
 }

@@ -5,10 +5,10 @@
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
+import { formatDuration } from './format';
 import { trans } from './i18n';
 import { ITask, isTerminal } from './models';
 import {
-  formatDuration,
   formatTime,
   h,
   iconNode,
@@ -47,7 +47,13 @@ export class HeaderView {
     this._label = h('span', 'jp-TaskRun-progressLabel');
     this._progress.append(track, this._label);
     this._meta = h('dl', 'jp-TaskRun-meta');
-    this.widget.node.append(top, this._loadError, this._notice, this._progress, this._meta);
+    this.widget.node.append(
+      top,
+      this._loadError,
+      this._notice,
+      this._progress,
+      this._meta
+    );
   }
 
   readonly widget: Widget;
@@ -56,13 +62,17 @@ export class HeaderView {
     setText(this._loadError, s.loadError);
     this._loadError.hidden = !s.loadError;
     const task = s.task;
-    const notice = task && !isTerminal(task.status) && s.cancelRequested
-      ? trans.__('Cancellation requested…')
-      : '';
+    const notice =
+      task && !isTerminal(task.status) && s.cancelRequested
+        ? trans.__('Cancellation requested…')
+        : '';
     setText(this._notice, notice);
     this._notice.hidden = !notice;
     if (!task) {
-      setText(this._title, s.loadError ? trans.__('Task') : trans.__('Loading task…'));
+      setText(
+        this._title,
+        s.loadError ? trans.__('Task') : trans.__('Loading task…')
+      );
       setText(this._id, s.taskId);
       this._progress.hidden = true;
       return;
@@ -82,8 +92,12 @@ export class HeaderView {
     const fraction = progressFraction(task);
     const p = task.progress;
     this._progress.hidden = !(running || fraction !== null);
-    this._progress.classList.toggle('jp-mod-indeterminate', fraction === null && running);
-    this._bar.style.width = fraction === null ? '' : `${(fraction * 100).toFixed(1)}%`;
+    this._progress.classList.toggle(
+      'jp-mod-indeterminate',
+      fraction === null && running
+    );
+    this._bar.style.width =
+      fraction === null ? '' : `${(fraction * 100).toFixed(1)}%`;
     const parts: string[] = [];
     if (p && fraction !== null) {
       parts.push(`${Math.round(fraction * 100)}% (${p.value}/${p.total})`);
@@ -102,13 +116,22 @@ export class HeaderView {
     const rows: Array<[string, string]> = [
       [trans.__('Owner'), task.owner || '—'],
       [trans.__('Kernel'), task.kernel_name || '—'],
-      [trans.__('Source'), task.path ? `${task.source_kind}: ${task.path}` : task.source_kind],
+      [
+        trans.__('Source'),
+        task.path ? `${task.source_kind}: ${task.path}` : task.source_kind
+      ],
       [trans.__('Tags'), task.tags.length ? task.tags.join(', ') : '—'],
       [trans.__('Created'), formatTime(task.created_at)],
       [trans.__('Started'), formatTime(task.started_at)],
-      [trans.__('Finished'), isTerminal(task.status) ? formatTime(task.finished_at) : '—'],
-      [trans.__('Duration'), duration === null ? '—' : formatDuration(duration)],
-      [trans.__('Executor'), task.worker ? `${task.executor} (${task.worker})` : task.executor]
+      [
+        trans.__('Finished'),
+        isTerminal(task.status) ? formatTime(task.finished_at) : '—'
+      ],
+      [trans.__('Duration'), formatDuration(duration)],
+      [
+        trans.__('Executor'),
+        task.worker ? `${task.executor} (${task.worker})` : task.executor
+      ]
     ];
     if (typeof task.exit_code === 'number') {
       rows.push([trans.__('Exit code'), String(task.exit_code)]);
@@ -168,6 +191,7 @@ export class ErrorView {
       return;
     }
     this._key = key;
+    this._disposeRenderer();
     const node = this.widget.node;
     node.replaceChildren();
     if (!error) {
@@ -180,7 +204,9 @@ export class ErrorView {
       timed_out: trans.__('Timed out')
     };
     node.dataset.status = status;
-    node.appendChild(h('h2', 'jp-TaskRun-sectionTitle', titles[status] ?? trans.__('Error')));
+    node.appendChild(
+      h('h2', 'jp-TaskRun-sectionTitle', titles[status] ?? trans.__('Error'))
+    );
     // a cancel or a timeout has a synthetic error {ename: status, evalue: reason, reason}
     const synthetic = error.ename === status || error.ename === 'TaskFailed';
     const summary = synthetic
@@ -189,12 +215,19 @@ export class ErrorView {
     if (summary) {
       node.appendChild(h('div', 'jp-TaskRun-errorSummary', summary));
     }
-    const seen = new Set([summary, error.evalue, `${error.ename}: ${error.evalue}`]);
+    const seen = new Set([
+      summary,
+      error.evalue,
+      `${error.ename}: ${error.evalue}`
+    ]);
     const where: string[] = [];
     if (error.reason && !seen.has(error.reason)) {
       where.push(error.reason);
     }
-    if (typeof error.cell_index === 'number' && !/\bcell\b/i.test(error.reason ?? '')) {
+    if (
+      typeof error.cell_index === 'number' &&
+      !/\bcell\b/i.test(error.reason ?? '')
+    ) {
       where.push(trans.__('in cell %1', error.cell_index));
     }
     if (where.length) {
@@ -205,14 +238,28 @@ export class ErrorView {
       node.appendChild(host);
       const mime = 'application/vnd.jupyter.stderr';
       const renderer = this._rendermime.createRenderer(mime);
+      this._renderer = renderer;
       const model = new MimeModel({
         data: { [mime]: error.traceback.join('\n') },
         trusted: false
       });
-      void renderer.renderModel(model).then(() => host.replaceChildren(renderer.node));
+      void renderer
+        .renderModel(model)
+        .then(() => host.replaceChildren(renderer.node));
     }
   }
 
+  /** Free the traceback renderer (the widget belongs to the detail view). */
+  dispose(): void {
+    this._disposeRenderer();
+  }
+
+  private _disposeRenderer(): void {
+    this._renderer?.dispose();
+    this._renderer = null;
+  }
+
   private _rendermime: IRenderMimeRegistry;
+  private _renderer: Widget | null = null;
   private _key = '';
 }

@@ -19,43 +19,36 @@ import {
   showErrorMessage,
   WidgetTracker
 } from '@jupyterlab/apputils';
-import { PathExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
-import type { PartialJSONObject } from '@lumino/coreutils';
 
 import { setServerSettings, TaskAPI } from './api';
-import { createDetailWidget, TaskDetail } from './detail';
+import { CommandIDs } from './commandids';
+import type { TaskDetail } from './detail';
 import { setTranslator, trans } from './i18n';
 import { tasksIcon } from './icons';
-import { isTerminal, ITask, ITaskSubmission } from './models';
+import { isTerminal, ITask } from './models';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the sidebar is shown (and restored) at start
 import { TaskPanel } from './panel';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the commands are registered at start (their dialog loads lazily)
+import { addRunCommands } from './run';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the status item shows at start
 import { TaskStatusItem } from './statusbar';
-import { askSubmitOptions } from './submit';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the list model follows the change feed from start-up
 import { TaskListModel } from './tasklist';
 
 export * from './models';
 export { requestAPI, TaskAPI } from './api';
-
-export namespace CommandIDs {
-  export const openPanel = 'taskrun:open-panel';
-  export const openTask = 'taskrun:open-task';
-  export const refresh = 'taskrun:refresh';
-  export const openSelected = 'taskrun:open-selected';
-  export const cancelSelected = 'taskrun:cancel-selected';
-  export const rerunSelected = 'taskrun:rerun-selected';
-  export const deleteSelected = 'taskrun:delete-selected';
-  export const runNotebook = 'taskrun:run-notebook';
-  export const runCells = 'taskrun:run-cells';
-  export const runFile = 'taskrun:run-file';
-}
+export { CommandIDs } from './commandids';
 
 const PALETTE_CATEGORY = 'Tasks';
-const RUNNABLE = /\.(py|ipynb)$/i;
+
+/** A command without arguments, for `describedBy`. */
+const NO_ARGS = { args: { type: 'object' as const, properties: {} } };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-taskrun:plugin',
@@ -116,15 +109,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // one tab per task: a second open (double click, notification, command,
     // restored layout) reveals the tab already there
     const openTabs = new Map<string, MainAreaWidget<TaskDetail>>();
-    const openTask = (id: string): void => {
+    const revealTab = (id: string): boolean => {
       const existing =
         openTabs.get(id) ?? tracker.find(w => w.content.taskId === id);
-      if (existing && !existing.isDisposed) {
-        if (!existing.isAttached) {
-          shell.add(existing, 'main');
-        }
-        shell.activateById(existing.id);
+      if (!existing || existing.isDisposed) {
+        return false;
+      }
+      if (!existing.isAttached) {
+        shell.add(existing, 'main');
+      }
+      shell.activateById(existing.id);
+      return true;
+    };
+    const showTask = async (id: string): Promise<void> => {
+      if (revealTab(id)) {
         return;
+      }
+      // the detail view loads on first use, not with the application
+      const { createDetailWidget } = await import('./detail');
+      if (revealTab(id)) {
+        return; // opened a second time while the module loaded
       }
       const widget = createDetailWidget({
         taskId: id,
@@ -144,10 +148,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       shell.add(widget, 'main');
       shell.activateById(widget.id);
     };
+    const openTask = (id: string): void => {
+      showTask(id).catch(error =>
+        reportError(trans.__('Could not open the task'), error)
+      );
+    };
 
     // ------------------------------------------------------------- sidebar
     const panel = new TaskPanel({ model, openTask, onError: reportError });
-    panel.title.caption = 'Tasks';
+    panel.title.caption = trans.__('Tasks');
     shell.add(panel, 'left', { rank: 600 });
     if (restorer) {
       restorer.add(panel, 'jupyter-taskrun-panel');
@@ -165,12 +174,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       const actions = [
-        { label: 'Open', callback: () => openTask(task.id) }
+        { label: trans.__('Open'), callback: () => openTask(task.id) }
       ];
       const name = task.name || task.id;
       switch (task.status) {
         case 'completed':
-          Notification.success(`Task “${name}” completed`, {
+          Notification.success(trans.__('Task “%1” completed', name), {
             autoClose: 8000,
             actions
           });
@@ -181,229 +190,63 @@ const plugin: JupyterFrontEndPlugin<void> = {
             : task.error?.reason
               ? `: ${task.error.reason}`
               : '';
-          Notification.error(`Task “${name}” failed${why}`, {
+          Notification.error(trans.__('Task “%1” failed%2', name, why), {
             autoClose: 15000,
             actions
           });
           break;
         }
         case 'timed_out':
-          Notification.error(`Task “${name}” timed out`, {
+          Notification.error(trans.__('Task “%1” timed out', name), {
             autoClose: 15000,
             actions
           });
           break;
         default:
-          Notification.info(`Task “${name}” was cancelled`, {
+          Notification.info(trans.__('Task “%1” was cancelled', name), {
             autoClose: 5000,
             actions
           });
       }
     });
 
-    // ----------------------------------------------------------- submitting
-    const submit = async (
-      source: ITaskSubmission,
-      dialog: { title: string; description: string; name: string; kernel: string }
-    ): Promise<ITask | null> => {
-      const options = await askSubmitOptions({
-        title: dialog.title,
-        description: dialog.description,
-        defaultName: dialog.name,
-        defaultKernel: dialog.kernel,
-        kernelspecs: serviceManager.kernelspecs.specs
-      });
-      if (!options) {
-        return null;
-      }
-      try {
-        const task = await TaskAPI.submit({ ...source, ...options });
-        model.track(task);
-        Notification.info(`Task “${task.name}” submitted`, {
-          autoClose: 4000,
-          actions: [{ label: 'Open', callback: () => openTask(task.id) }]
-        });
-        return task;
-      } catch (error) {
-        reportError('Could not submit the task', error);
-        return null;
-      }
-    };
-
-    const currentNotebook = (): NotebookPanel | null =>
-      notebooks?.currentWidget ?? null;
-
-    const notebookKernel = (panel: NotebookPanel): string => {
-      const spec = panel.context.model.getMetadata('kernelspec') as
-        | { name?: string }
-        | undefined;
-      return (
-        spec?.name ?? panel.sessionContext.kernelPreference.name ?? ''
-      );
-    };
-
-    const localPath = (path: string): string =>
-      serviceManager.contents.localPath(path);
-
-    commands.addCommand(CommandIDs.runNotebook, {
-      label: 'Run Notebook as Task',
-      caption: 'Run the active notebook as a background task in a fresh kernel',
-      icon: tasksIcon,
-      isEnabled: () => currentNotebook() !== null,
-      execute: async () => {
-        const nb = currentNotebook();
-        if (!nb) {
-          return null;
-        }
-        await nb.context.ready;
-        const path = localPath(nb.context.path);
-        const saved = !nb.context.model.dirty && nb.context.contentsModel !== null;
-        const source: ITaskSubmission = saved
-          ? { path }
-          : {
-              notebook: nb.context.model.toJSON() as unknown as PartialJSONObject
-            };
-        const name = PathExt.basename(path).replace(/\.ipynb$/i, '');
-        return submit(source, {
-          title: 'Run Notebook as Task',
-          description: saved
-            ? `Runs the saved notebook ${path} in a fresh kernel.`
-            : `Runs the current (unsaved) content of ${path} in a fresh kernel.`,
-          name,
-          kernel: notebookKernel(nb)
-        });
-      }
-    });
-
-    commands.addCommand(CommandIDs.runCells, {
-      label: 'Run Selected Cells as Task',
-      caption: 'Run the selected code cells, in order, as one background task',
-      icon: tasksIcon,
-      isEnabled: () => currentNotebook() !== null,
-      execute: async () => {
-        const nb = currentNotebook();
-        if (!nb) {
-          return null;
-        }
-        const notebook = nb.content;
-        const cells = notebook.widgets
-          .filter(
-            cell =>
-              notebook.isSelectedOrActive(cell) && cell.model.type === 'code'
-          )
-          .map(cell => cell.model.sharedModel.getSource());
-        if (!cells.length) {
-          void showErrorMessage(
-            'Run Selected Cells as Task',
-            'Select at least one code cell.'
-          );
-          return null;
-        }
-        const base = PathExt.basename(nb.context.path).replace(/\.ipynb$/i, '');
-        return submit(
-          { cells },
-          {
-            title: 'Run Selected Cells as Task',
-            description: `Runs ${cells.length} selected cell${cells.length === 1 ? '' : 's'} of ${base} in a fresh kernel.`,
-            name: `${base} (${cells.length} cell${cells.length === 1 ? '' : 's'})`,
-            kernel: notebookKernel(nb)
-          }
-        );
-      }
-    });
-
-    const selectedFiles = (): string[] => {
-      const browser = browsers?.tracker.currentWidget ?? null;
-      if (!browser) {
-        return [];
-      }
-      return Array.from(browser.selectedItems())
-        .filter(item => item.type !== 'directory' && RUNNABLE.test(item.path))
-        .map(item => localPath(item.path));
-    };
-
-    commands.addCommand(CommandIDs.runFile, {
-      label: args =>
-        args.path ? `Run ${PathExt.basename(String(args.path))} as Task` : 'Run as Task',
-      caption: 'Run the selected .py script or .ipynb notebook as a background task',
-      icon: tasksIcon,
-      isVisible: args => !!args.path || selectedFiles().length > 0,
-      execute: async args => {
-        const paths = args.path ? [String(args.path)] : selectedFiles();
-        if (!paths.length) {
-          return null;
-        }
-        const first = paths[0];
-        const options = await askSubmitOptions({
-          title: 'Run as Task',
-          description:
-            paths.length === 1
-              ? `Runs ${first} in a fresh kernel.`
-              : `Runs ${paths.length} files, each as its own task.`,
-          defaultName:
-            paths.length === 1 ? PathExt.basename(first) : '',
-          defaultKernel: '',
-          kernelspecs: serviceManager.kernelspecs.specs
-        });
-        if (!options) {
-          return null;
-        }
-        const created: ITask[] = [];
-        for (const path of paths) {
-          try {
-            const task = await TaskAPI.submit({
-              path,
-              ...options,
-              name:
-                paths.length === 1
-                  ? options.name
-                  : options.name
-                    ? `${options.name} ${PathExt.basename(path)}`
-                    : PathExt.basename(path)
-            });
-            model.track(task);
-            created.push(task);
-          } catch (error) {
-            reportError(`Could not submit ${path}`, error);
-          }
-        }
-        if (created.length) {
-          const task = created[0];
-          Notification.info(
-            created.length === 1
-              ? `Task “${task.name}” submitted`
-              : `${created.length} tasks submitted`,
-            {
-              autoClose: 4000,
-              actions: [{ label: 'Open', callback: () => openTask(task.id) }]
-            }
-          );
-        }
-        return created.length === 1 ? created[0] : created;
-      }
-    });
+    // ------------------------------------------------------ Run as Task
+    addRunCommands(app, { model, notebooks, browsers, openTask, reportError });
 
     commands.addCommand(CommandIDs.openPanel, {
-      label: 'Show Tasks Panel',
-      caption: 'Show the list of background tasks',
+      label: trans.__('Show Tasks Panel'),
+      caption: trans.__('Show the list of background tasks'),
       icon: tasksIcon,
+      describedBy: NO_ARGS,
       execute: () => shell.activateById(panel.id)
     });
 
     commands.addCommand(CommandIDs.openTask, {
-      label: args => (args.id ? `Open Task ${String(args.id).slice(0, 8)}` : 'Open Task'),
-      caption: 'Open the detail view of a task',
+      label: args =>
+        args.id
+          ? trans.__('Open Task %1', String(args.id).slice(0, 8))
+          : trans.__('Open Task'),
+      caption: trans.__('Open the detail view of a task'),
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            id: { type: 'string', description: trans.__('The task id') }
+          },
+          required: ['id']
+        }
+      },
       execute: args => {
         const id = String(args.id ?? '');
-        if (id) {
-          openTask(id);
-        }
+        // returned, so that the layout restorer waits for the view
+        return id ? showTask(id) : undefined;
       }
     });
 
     commands.addCommand(CommandIDs.refresh, {
-      label: 'Refresh Tasks',
-      caption: 'Reload the task list from the server',
+      label: trans.__('Refresh Tasks'),
+      caption: trans.__('Reload the task list from the server'),
+      describedBy: NO_ARGS,
       execute: () => model.refresh()
     });
 
@@ -413,11 +256,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const count = (tasks: ITask[]): string =>
       tasks.length > 1 ? trans.__(' (%1 tasks)', tasks.length) : '';
     commands.addCommand(CommandIDs.openSelected, {
+      describedBy: NO_ARGS,
       label: () => trans.__('Open') + count(selected()),
       execute: () => selected().forEach(t => openTask(t.id))
     });
     commands.addCommand(CommandIDs.cancelSelected, {
-      label: () => trans.__('Cancel') + count(selected().filter(t => !isTerminal(t.status))),
+      describedBy: NO_ARGS,
+      label: () =>
+        trans.__('Cancel') +
+        count(selected().filter(t => !isTerminal(t.status))),
       isEnabled: () => selected().some(t => !isTerminal(t.status)),
       execute: async () => {
         for (const t of selected().filter(t => !isTerminal(t.status))) {
@@ -430,6 +277,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.rerunSelected, {
+      describedBy: NO_ARGS,
       label: () => trans.__('Rerun') + count(selected()),
       isEnabled: () => selected().length > 0,
       execute: async () => {
@@ -443,7 +291,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.deleteSelected, {
-      label: () => trans.__('Delete') + count(selected().filter(t => isTerminal(t.status))),
+      describedBy: NO_ARGS,
+      label: () =>
+        trans.__('Delete') +
+        count(selected().filter(t => isTerminal(t.status))),
       isEnabled: () => selected().some(t => isTerminal(t.status)),
       execute: async () => {
         const tasks = selected().filter(t => isTerminal(t.status));
@@ -454,7 +305,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
             'Delete %1 finished tasks with their logs, outputs and artifacts?',
             tasks.length
           ),
-          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.warnButton({ label: trans.__('Delete') })
+          ]
         });
         if (!result.button.accept) {
           return;
@@ -506,16 +360,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
-    if (notebooks) {
-      notebooks.currentChanged.connect(() => {
-        commands.notifyCommandChanged(CommandIDs.runNotebook);
-        commands.notifyCommandChanged(CommandIDs.runCells);
-      });
-    }
-
     // ----------------------------------------------------------- status bar
     if (statusBar) {
-      const item = new TaskStatusItem(model, () => shell.activateById(panel.id));
+      const item = new TaskStatusItem(model, () =>
+        shell.activateById(panel.id)
+      );
       statusBar.registerStatusItem('jupyter-taskrun:status', {
         item,
         align: 'left',

@@ -8,7 +8,8 @@ import { Widget } from '@lumino/widgets';
 
 import { FeedState } from './feed';
 import { trans } from './i18n';
-import { h, iconNode, setText, stripAnsi } from './utils';
+import { stripAnsi } from './format';
+import { h, iconNode, setText } from './utils';
 
 /** Characters of log kept in the page; the full log stays downloadable. */
 const LOG_MAX_CHARS = 400_000;
@@ -36,7 +37,10 @@ export class LogView {
         this._scrollToEnd();
       }
     });
-    this._followLabel.append(this._followBox, document.createTextNode(' ' + trans.__('Follow')));
+    this._followLabel.append(
+      this._followBox,
+      document.createTextNode(' ' + trans.__('Follow'))
+    );
     bar.appendChild(this._followLabel);
 
     this._pause = h('button', 'jp-TaskRun-smallButton jp-mod-pause');
@@ -57,7 +61,8 @@ export class LogView {
     this._log.tabIndex = 0;
     this._log.addEventListener('scroll', () => {
       const nearEnd =
-        this._log.scrollHeight - this._log.scrollTop - this._log.clientHeight < 24;
+        this._log.scrollHeight - this._log.scrollTop - this._log.clientHeight <
+        24;
       if (nearEnd !== this._follow && !this._autoScrolling) {
         this._follow = nearEnd;
         this._followBox.checked = nearEnd;
@@ -103,7 +108,9 @@ export class LogView {
       )
     );
     this._pause.title = this._paused
-      ? trans.__('Show the log lines that arrived while paused and keep following')
+      ? trans.__(
+          'Show the log lines that arrived while paused and keep following'
+        )
       : trans.__('Freeze the log view (new lines are kept)');
     const labels: { [k: string]: string } = {
       connecting: trans.__('connecting…'),
@@ -115,10 +122,16 @@ export class LogView {
     if (over || (this._finished && state === 'live')) {
       state = 'ended';
     }
-    setText(this._state, state === 'paused' ? trans.__('paused') : labels[state] ?? '');
+    setText(
+      this._state,
+      state === 'paused' ? trans.__('paused') : (labels[state] ?? '')
+    );
     this._state.dataset.state = state;
     this._empty.hidden = this._chars > 0;
-    setText(this._empty, over ? trans.__('No log output.') : trans.__('No output yet.'));
+    setText(
+      this._empty,
+      over ? trans.__('No log output.') : trans.__('No output yet.')
+    );
     this._log.hidden = this._chars === 0;
   }
 

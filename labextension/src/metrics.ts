@@ -13,7 +13,8 @@ import {
   ITask,
   isTerminal
 } from './models';
-import { formatBytes, formatSeconds, h } from './utils';
+import { EMPTY, formatBytes, formatDuration } from './format';
+import { h } from './utils';
 
 export class MetricsView {
   constructor() {
@@ -42,7 +43,10 @@ export class MetricsView {
   }
 
   /** Summary values from `GET …/metrics`. */
-  merge(summary: { [key: string]: unknown } | null | undefined, samples: IMetricsSample[] = []): void {
+  merge(
+    summary: { [key: string]: unknown } | null | undefined,
+    samples: IMetricsSample[] = []
+  ): void {
     if (summary) {
       this._summary = { ...this._summary, ...summary };
     }
@@ -97,14 +101,15 @@ export class MetricsView {
       return;
     }
     const m = this._summary;
-    const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);
+    const num = (v: unknown): number | null =>
+      typeof v === 'number' ? v : null;
     const active = !!this._task && !isTerminal(this._task.status);
     const cpuTotal =
       num(m.cpu_user) !== null || num(m.cpu_system) !== null
         ? (num(m.cpu_user) ?? 0) + (num(m.cpu_system) ?? 0)
         : null;
     // the server measures the kernel start and the wall time at the end
-    let kernelStart = formatSeconds(num(m.kernel_start));
+    let kernelStart = formatDuration(num(m.kernel_start));
     if (num(m.kernel_start) === null && active) {
       kernelStart =
         this._task?.status === 'queued'
@@ -113,23 +118,23 @@ export class MetricsView {
             ? trans.__('ready (measured at the end)')
             : trans.__('starting…');
     }
-    let wall = formatSeconds(num(m.wall));
+    let wall = formatDuration(num(m.wall));
     if (num(m.wall) === null && active) {
       wall = trans.__('running (see Duration)');
     }
     const rows: Array<[string, string]> = [
-      [trans.__('Queue wait'), formatSeconds(num(m.queue_wait))],
+      [trans.__('Queue wait'), formatDuration(num(m.queue_wait))],
       [trans.__('Kernel start'), kernelStart],
       [trans.__('Wall time'), wall],
       [
         trans.__('CPU time'),
         cpuTotal === null
-          ? '—'
+          ? EMPTY
           : trans.__(
               '%1 (user %2, system %3)',
-              formatSeconds(cpuTotal),
-              formatSeconds(num(m.cpu_user)),
-              formatSeconds(num(m.cpu_system))
+              formatDuration(cpuTotal),
+              formatDuration(num(m.cpu_user)),
+              formatDuration(num(m.cpu_system))
             )
       ],
       [trans.__('Peak memory'), formatBytes(num(m.peak_rss))],
@@ -146,14 +151,17 @@ export class MetricsView {
     const m = this._summary;
     const durations: Array<number | null> = [];
     if (Array.isArray(m.cell_durations)) {
-      (m.cell_durations as Array<number | ICellDuration | null>).forEach((d, i) => {
-        if (d && typeof d === 'object') {
-          const index = typeof d.cell_index === 'number' ? d.cell_index : i;
-          durations[index] = typeof d.duration === 'number' ? d.duration : null;
-        } else {
-          durations[i] = typeof d === 'number' ? d : null;
+      (m.cell_durations as Array<number | ICellDuration | null>).forEach(
+        (d, i) => {
+          if (d && typeof d === 'object') {
+            const index = typeof d.cell_index === 'number' ? d.cell_index : i;
+            durations[index] =
+              typeof d.duration === 'number' ? d.duration : null;
+          } else {
+            durations[i] = typeof d === 'number' ? d : null;
+          }
         }
-      });
+      );
     }
     for (let i = 0; i < durations.length; i++) {
       if (durations[i] === undefined) {
@@ -161,20 +169,25 @@ export class MetricsView {
       }
     }
     this._cellDurations.forEach((d, i) => {
-      if (typeof d === 'number' && (durations[i] === undefined || durations[i] === null)) {
+      if (
+        typeof d === 'number' &&
+        (durations[i] === undefined || durations[i] === null)
+      ) {
         durations[i] = d;
       }
     });
     this._cells.replaceChildren();
     if (durations.length) {
-      this._cells.appendChild(h('div', 'jp-TaskRun-cellsTitle', trans.__('Cell durations')));
+      this._cells.appendChild(
+        h('div', 'jp-TaskRun-cellsTitle', trans.__('Cell durations'))
+      );
       const max = Math.max(...durations.map(d => Number(d) || 0), 1e-9);
       const list = h('ol', 'jp-TaskRun-cellList');
       durations.forEach(d => {
         const li = h('li', 'jp-TaskRun-cellItem');
         const bar = h('span', 'jp-TaskRun-cellBar');
         bar.style.width = `${Math.max(1, ((Number(d) || 0) / max) * 100)}%`;
-        li.append(bar, h('span', 'jp-TaskRun-cellTime', formatSeconds(d)));
+        li.append(bar, h('span', 'jp-TaskRun-cellTime', formatDuration(d)));
         list.appendChild(li);
       });
       this._cells.appendChild(list);
@@ -190,7 +203,11 @@ export class MetricsView {
       return;
     }
     this._sampleKeys.add(key);
-    const s = { t: sample.t, cpu: Number(sample.cpu) || 0, rss: Number(sample.rss) || 0 };
+    const s = {
+      t: sample.t,
+      cpu: Number(sample.cpu) || 0,
+      rss: Number(sample.rss) || 0
+    };
     const samples = this._samples;
     samples.push(s);
     if (samples.length > 1 && samples[samples.length - 2].t > s.t) {

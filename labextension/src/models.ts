@@ -6,12 +6,7 @@ import type { IOutput } from '@jupyterlab/nbformat';
 import type { PartialJSONObject } from '@lumino/coreutils';
 
 export type TaskStatus =
-  | 'queued'
-  | 'running'
-  | 'completed'
-  | 'failed'
-  | 'cancelled'
-  | 'timed_out';
+  'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out';
 
 export const TASK_STATUSES: readonly TaskStatus[] = [
   'queued',

@@ -60,7 +60,10 @@ export class OutputsView {
     const displayId = data.display_id ?? null;
     if (data.update) {
       if (displayId) {
-        const o = data.output as IOutput & { data?: unknown; metadata?: unknown };
+        const o = data.output as IOutput & {
+          data?: unknown;
+          metadata?: unknown;
+        };
         for (const outs of this._cells.values()) {
           for (const shown of outs) {
             if (shown.displayId === displayId) {
@@ -80,7 +83,10 @@ export class OutputsView {
       return; // shown with its traceback in the Error section
     }
     const cell = cellKey(data.cell_index);
-    const clean = { ...data.output } as IOutput & { cell_index?: unknown; display_id?: unknown };
+    const clean = { ...data.output } as IOutput & {
+      cell_index?: unknown;
+      display_id?: unknown;
+    };
     delete clean.cell_index;
     delete clean.display_id;
     let outs = this._cells.get(cell);
@@ -146,7 +152,11 @@ export class OutputsView {
     // keep what is unchanged (no flicker); rebuild from the first difference
     const current = this._rendered;
     let same = 0;
-    while (same < current.length && same < list.length && current[same] === list[same]) {
+    while (
+      same < current.length &&
+      same < list.length &&
+      current[same] === list[same]
+    ) {
       same += 1;
     }
     if (same < current.length) {

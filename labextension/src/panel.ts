@@ -1,22 +1,18 @@
 /**
  * The "Tasks" panel of the left sidebar.
  */
-import {
-  refreshIcon,
-  searchIcon,
-  stopIcon
-} from '@jupyterlab/ui-components';
+import { refreshIcon, searchIcon, stopIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { TaskAPI } from './api';
+import { formatDuration } from './format';
 import { tasksIcon } from './icons';
 import { ITask, isTerminal, TASK_STATUSES, TaskStatus } from './models';
 import { trans } from './i18n';
 import { TaskListModel } from './tasklist';
 import {
   formatAge,
-  formatDuration,
   formatTime,
   h,
   iconNode,
@@ -59,7 +55,7 @@ export class TaskPanel extends Widget {
     this.id = 'jupyter-taskrun-panel';
     this.addClass('jp-TaskRun-panel');
     this.title.icon = tasksIcon;
-    this.title.caption = 'Tasks';
+    this.title.caption = trans.__('Tasks');
     this._build();
     this._model.changed.connect(this._scheduleRender, this);
     this._render();
@@ -118,8 +114,8 @@ export class TaskPanel extends Widget {
     this._counts.append(this._runningCount, this._queuedCount);
     this._live = h('span', 'jp-TaskRun-live');
     const refresh = h('button', 'jp-TaskRun-iconButton jp-mod-refresh');
-    refresh.title = 'Refresh the task list';
-    refresh.setAttribute('aria-label', 'Refresh');
+    refresh.title = trans.__('Refresh the task list');
+    refresh.setAttribute('aria-label', trans.__('Refresh'));
     refresh.appendChild(iconNode(refreshIcon));
     refresh.addEventListener('click', () => {
       this._model.reconnect();
@@ -140,7 +136,7 @@ export class TaskPanel extends Widget {
     searchBox.appendChild(this._search);
 
     this._statusSelect = h('select', 'jp-TaskRun-statusFilter');
-    this._statusSelect.setAttribute('aria-label', 'Filter by status');
+    this._statusSelect.setAttribute('aria-label', trans.__('Filter by status'));
     const all = h('option', '', 'All statuses');
     all.value = '';
     this._statusSelect.appendChild(all);
@@ -157,8 +153,8 @@ export class TaskPanel extends Widget {
 
     const tagBox = h('div', 'jp-TaskRun-inputBox');
     this._tag = h('input', 'jp-TaskRun-tagFilter');
-    this._tag.placeholder = 'Filter by tag';
-    this._tag.setAttribute('aria-label', 'Filter by tag');
+    this._tag.placeholder = trans.__('Filter by tag');
+    this._tag.setAttribute('aria-label', trans.__('Filter by tag'));
     this._tagList = h('datalist');
     this._tagList.id = `jp-TaskRun-tags-${Private.nextId()}`;
     this._tag.setAttribute('list', this._tagList.id);
@@ -185,11 +181,21 @@ export class TaskPanel extends Widget {
     this._empty = h('div', 'jp-TaskRun-empty');
 
     this._searchHint = h('div', 'jp-TaskRun-searchHint');
-    this._more = h('button', 'jp-mod-styled jp-TaskRun-more', trans.__('Load more'));
+    this._more = h(
+      'button',
+      'jp-mod-styled jp-TaskRun-more',
+      trans.__('Load more')
+    );
     this._more.addEventListener('click', () => void this._model.loadMore());
 
     const body = h('div', 'jp-TaskRun-body');
-    body.append(this._error, this._list, this._empty, this._searchHint, this._more);
+    body.append(
+      this._error,
+      this._list,
+      this._empty,
+      this._searchHint,
+      this._more
+    );
     node.append(header, filters, body);
   }
 
@@ -304,7 +310,8 @@ export class TaskPanel extends Widget {
         : 'No tasks yet. Use “Run as task” on a notebook, a file or selected cells.'
     );
     this._more.hidden = !model.hasMore;
-    const searching = model.filters.search.trim() !== '' || model.filters.tag.trim() !== '';
+    const searching =
+      model.filters.search.trim() !== '' || model.filters.tag.trim() !== '';
     this._searchHint.hidden = !(searching && model.hasMore);
     setText(
       this._searchHint,
@@ -352,8 +359,8 @@ export class TaskPanel extends Widget {
     progress.append(track, progressLabel);
     main.append(top, meta, progress);
     const cancel = h('button', 'jp-TaskRun-iconButton jp-TaskRun-rowCancel');
-    cancel.title = 'Cancel this task';
-    cancel.setAttribute('aria-label', 'Cancel task');
+    cancel.title = trans.__('Cancel this task');
+    cancel.setAttribute('aria-label', trans.__('Cancel task'));
     cancel.appendChild(iconNode(stopIcon));
     cancel.addEventListener('click', event => {
       event.stopPropagation();
@@ -460,7 +467,10 @@ export class TaskPanel extends Widget {
     row.owner.title = task.owner ? `Owner: ${task.owner}` : '';
     row.owner.hidden = !task.owner;
     setText(row.age, formatAge(task.created_at, now));
-    setText(row.tags, task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : '');
+    setText(
+      row.tags,
+      task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : ''
+    );
     row.tags.hidden = task.tags.length === 0;
 
     const fraction = progressFraction(task);

@@ -122,11 +122,7 @@ export class EventStream implements IDisposable {
           data = event.data;
         }
       }
-      this._options.onEvent(
-        event.type,
-        data,
-        Number.isFinite(id) ? id : null
-      );
+      this._options.onEvent(event.type, data, Number.isFinite(id) ? id : null);
     };
     for (const name of new Set(['message', ...this._options.events])) {
       source.addEventListener(name, handler as EventListener);

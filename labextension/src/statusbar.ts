@@ -3,6 +3,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
+import { trans } from './i18n';
 import { tasksIcon } from './icons';
 import { ICounts } from './models';
 import { TaskListModel } from './tasklist';
@@ -13,7 +14,9 @@ export class TaskStatusItem extends Widget {
     super();
     this._model = model;
     this.addClass('jp-TaskRun-statusItem');
-    this.node.title = 'Background tasks (jupyter_taskrun): click to show the Tasks panel';
+    this.node.title = trans.__(
+      'Background tasks (jupyter_taskrun): click to show the Tasks panel'
+    );
     this.node.setAttribute('role', 'button');
     this.node.appendChild(iconNode(tasksIcon, 'jp-TaskRun-statusItemIcon'));
     this._label = h('span', 'jp-TaskRun-statusItemLabel');

@@ -6,6 +6,7 @@ import { KernelSpec } from '@jupyterlab/services';
 import type { PartialJSONObject } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
+import { trans } from './i18n';
 import { ITaskSubmission } from './models';
 import { h } from './utils';
 
@@ -41,7 +42,9 @@ class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
     super();
     this.addClass('jp-TaskRun-submitDialog');
     const node = this.node;
-    node.appendChild(h('p', 'jp-TaskRun-submitDescription', options.description));
+    node.appendChild(
+      h('p', 'jp-TaskRun-submitDescription', options.description)
+    );
 
     this._name = h('input', 'jp-mod-styled');
     this._name.name = 'name';
@@ -52,11 +55,15 @@ class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
     this._kernel.name = 'kernel_name';
     const specs = options.kernelspecs;
     const defaultName = specs?.default ?? '';
-    const defaultSpec = defaultName ? specs?.kernelspecs[defaultName] : undefined;
+    const defaultSpec = defaultName
+      ? specs?.kernelspecs[defaultName]
+      : undefined;
     const serverDefault = h(
       'option',
       '',
-      defaultSpec ? `Server default (${defaultSpec.display_name})` : 'Server default'
+      defaultSpec
+        ? trans.__('Server default (%1)', defaultSpec.display_name)
+        : trans.__('Server default')
     );
     serverDefault.value = '';
     this._kernel.appendChild(serverDefault);
@@ -79,18 +86,20 @@ class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
     this._timeout.type = 'number';
     this._timeout.min = '0';
     this._timeout.step = 'any';
-    this._timeout.placeholder = 'none';
+    this._timeout.placeholder = trans.__('none');
     this._timeout.value = initial.timeout;
 
     this._parameters = h('textarea', 'jp-mod-styled');
     this._parameters.name = 'parameters';
     this._parameters.rows = 3;
+    // eslint-disable-next-line jupyter/no-untranslated-string -- an example value, not prose
     this._parameters.placeholder = '{"alpha": 0.5, "epochs": 10}';
     this._parameters.value = initial.parameters;
     this._parameters.spellcheck = false;
 
     this._tags = h('input', 'jp-mod-styled');
     this._tags.name = 'tags';
+    // eslint-disable-next-line jupyter/no-untranslated-string -- example tags, not prose
     this._tags.placeholder = 'nightly, experiment-1';
     this._tags.value = initial.tags;
 
@@ -107,15 +116,19 @@ class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
       }
       grid.append(l, box);
     };
-    field('Name', this._name);
-    field('Kernel', this._kernel);
-    field('Timeout (s)', this._timeout, 'Whole task; empty for no limit.');
+    field(trans.__('Name'), this._name);
+    field(trans.__('Kernel'), this._kernel);
     field(
-      'Parameters',
-      this._parameters,
-      'JSON object, injected after the cell tagged “parameters”.'
+      trans.__('Timeout (s)'),
+      this._timeout,
+      trans.__('Whole task; empty for no limit.')
     );
-    field('Tags', this._tags, 'Comma separated.');
+    field(
+      trans.__('Parameters'),
+      this._parameters,
+      trans.__('JSON object, injected after the cell tagged “parameters”.')
+    );
+    field(trans.__('Tags'), this._tags, trans.__('Comma separated.'));
     node.appendChild(grid);
   }
 
@@ -150,7 +163,9 @@ export function parseSubmitValues(
   if (timeout) {
     const value = Number(timeout);
     if (!Number.isFinite(value) || value <= 0) {
-      return { error: 'Timeout must be a positive number of seconds.' };
+      return {
+        error: trans.__('Timeout must be a positive number of seconds.')
+      };
     }
     options.timeout = value;
   }
@@ -160,14 +175,30 @@ export function parseSubmitValues(
     try {
       parsed = JSON.parse(params);
     } catch (e) {
-      return { error: `Parameters are not valid JSON: ${(e as Error).message}` };
+      return {
+        error: trans.__(
+          'Parameters are not valid JSON: %1',
+          (e as Error).message
+        )
+      };
     }
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      return { error: 'Parameters must be a JSON object, e.g. {"alpha": 0.5}.' };
+      return {
+        error: trans.__(
+          'Parameters must be a JSON object, e.g. {"alpha": 0.5}.'
+        )
+      };
     }
-    const bad = Object.keys(parsed).filter(k => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
+    const bad = Object.keys(parsed).filter(
+      k => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)
+    );
     if (bad.length) {
-      return { error: `Parameter names must be Python identifiers: ${bad.join(', ')}` };
+      return {
+        error: trans.__(
+          'Parameter names must be Python identifiers: %1',
+          bad.join(', ')
+        )
+      };
     }
     options.parameters = parsed as PartialJSONObject;
   }
@@ -201,7 +232,10 @@ export async function askSubmitOptions(
     const result = await showDialog<IRawValues>({
       title: options.title,
       body,
-      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Run' })],
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.okButton({ label: trans.__('Run') })
+      ],
       focusNodeSelector: 'input[name="name"]'
     });
     if (!result.button.accept || !result.value) {
@@ -210,7 +244,7 @@ export async function askSubmitOptions(
     values = result.value;
     const parsed = parseSubmitValues(values, options.defaultName);
     if ('error' in parsed) {
-      await showErrorMessage('Invalid task options', parsed.error);
+      await showErrorMessage(trans.__('Invalid task options'), parsed.error);
       continue;
     }
     saveLast({ timeout: values.timeout, tags: values.tags });
@@ -222,7 +256,9 @@ function loadLast(): { timeout?: string; tags?: string } {
   try {
     const raw = window.localStorage.getItem(LAST_KEY);
     const value = raw ? (JSON.parse(raw) as unknown) : {};
-    return value && typeof value === 'object' ? (value as { timeout?: string; tags?: string }) : {};
+    return value && typeof value === 'object'
+      ? (value as { timeout?: string; tags?: string })
+      : {};
   } catch {
     return {};
   }

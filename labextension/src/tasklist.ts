@@ -18,27 +18,23 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { APIError, TaskAPI } from './api';
 import type { ITaskFilters } from './feedutil';
-import {
-  CHANGE_TYPES,
-  IChange,
-  ICounts,
-  ITask,
-  isTerminal
-} from './models';
+import { CHANGE_TYPES, IChange, ICounts, ITask } from './models';
 import {
   errorMessage,
+  fetchCounts,
   fetchQueuePositions,
   insertIndex,
+  Later,
   inLoadedRange,
   IServerQuery,
   isNewer,
   matchesLocal,
   matchesServer,
+  movedInQueue,
   serverQuery,
-  loadTracked,
-  progressOf,
-  saveTracked
+  progressOf
 } from './feedutil';
+import { FinishedNotices } from './notices';
 import { EventStream } from './sse';
 
 export { errorMessage } from './feedutil';
@@ -59,7 +55,6 @@ const STREAM_STALL = 1500;
 
 export class TaskListModel implements IDisposable {
   constructor() {
-    this._tracked = new Set(loadTracked());
     this._poll = new Poll({
       name: 'jupyter-taskrun:feed',
       auto: false,
@@ -72,19 +67,29 @@ export class TaskListModel implements IDisposable {
   }
 
   /** Emitted when the list, the filters, the paging or the mode change. */
-  get changed(): ISignal<this, void> { return this._changed; }
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
 
   /** Emitted when the running/queued counts change. */
-  get countsChanged(): ISignal<this, ICounts> { return this._countsChanged; }
+  get countsChanged(): ISignal<this, ICounts> {
+    return this._countsChanged;
+  }
 
   /** Emitted with the new task whenever a task record is updated. */
-  get taskChanged(): ISignal<this, ITask> { return this._taskChanged; }
+  get taskChanged(): ISignal<this, ITask> {
+    return this._taskChanged;
+  }
 
   /** Emitted once when a task reaches a final state (seen live). */
-  get taskFinished(): ISignal<this, ITask> { return this._taskFinished; }
+  get taskFinished(): ISignal<this, ITask> {
+    return this._taskFinished;
+  }
 
   /** Emitted with the id of a deleted task. */
-  get taskDeleted(): ISignal<this, string> { return this._taskDeleted; }
+  get taskDeleted(): ISignal<this, string> {
+    return this._taskDeleted;
+  }
 
   /** The loaded tasks matching the filters: running ones first, then newest first. */
   get tasks(): readonly ITask[] {
@@ -98,22 +103,38 @@ export class TaskListModel implements IDisposable {
   }
 
   /** How many tasks are loaded (the search runs over these). */
-  get loadedCount(): number { return this._order.length; }
+  get loadedCount(): number {
+    return this._order.length;
+  }
 
-  get counts(): ICounts { return { ...this._counts }; }
+  get counts(): ICounts {
+    return { ...this._counts };
+  }
 
-  get filters(): ITaskFilters { return { ...this._filters }; }
+  get filters(): ITaskFilters {
+    return { ...this._filters };
+  }
 
-  get mode(): FeedMode { return this._mode; }
+  get mode(): FeedMode {
+    return this._mode;
+  }
 
   /** The server did not answer the last request (network error). */
-  get offline(): boolean { return this._offline; }
+  get offline(): boolean {
+    return this._offline;
+  }
 
-  get hasMore(): boolean { return this._nextCursor !== null; }
+  get hasMore(): boolean {
+    return this._nextCursor !== null;
+  }
 
-  get loading(): boolean { return this._loading; }
+  get loading(): boolean {
+    return this._loading;
+  }
 
-  get lastError(): string { return this._lastError; }
+  get lastError(): string {
+    return this._lastError;
+  }
 
   /** Tags seen on loaded tasks (for the tag filter's suggestions). */
   get knownTags(): string[] {
@@ -124,7 +145,9 @@ export class TaskListModel implements IDisposable {
     return [...tags].sort();
   }
 
-  get isDisposed(): boolean { return this._disposed; }
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
 
   /** Look a loaded task up by id. */
   get(id: string): ITask | undefined {
@@ -133,14 +156,13 @@ export class TaskListModel implements IDisposable {
 
   /** Remember a task started from this Lab so its end is notified. */
   track(task: ITask): void {
-    this._tracked.add(task.id);
-    saveTracked(this._tracked);
+    this._notices.track(task.id);
     this.upsert(task);
     this._scheduleCounts();
   }
 
   isTracked(id: string): boolean {
-    return this._tracked.has(id);
+    return this._notices.isTracked(id);
   }
 
   /** Follow the change feed (from start-up, whether the sidebar shows or not). */
@@ -323,11 +345,8 @@ export class TaskListModel implements IDisposable {
     }
     this._disposed = true;
     this._poll.dispose();
-    for (const timer of [this._countsTimer, this._queueTimer]) {
-      if (timer !== null) {
-        window.clearTimeout(timer);
-      }
-    }
+    this._countsLater.dispose();
+    this._queueLater.dispose();
     this._stream?.dispose();
     this._stream = null;
     Signal.clearData(this);
@@ -423,7 +442,11 @@ export class TaskListModel implements IDisposable {
       return;
     }
     const now = Date.now();
-    if (!this._offline && this._mode === 'polling' && now - this._lastRefresh < POLL_LIST_EVERY) {
+    if (
+      !this._offline &&
+      this._mode === 'polling' &&
+      now - this._lastRefresh < POLL_LIST_EVERY
+    ) {
       return;
     }
     const ok = await this.refresh();
@@ -439,7 +462,8 @@ export class TaskListModel implements IDisposable {
       return;
     }
     const stalled = !!stream?.isActive && now - stream.openedAt > STREAM_STALL;
-    const retry = !stream?.isActive && now - this._streamFailedAt >= STREAM_RETRY_EVERY;
+    const retry =
+      !stream?.isActive && now - this._streamFailedAt >= STREAM_RETRY_EVERY;
     if (cameBack || stalled || retry || !stream) {
       this._openStream();
     }
@@ -480,22 +504,12 @@ export class TaskListModel implements IDisposable {
   // ------------------------------------------------------------------ counts
 
   private _scheduleCounts(): void {
-    if (this._countsTimer !== null) {
-      return;
-    }
-    this._countsTimer = window.setTimeout(() => {
-      this._countsTimer = null;
-      void this._refreshCounts();
-    }, 150);
+    this._countsLater.schedule();
   }
 
   private async _refreshCounts(): Promise<void> {
     try {
-      const status = await TaskAPI.status();
-      const counts = {
-        running: Number(status.running) || 0,
-        queued: Number(status.queued) || 0
-      };
+      const counts = await fetchCounts();
       if (
         counts.running !== this._counts.running ||
         counts.queued !== this._counts.queued
@@ -511,33 +525,21 @@ export class TaskListModel implements IDisposable {
 
   /** Queue positions move as tasks start: re-read the queued ones (the feed has none). */
   private _scheduleQueue(): void {
-    if (this._queueTimer !== null) {
-      return;
-    }
-    this._queueTimer = window.setTimeout(() => {
-      this._queueTimer = null;
-      void this._refreshQueue();
-    }, 300);
+    this._queueLater.schedule();
   }
 
   private async _refreshQueue(): Promise<void> {
-    let positions: Map<string, number | null>;
+    let moved: ITask[];
     try {
-      positions = await fetchQueuePositions();
+      moved = movedInQueue(this._tasks, await fetchQueuePositions());
     } catch {
       return; // positions refresh with the next change
     }
-    let changed = false;
-    for (const [id, task] of this._tasks) {
-      const position = positions.get(id);
-      if (task.status === 'queued' && position !== undefined && task.queue_position !== position) {
-        const updated = { ...task, queue_position: position };
-        this._tasks.set(id, updated);
-        this._taskChanged.emit(updated);
-        changed = true;
-      }
+    for (const task of moved) {
+      this._tasks.set(task.id, task);
+      this._taskChanged.emit(task);
     }
-    if (changed) {
+    if (moved.length) {
       this._changed.emit();
     }
   }
@@ -545,28 +547,9 @@ export class TaskListModel implements IDisposable {
   // ----------------------------------------------------------------- helpers
 
   private _noticeTransition(old: ITask | null, task: ITask): void {
-    if (!isTerminal(task.status)) {
-      return;
-    }
-    if (old && isTerminal(old.status)) {
-      return;
-    }
-    if (!old && !this._tracked.has(task.id)) {
-      return; // first sight of an already finished task: not news
-    }
-    if (this._finishedSeen.has(task.id)) {
-      return;
-    }
-    this._finishedSeen.add(task.id);
-    this._taskFinished.emit(task);
-    if (this._tracked.has(task.id)) {
-      this._untrack(task.id);
-    }
-  }
-
-  private _untrack(id: string): void {
-    if (this._tracked.delete(id)) {
-      saveTracked(this._tracked);
+    if (this._notices.isNews(old, task)) {
+      this._taskFinished.emit(task); // listeners still see it as tracked
+      this._notices.untrack(task.id);
     }
   }
 
@@ -587,7 +570,9 @@ export class TaskListModel implements IDisposable {
   }
 
   private _inLoadedRange(task: ITask): boolean {
-    return this._nextCursor === null || inLoadedRange(task, this._order, this._tasks);
+    return (
+      this._nextCursor === null || inLoadedRange(task, this._order, this._tasks)
+    );
   }
 
   private _insertSorted(task: ITask): void {
@@ -623,12 +608,12 @@ export class TaskListModel implements IDisposable {
   private _streamFailedAt = 0;
   private _stream: EventStream | null = null;
   private _poll: Poll;
-  private _countsTimer: number | null = null;
-  private _queueTimer: number | null = null;
-  private _tracked: Set<string>;
+  // one request per burst of changes, 150 / 300 ms after its first change
+  private _countsLater = new Later(() => void this._refreshCounts(), 150);
+  private _queueLater = new Later(() => void this._refreshQueue(), 300);
+  private _notices = new FinishedNotices();
   /** every tag seen so far: a typed tag the server knows is filtered there */
   private _seenTags = new Set<string>();
-  private _finishedSeen = new Set<string>();
   private _disposed = false;
   private _changed = new Signal<this, void>(this);
   private _countsChanged = new Signal<this, ICounts>(this);
@@ -636,4 +621,3 @@ export class TaskListModel implements IDisposable {
   private _taskFinished = new Signal<this, ITask>(this);
   private _taskDeleted = new Signal<this, string>(this);
 }
-

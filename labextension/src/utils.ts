@@ -1,5 +1,8 @@
 /**
- * Formatting helpers shared by the list, the detail view and the status bar.
+ * Helpers shared by the list, the detail view and the status bar: times and
+ * ages, status labels and icons, small DOM builders. Durations, byte sizes,
+ * ANSI stripping and the executed-notebook name follow the one convention in
+ * format.ts.
  */
 import {
   checkIcon,
@@ -11,6 +14,7 @@ import {
   stopIcon
 } from '@jupyterlab/ui-components';
 
+import { EMPTY } from './format';
 import type { ITask, TaskStatus } from './models';
 
 /** Parse an API time (ISO 8601, `Z`) to epoch milliseconds. */
@@ -20,32 +24,6 @@ export function parseTime(value: string | null | undefined): number | null {
   }
   const ms = Date.parse(value);
   return Number.isFinite(ms) ? ms : null;
-}
-
-/** 0.4 → "0.4s", 75 → "1m 15s", 4000 → "1h 6m" */
-export function formatDuration(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) {
-    return '';
-  }
-  if (seconds < 0) {
-    seconds = 0;
-  }
-  if (seconds < 10) {
-    return `${seconds.toFixed(1)}s`;
-  }
-  if (seconds < 60) {
-    return `${Math.round(seconds)}s`;
-  }
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) {
-    return `${minutes}m ${Math.round(seconds - minutes * 60)}s`;
-  }
-  const hours = Math.floor(minutes / 60);
-  if (hours < 24) {
-    return `${hours}h ${minutes - hours * 60}m`;
-  }
-  const days = Math.floor(hours / 24);
-  return `${days}d ${hours - days * 24}h`;
 }
 
 /** "just now", "5s ago", "3m ago", "2h ago", "4d ago", or a date. */
@@ -79,7 +57,7 @@ export function formatAge(
 /** Local date-time for tooltips and the detail view. */
 export function formatTime(time: string | null | undefined): string {
   const ms = parseTime(time);
-  return ms === null ? '—' : new Date(ms).toLocaleString();
+  return ms === null ? EMPTY : new Date(ms).toLocaleString();
 }
 
 /** Wall time of a task: finished-started, or running so far. */
@@ -90,30 +68,6 @@ export function taskDuration(task: ITask, now = Date.now()): number | null {
   }
   const finished = parseTime(task.finished_at);
   return ((finished ?? now) - started) / 1000;
-}
-
-export function formatBytes(bytes: number | null | undefined): string {
-  if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) {
-    return '—';
-  }
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value >= 100 || unit === 0 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
-}
-
-export function formatSeconds(value: number | null | undefined): string {
-  if (value === null || value === undefined || !Number.isFinite(value)) {
-    return '—';
-  }
-  if (value < 1) {
-    return `${Math.round(value * 1000)} ms`;
-  }
-  return formatDuration(value);
 }
 
 export const STATUS_LABELS: { [K in TaskStatus]: string } = {
@@ -153,13 +107,7 @@ export function progressFraction(task: ITask): number | null {
   return Math.max(0, Math.min(1, p.value / p.total));
 }
 
-/** Remove ANSI escape sequences (colours, cursor moves) from log text. */
-export function stripAnsi(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/\u001b\[[0-9;?]*[ -/]*[@-~]|\u001b[@-Z\\-_]/g, '');
-}
-
-/** A file-name-safe version of a task name. */
+/** A file-name-safe version of a task name (for the downloaded log). */
 export function safeFileName(name: string): string {
   const cleaned = name
     .replace(/[^A-Za-z0-9._-]+/g, '-')

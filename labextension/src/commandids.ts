@@ -1,0 +1,16 @@
+/**
+ * The ids of the commands this extension adds (palette, menus, context
+ * menus, `app.commands.execute`). Stable: other extensions may call them.
+ */
+export namespace CommandIDs {
+  export const openPanel = 'taskrun:open-panel';
+  export const openTask = 'taskrun:open-task';
+  export const refresh = 'taskrun:refresh';
+  export const openSelected = 'taskrun:open-selected';
+  export const cancelSelected = 'taskrun:cancel-selected';
+  export const rerunSelected = 'taskrun:rerun-selected';
+  export const deleteSelected = 'taskrun:delete-selected';
+  export const runNotebook = 'taskrun:run-notebook';
+  export const runCells = 'taskrun:run-cells';
+  export const runFile = 'taskrun:run-file';
+}

@@ -1,0 +1,72 @@
+/**
+ * Which task ends are news for the notifications: a task that reaches a
+ * final state while this Lab watches it, once per task. A task started from
+ * this Lab is remembered across page reloads (localStorage, the latest 200),
+ * so its end is announced even when the first sight of it is already final.
+ */
+import { ITask, isTerminal } from './models';
+
+const STARTED_KEY = 'jupyter-taskrun:started-here';
+const MAX_TRACKED = 200;
+
+export class FinishedNotices {
+  constructor() {
+    this._tracked = new Set(loadTracked());
+  }
+
+  /** Remember a task started from this Lab. */
+  track(id: string): void {
+    this._tracked.add(id);
+    saveTracked(this._tracked);
+  }
+
+  isTracked(id: string): boolean {
+    return this._tracked.has(id);
+  }
+
+  /** True, once per task, when the change from `old` to `task` is an end to announce. */
+  isNews(old: ITask | null, task: ITask): boolean {
+    if (!isTerminal(task.status) || (old && isTerminal(old.status))) {
+      return false;
+    }
+    if (!old && !this._tracked.has(task.id)) {
+      return false; // first sight of an already finished task: not news
+    }
+    if (this._seen.has(task.id)) {
+      return false;
+    }
+    this._seen.add(task.id);
+    return true;
+  }
+
+  /** Forget a tracked task once its end was announced. */
+  untrack(id: string): void {
+    if (this._tracked.delete(id)) {
+      saveTracked(this._tracked);
+    }
+  }
+
+  private _tracked: Set<string>;
+  private _seen = new Set<string>();
+}
+
+function loadTracked(): string[] {
+  try {
+    const raw = window.localStorage.getItem(STARTED_KEY);
+    const ids = raw ? (JSON.parse(raw) as unknown) : [];
+    return Array.isArray(ids)
+      ? ids.filter((x): x is string => typeof x === 'string')
+      : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveTracked(ids: Set<string>): void {
+  try {
+    const list = [...ids].slice(-MAX_TRACKED);
+    window.localStorage.setItem(STARTED_KEY, JSON.stringify(list));
+  } catch {
+    // storage may be unavailable (private mode); tracking stays in memory
+  }
+}
