@@ -242,6 +242,30 @@ def test_stream_events_reconnect_transparently_through_dropped_connections(serve
         proxy.close()
 
 
+def test_a_stream_ends_on_its_first_connection(server):
+    """The ``end`` frame has no id of its own: it is not taken for a replayed duplicate (which
+    would cost a reconnection, and its back-off, at the end of every stream)."""
+    proxy = TCPProxy(server.port)
+    try:
+        client = TaskRunClient(proxy.url, server.token)
+        task = client.submit("print('done')", wait=120)
+        assert task["status"] == "completed"
+        before = proxy.connections
+        events = list(client.stream_events(task["id"], timeout=30))
+        check_stream(events)
+        assert proxy.connections == before + 1
+
+        async def read_async() -> list[dict]:
+            c = AsyncTaskRunClient(proxy.url, server.token)
+            return [e async for e in c.stream_events(task["id"], timeout=30)]
+
+        before = proxy.connections
+        assert [e["seq"] for e in asyncio.run(read_async())] == [e["seq"] for e in events]
+        assert proxy.connections == before + 1
+    finally:
+        proxy.close()
+
+
 def test_wait_timeout_then_cancel_then_delete(client):
     task = client.submit(SLEEP)
     t0 = time.monotonic()
