@@ -1,7 +1,7 @@
 """Dask executor (issue 7): a real ``dask scheduler`` and real ``dask worker`` processes on 127.0.0.1.
 
 Every test goes through the real REST/SSE API of a real Jupyter server configured with
-``c.TaskRun.executor = "dask"``. Workers run without a nanny, so a task kernel's parent
+``c.TaskRun.executor = "dask"`` and ``c.DaskExecutor.*``. Workers run without a nanny, so a task kernel's parent
 process *is* the worker process (that is how "it ran on the worker" is checked), and a
 SIGKILL to that process is a real worker loss.
 """
@@ -9,6 +9,7 @@ SIGKILL to that process is a real worker loss.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -62,9 +63,7 @@ class DaskProcesses:
         return proc
 
     def start_scheduler(self) -> None:
-        self.scheduler = self._spawn(
-            [*SCHEDULER, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", *PRELOAD], "scheduler"
-        )
+        self.scheduler = self._spawn([*SCHEDULER, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", *PRELOAD], "scheduler")
 
     def start_worker(self, name: str, resources: str | None = None) -> subprocess.Popen:
         cmd = [*WORKER, self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1"]
@@ -139,9 +138,22 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def dask_executor_config() -> dict[str, Any]:
-    """``c.DaskExecutor`` settings: fail fast in tests where the real defaults wait long."""
-    return {"unavailable_wait": 3.0, "resource_wait": 1.0}
+def dask_executor_config(request) -> dict[str, Any]:
+    """``c.DaskExecutor`` settings; indirect parametrize picks a variant ("retry", "lonely", "factory").
+
+    ``unavailable_wait`` and ``resource_wait`` fail fast in tests where the real defaults wait long.
+    """
+    variant = getattr(request, "param", None)
+    config: dict[str, Any] = {"unavailable_wait": 3.0, "resource_wait": 1.0}
+    if variant == "factory":
+        config["cluster_factory"] = "tests.test_dask:small_cluster"
+    elif variant == "lonely":
+        config["scheduler_address"] = request.getfixturevalue("lonely_scheduler").address
+    else:
+        config["scheduler_address"] = request.getfixturevalue("cluster").address
+    if variant == "retry":
+        config["retry_on_worker_loss"] = True
+    return config
 
 
 @pytest.fixture
@@ -153,17 +165,9 @@ def jp_server_config(jp_server_config, dask_executor_config):
 
 
 @pytest.fixture
-def taskrun_config(request) -> dict[str, Any]:
-    """TaskRun settings; indirect parametrize picks a variant ("retry", "lonely", "factory")."""
-    variant = getattr(request, "param", None)
-    if variant == "factory":
-        return {"executor": "dask", "dask_cluster_factory": "tests.test_dask:small_cluster"}
-    if variant == "lonely":
-        return {"executor": "dask", "dask_scheduler_address": request.getfixturevalue("lonely_scheduler").address}
-    config: dict[str, Any] = {"executor": "dask", "dask_scheduler_address": request.getfixturevalue("cluster").address}
-    if variant == "retry":
-        config["retry_on_worker_loss"] = True
-    return config
+def taskrun_config() -> dict[str, Any]:
+    """``c.TaskRun`` settings: the shorthand for ``executor_class = DaskExecutor``."""
+    return {"executor": "dask"}
 
 
 @pytest.fixture
@@ -247,9 +251,7 @@ async def test_task_runs_on_a_worker_with_live_ordered_events(api, cluster):
         return False
 
     frames = await api.sse(f"tasks/{task['id']}/events", stop=stamp)
-    events = [
-        (f, t) for f, t in zip(frames, arrivals, strict=False) if f["event"] != "end" and f.get("data") is not None
-    ]
+    events = [(f, t) for f, t in zip(frames, arrivals, strict=False) if f["event"] != "end" and f.get("data") is not None]
     task = await api.get(task["id"])
     assert task["status"] == "completed", task
     assert task["result"]["data"]["text/plain"] == "42"
@@ -361,9 +363,9 @@ async def test_sigkill_of_the_worker_fails_the_task_naming_it(api, cluster):
     assert after["status"] == "completed" and after["worker"] != address
 
 
-@pytest.mark.parametrize("taskrun_config", [pytest.param("retry", id="retry_on_worker_loss")], indirect=True)
+@pytest.mark.parametrize("dask_executor_config", [pytest.param("retry", id="retry_on_worker_loss")], indirect=True)
 async def test_worker_loss_reruns_once_when_configured(api, cluster, taskrun):
-    assert taskrun.retry_on_worker_loss
+    assert taskrun.executor_impl.retry_on_worker_loss
     try:
         await _rerun_once(api, cluster, {n: cluster.addresses[n] for n in ("r1", "r2")})
     finally:
@@ -397,7 +399,7 @@ async def test_resources_no_worker_offers_fail_clearly(api, cluster):
     assert "no Dask worker offers the resources" in task["error"]["reason"]
 
 
-@pytest.mark.parametrize("taskrun_config", [pytest.param("lonely", id="own-scheduler")], indirect=True)
+@pytest.mark.parametrize("dask_executor_config", [pytest.param("lonely", id="own-scheduler")], indirect=True)
 async def test_scheduler_loss_is_reported_and_tasks_fail_clearly_then_recover(api, taskrun, lonely_scheduler):
     procs = lonely_scheduler
     await asyncio.to_thread(procs.wait_workers, ["early-worker"])
@@ -438,13 +440,13 @@ async def test_scheduler_loss_is_reported_and_tasks_fail_clearly_then_recover(ap
 
 
 def small_cluster():
-    """A ``dask_cluster_factory`` for the test below: an in-process LocalCluster."""
+    """A ``c.DaskExecutor.cluster_factory`` for the test below: an in-process LocalCluster."""
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
 
 
-@pytest.mark.parametrize("taskrun_config", [pytest.param("factory", id="cluster-factory")], indirect=True)
+@pytest.mark.parametrize("dask_executor_config", [pytest.param("factory", id="cluster-factory")], indirect=True)
 async def test_cluster_factory(api, taskrun):
     ex = await wait_connected(api, workers=1, timeout=60)
     assert ex["cluster_factory"] == "tests.test_dask:small_cluster"
@@ -462,3 +464,53 @@ async def test_server_stop_kills_running_remote_kernels(api, taskrun, cluster):
     assert ppid in cluster.worker_pids
     await taskrun.stop()
     assert await process_gone(pid, within=10)
+
+
+def _service(tmp_path, settings: dict[str, Any], dask_settings: dict[str, Any] | None = None, db: str = "tasks"):
+    """A ``TaskRun`` built from config, without a server (nothing is started)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from traitlets.config import Config
+
+    from jupyter_taskrun.server.service import TaskRun
+
+    config = Config({"TaskRun": {"db_path": str(tmp_path / f"{db}.sqlite3"), **settings}, "DaskExecutor": dask_settings or {}})
+    log = logging.getLogger("test-taskrun-config")
+    return TaskRun(config=config, log=log, root_dir=str(tmp_path), kernel_spec_manager=KernelSpecManager())
+
+
+def test_deprecated_taskrun_dask_options_map_to_dask_executor(tmp_path, caplog):
+    from jupyter_taskrun.execution.dask_executor import DaskExecutor
+
+    old = {"dask_scheduler_address": "tcp://127.0.0.1:1", "dask_cluster_factory": "old:factory", "retry_on_worker_loss": True}
+    with caplog.at_level(logging.WARNING, logger="test-taskrun-config"):
+        service = _service(tmp_path, {"executor": "dask", **old}, {"cluster_factory": "new:factory"})
+    try:
+        ex = service.executor_impl
+        assert isinstance(ex, DaskExecutor) and ex.kind == "dask"
+        assert ex.scheduler_address == "tcp://127.0.0.1:1" and ex.retry_on_worker_loss is True
+        assert ex.cluster_factory == "new:factory"  # the c.DaskExecutor name wins over the alias
+        for name in old:
+            assert f"c.TaskRun.{name} is deprecated" in caplog.text
+    finally:
+        service.store.close()
+
+
+def test_executor_class_trait_and_its_shorthand(tmp_path, caplog):
+    from jupyter_taskrun.execution.dask_executor import DaskExecutor
+    from jupyter_taskrun.execution.executor import LocalExecutor
+    from jupyter_taskrun.server.app import TaskRunApp
+
+    with caplog.at_level(logging.WARNING, logger="test-taskrun-config"):
+        by_class = _service(tmp_path, {"executor_class": DaskExecutor}, {"scheduler_address": "tcp://127.0.0.1:2"})
+    local = _service(tmp_path, {}, db="local")
+    try:
+        assert isinstance(by_class.executor_impl, DaskExecutor)
+        assert by_class.executor_impl.scheduler_address == "tcp://127.0.0.1:2"
+        assert "deprecated" not in caplog.text
+        assert type(local.executor_impl) is LocalExecutor
+    finally:
+        by_class.store.close()
+        local.store.close()
+    # its settings are listed with the extension's (--help-all, generated config)
+    assert DaskExecutor in TaskRunApp.classes
+    assert DaskExecutor.class_traits(config=True)["scheduler_address"].help

@@ -3,6 +3,8 @@
 Parts: ``submission`` (submission → nbformat notebook, parameters, paths), ``kernels`` (launch,
 pool, process trees), ``runner`` (nbclient-based cell execution and events), ``durable`` (the
 output channel that survives a kernel's death), ``sandbox``, ``processes``, ``output_parsing``,
-``outputs`` (folding outputs as nbclient would), ``executor`` (the local executor) and Dask.
-Imports the shared ``models``/``errors``/``progress`` only; never the server, client or notebook sides.
+``outputs`` (folding outputs as nbclient would), ``executor`` (the ``Executor`` interface and the
+local executor) and Dask: ``dask_executor`` + ``dask_connection`` (server side) and ``dask_worker``
+(what runs inside a Dask worker process).
+Imports the shared ``models``/``errors``/``progress``/``formatting`` only; never the server, client or notebook sides.
 """

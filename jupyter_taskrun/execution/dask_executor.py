@@ -1,62 +1,49 @@
 """``DaskExecutor``: run tasks on a Dask distributed cluster instead of this machine.
 
-Selected with ``c.TaskRun.executor = "dask"`` plus ``c.TaskRun.dask_scheduler_address``
-(a running scheduler) or ``c.TaskRun.dask_cluster_factory`` (import string of a
-callable returning a cluster: ``LocalCluster``, ``SLURMCluster``, a gateway cluster...).
+Server side (``dask_worker.py`` is what runs on the workers). Selected with
+``c.TaskRun.executor = "dask"`` (or ``c.TaskRun.executor_class``) plus
+``c.DaskExecutor.scheduler_address`` (a running scheduler) or ``c.DaskExecutor.cluster_factory``
+(import string of a callable returning a cluster: ``LocalCluster``, ``SLURMCluster``, a
+gateway cluster...). Settings: ``c.DaskExecutor.*`` (see docs/DASK.md).
 
 How a task travels::
 
     server loop                           scheduler                 worker (its event loop)
     -----------                           ---------                 -----------------------
-    run(job) --client.submit(_worker_main, resources=...)-->  ...  --> fresh kernel on the worker's
+    run(job) --client.submit(worker_main, resources=...)--->  ...  --> fresh kernel on the worker's
                                                                         machine, run_job_in_kernel()
     _on_message <--subscribe_topic(topic)-- topic <--log_event(topic)-- emit(): one message per loop turn
        reorder by per-run counter, then the service's emit (persist-then-publish)
-    interrupt_and_kill --client.run(_worker_stop, workers=[w])-------> interrupt, grace, kill_now()
+    interrupt_and_kill --client.run(worker_stop, workers=[w])--------> interrupt, grace, kill_now()
     future cancelled (scheduler/client gone) ----------------------->  watcher sees the key cancelled:
                                                                         kill_now()
     "remove-worker" on the scheduler's "all" topic --> task failed naming the lost worker (or re-run once)
 
 Events: ``Worker.log_event`` goes over the worker's batched stream (2 ms) to the
 scheduler, which forwards it on the client's stream (2 ms); both are ordered TCP
-streams, measured at a few ms worker → server. Each message still carries a per-run
+streams, measured at a few ms worker -> server. Each message still carries a per-run
 counter and the server reorders and de-duplicates, so order never depends on it.
-
-Worker side: the task is an ``async def`` executed by Dask in the worker's event
-loop (it still takes one of the worker's ``nthreads`` slots); the kernel runs in its
-own session, so a tiny per-worker "reaper" process kills the worker's kernels (found
-by their marker variable) if the worker process itself dies (SIGKILL, OOM killer).
+The connection itself (connect in the background, reconnect, resubscribe) is
+``SchedulerConnection`` (``dask_connection.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import json
-import logging
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Float, Int
-from traitlets.config import LoggingConfigurable
-from traitlets.utils.importstring import import_item
+from traitlets import Bool, Float, Int, Unicode
 
 from ..errors import ExecutorUnavailable, TaskRunError
-from .executor import Executor, JobResult, KernelCallback, TaskJob, run_job_in_kernel
-from .kernels import KERNEL_MARKER_ENV, KernelLauncher, task_base_env
-from ..models import TaskStatus
-from .runner import Emit, RunOutcome
-
-log = logging.getLogger(__name__)
+from .dask_connection import SchedulerConnection
+from .dask_worker import worker_main, worker_stop
+from .executor import Executor, ExecutorContext, JobResult, KernelCallback, TaskJob
+from .runner import Emit
 
 #: the scheduler's own topic where it announces workers joining and leaving
 CLUSTER_TOPIC = "all"
@@ -66,9 +53,6 @@ class WorkerLost(TaskRunError):
     """The Dask worker running a task died or left the cluster."""
 
     reason = "worker-lost"
-
-
-# --------------------------------------------------------------------------- server side
 
 
 @dataclass
@@ -103,11 +87,24 @@ class _TaskState:
     attempt: _Attempt | None = None
 
 
-class DaskExecutor(Executor, LoggingConfigurable):
-    """Runs each job in a fresh kernel on a Dask worker. Extra settings: ``c.DaskExecutor.*``."""
+class DaskExecutor(Executor):
+    """Runs each job in a fresh kernel on a Dask worker. Settings: ``c.DaskExecutor.*``."""
 
     kind = "dask"
 
+    scheduler_address = Unicode("", config=True, help="Address of a running Dask scheduler (tcp://host:8786). Set this or cluster_factory.")
+    cluster_factory = Unicode(
+        "",
+        config=True,
+        help="Import string ('module:callable') of a callable, sync or async, returning a Dask cluster "
+        "(LocalCluster, SLURMCluster, a gateway cluster...). The server starts it in the background, uses its "
+        "scheduler_address and closes it when it stops. Used when scheduler_address is empty.",
+    )
+    retry_on_worker_loss = Bool(
+        False,
+        config=True,
+        help="Re-run a task once, from the start, if its Dask worker dies or leaves; else the task fails naming the worker.",
+    )
     connect_timeout = Float(10.0, config=True, help="Seconds one attempt to reach the scheduler may take.")
     unavailable_wait = Float(
         30.0,
@@ -119,48 +116,39 @@ class DaskExecutor(Executor, LoggingConfigurable):
         config=True,
         help="How long a task asking for resources no connected worker offers waits for one before failing.",
     )
-    drain_timeout = Float(
-        5.0, config=True, help="After a task returns, how long to wait for events still in flight from its worker."
-    )
+    drain_timeout = Float(5.0, config=True, help="After a task returns, how long to wait for events still in flight from its worker.")
     stop_timeout = Float(10.0, config=True, help="Seconds a stop request to a worker may take before falling back.")
     max_dead_tokens = Int(10_000, config=True, help="How many finished runs to remember (to stop late starters).")
 
-    def __init__(self, service: Any, *, launcher_settings: KernelLauncher, **kw: Any):
-        kw.setdefault("parent", service)
-        super().__init__(**kw)
-        self.service = service
-        self.scheduler_address: str = getattr(service, "dask_scheduler_address", "") or ""
-        self.cluster_factory: str = getattr(service, "dask_cluster_factory", "") or ""
+    def __init__(self, context: ExecutorContext, **kw: Any):
+        super().__init__(context, **kw)
         #: a configuration problem: reported by info() and to every task, the server keeps serving
         self._fatal: str | None = None
         if not self.scheduler_address and not self.cluster_factory:
-            self._fatal = (
-                'c.TaskRun.executor = "dask" needs c.TaskRun.dask_scheduler_address or c.TaskRun.dask_cluster_factory'
-            )
+            self._fatal = 'c.TaskRun.executor = "dask" needs c.DaskExecutor.scheduler_address or c.DaskExecutor.cluster_factory'
         try:
             import distributed  # noqa: F401
         except ImportError:
             self._fatal = "the Dask executor needs the dask extra: pip install 'jupyter_taskrun[dask]'"
-        marker = launcher_settings.server_marker or uuid.uuid4().hex[:12]
+        launcher = context.launcher
+        marker = launcher.server_marker or uuid.uuid4().hex[:12]
         self.topic = f"jupyter-taskrun-{marker}"
-        secrets = tuple(getattr(service, "extra_secret_env", ()) or ())
         #: what a worker needs to build its own KernelLauncher (the server's env is not sent:
         #: the kernel inherits the worker's environment, minus credentials, plus the task's env)
         self.worker_settings: dict[str, Any] = {
             "topic": self.topic,
-            "flush_interval": launcher_settings.flush_interval,
-            "start_timeout": launcher_settings.start_timeout,
-            "secrets": list(secrets),
-            "pass_credentials": bool(getattr(service, "pass_server_credentials", False)),
+            "flush_interval": launcher.flush_interval,
+            "start_timeout": launcher.start_timeout,
+            "secrets": list(context.secret_env),
+            "pass_credentials": bool(context.pass_credentials),
         }
-        self.client: Any = None
-        self.cluster: Any = None
-        self._owns_cluster = False
-        self._status = "starting"
-        self._error: str | None = None
-        self._connected = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._comm_seen: Any = None
+        self.connection = SchedulerConnection(
+            self.scheduler_address,
+            self.cluster_factory,
+            connect_timeout=self.connect_timeout,
+            topics={self.topic: self._on_message, CLUSTER_TOPIC: self._on_cluster_event},
+            log=self.log,
+        )
         self._stopped = False
         self._tasks: dict[str, _TaskState] = {}
         self._attempts: dict[str, _Attempt] = {}  # token -> live attempt
@@ -172,139 +160,31 @@ class DaskExecutor(Executor, LoggingConfigurable):
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
-    def retry_on_worker_loss(self) -> bool:
-        return bool(getattr(self.service, "retry_on_worker_loss", False))
+    def cluster(self) -> Any:
+        """The cluster ``cluster_factory`` built (None with a scheduler address)."""
+        return self.connection.cluster
 
     # ------------------------------------------------------------ connection
 
     async def start(self) -> None:
         """Connect in the background: the server starts even if the scheduler is down."""
         if self._fatal:
-            self._status, self._error = "misconfigured", self._fatal
+            self.connection.status, self.connection.error = "misconfigured", self._fatal
             self.log.error("taskrun: %s", self._fatal)
             return
-        if self._supervisor is None:
-            self._supervisor = asyncio.ensure_future(self._supervise())
-
-    async def _resolve_address(self) -> str:
-        if self.scheduler_address:
-            return self.scheduler_address
-        if self.cluster is None:
-            factory = import_item(self.cluster_factory.replace(":", "."))
-            if inspect.iscoroutinefunction(factory):
-                cluster = await factory()
-            else:
-                # a synchronous cluster (LocalCluster(), SLURMCluster()...) blocks while it
-                # starts and runs its own loop thread: build it off the server's loop
-                cluster = await asyncio.to_thread(factory)
-                if inspect.isawaitable(cluster):
-                    cluster = await cluster
-            self.cluster = cluster
-            self._owns_cluster = True
-            self.log.info("taskrun: Dask cluster from %s: %r", self.cluster_factory, cluster)
-        address = self.cluster if isinstance(self.cluster, str) else getattr(self.cluster, "scheduler_address", None)
-        if not address:
-            raise TaskRunError(f"{self.cluster_factory} returned {self.cluster!r}, which has no scheduler_address")
-        return str(address)
-
-    async def _connect(self) -> None:
-        from distributed import Client
-
-        if self._status == "starting":
-            self._status = "connecting"  # later attempts keep saying "reconnecting"/"unavailable"
-        address = await self._resolve_address()
-        client = Client(address, asynchronous=True, set_as_default=False, timeout=self.connect_timeout)
-        try:
-            await asyncio.wait_for(client, self.connect_timeout + 5)
-        except BaseException:
-            try:
-                await asyncio.wait_for(client.close(), 5)
-            except Exception:
-                pass
-            raise
-        self.client = client
-        self._subscribe(client)
-        self.log.info("taskrun: connected to the Dask scheduler at %s", address)
-
-    def _subscribe(self, client: Any) -> None:
-        client.subscribe_topic(self.topic, self._on_message)
-        client.subscribe_topic(CLUSTER_TOPIC, self._on_cluster_event)
-        self._comm_seen = client.scheduler_comm
-
-    async def _supervise(self) -> None:
-        """Keep a connected client: report state for info(), reconnect after scheduler loss."""
-        delay = 0.5
-        while not self._stopped:
-            client = self.client
-            if client is None:
-                try:
-                    await self._connect()
-                    delay = 0.5
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    self._status = "unavailable"
-                    self._error = f"cannot reach the Dask scheduler at {self._where()}: {type(e).__name__}: {e}"
-                    self._connected.clear()
-                    self.log.warning("taskrun: %s; retrying in %.1f s", self._error, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                continue
-            status = getattr(client, "status", "running")
-            if status == "running":
-                if client.scheduler_comm is not self._comm_seen:
-                    self.log.info("taskrun: reconnected to the Dask scheduler at %s", self._where())
-                    self._subscribe(client)  # a new scheduler knows nothing of our topics
-                if not self._connected.is_set():
-                    self._status, self._error = "connected", None
-                    self._connected.set()
-            elif status in ("connecting", "newly-created"):
-                if self._connected.is_set():
-                    self._error = f"lost the connection to the Dask scheduler at {self._where()}; reconnecting"
-                    self.log.warning("taskrun: %s", self._error)
-                self._status = "reconnecting"
-                self._connected.clear()
-            else:  # closing/closed: the client gave up reconnecting; build a new one
-                self._connected.clear()
-                self._status = "unavailable"
-                self._error = self._error or f"lost the Dask scheduler at {self._where()}"
-                self.client = None
-                try:
-                    await client.close()
-                except Exception:
-                    pass
-                continue
-            await asyncio.sleep(0.1)
-
-    def _where(self) -> str:
-        if self.scheduler_address:
-            return self.scheduler_address
-        addr = getattr(self.cluster, "scheduler_address", None) if self.cluster is not None else None
-        return addr or f"the cluster from {self.cluster_factory}"
+        self.connection.start()
 
     async def _ready_client(self, state: _TaskState) -> Any:
         """The connected client, or ExecutorUnavailable once ``unavailable_wait`` is over."""
-        if self._connected.is_set() and self.client is not None:
-            if self.client.scheduler_comm is not self._comm_seen:
-                self._subscribe(self.client)  # reconnected between two supervisor checks
-            return self.client
         if self._fatal:
             raise ExecutorUnavailable(self._fatal)
-        waiter = asyncio.ensure_future(self._connected.wait())
-        stopper = asyncio.ensure_future(state.stop_wake.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, timeout=self.unavailable_wait, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        client = await self.connection.ready_client(self.unavailable_wait, state.stop_wake)
         if state.stop_grace is not None:
             raise TaskRunError("stopped before the task reached the Dask cluster")
-        if not self._connected.is_set() or self.client is None:
-            detail = self._error or f"the Dask scheduler at {self._where()} is not connected"
+        if client is None:
+            detail = self.connection.error or f"the Dask scheduler at {self.connection.where()} is not connected"
             raise ExecutorUnavailable(f"Dask executor unavailable for {self.unavailable_wait:g} s: {detail}")
-        if self.client.scheduler_comm is not self._comm_seen:
-            self._subscribe(self.client)
-        return self.client
+        return client
 
     async def stop(self) -> None:
         self._stopped = True
@@ -318,28 +198,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
             # bounded: closing the client below releases every key anyway, and a worker-side
             # run whose key is released kills its kernel by itself
             await asyncio.wait(pending, timeout=self.stop_timeout)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        client, self.client = self.client, None
-        self._connected.clear()
-        self._status = "stopped"
-        if client is not None:
-            try:
-                # closing the client releases its keys: any worker-side run still alive
-                # sees its key cancelled and kills its kernel
-                await asyncio.wait_for(client.close(), 10)
-            except Exception as e:
-                self.log.warning("taskrun: closing the Dask client: %s", e)
-        if self._owns_cluster and self.cluster is not None and not isinstance(self.cluster, str):
-            cluster, self.cluster = self.cluster, None
-            try:
-                if getattr(cluster, "asynchronous", False):
-                    await cluster.close()
-                else:
-                    await asyncio.to_thread(cluster.close)
-            except Exception as e:
-                self.log.warning("taskrun: closing the Dask cluster: %s", e)
+        await self.connection.close()
 
     # ------------------------------------------------------------------ runs
 
@@ -393,7 +252,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
         clean = False
         try:
             attempt.future = client.submit(
-                _worker_main,
+                worker_main,
                 job,
                 attempt.token,
                 attempt.key,
@@ -403,7 +262,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 resources=dict(job.resources) or None,
                 retries=0,
             )
-            waiter = asyncio.ensure_future(_outcome(attempt.future))
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(_outcome(attempt.future))
             try:
                 await asyncio.wait({waiter, attempt.lost}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
@@ -427,7 +286,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 reason = getattr(value, "reason", "") or ""
                 if "scheduler" in reason:
                     where = f" (on worker {attempt.worker})" if attempt.worker else ""
-                    msg = f"lost the connection to the Dask scheduler at {self._where()} while the task was running"
+                    msg = f"lost the connection to the Dask scheduler at {self.connection.where()} while the task was running"
                     raise ExecutorUnavailable(msg + where)
                 if state.stop_grace is not None:
                     raise TaskRunError("stopped before the task started on a Dask worker")
@@ -488,9 +347,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
         if state.stop_grace is not None:
             raise TaskRunError("stopped while waiting for a Dask worker with the requested resources")
         have = {a: r for a, r in offered.items() if r} or "none"
-        raise TaskRunError(
-            f"no Dask worker offers the resources {resources} (waited {self.resource_wait:g} s; workers offer: {have})"
-        )
+        raise TaskRunError(f"no Dask worker offers the resources {resources} (waited {self.resource_wait:g} s; workers offer: {have})")
 
     # ---------------------------------------------------------------- events
 
@@ -531,7 +388,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 attempt.kernel_pid = msg.get("pid")
                 attempt.on_kernel(None)
             elif kind == "start":
-                worker = msg.get("worker")
+                worker = str(msg.get("worker") or "")
                 if attempt.worker is None:
                     attempt.worker = worker
                     attempt.host = msg.get("host")
@@ -594,7 +451,7 @@ class DaskExecutor(Executor, LoggingConfigurable):
 
     async def _stop_attempt(self, attempt: _Attempt, grace: float, *, cancel_future: bool = False) -> None:
         """Stop a run wherever it is: on its worker if it started there, else drop its future."""
-        client = self.client
+        client = self.connection.client
         stopped = False
         for worker in filter(None, {attempt.worker, *attempt.other_workers}):
             if worker in self._gone:
@@ -609,12 +466,12 @@ class DaskExecutor(Executor, LoggingConfigurable):
                 pass
 
     async def _send_stop(self, worker: str, token: str, grace: float) -> bool:
-        client = self.client
-        if client is None or not self._connected.is_set():
+        client = self.connection.usable_client()
+        if client is None:
             return False
         try:
             res = await asyncio.wait_for(
-                client.run(_worker_stop, token, float(grace), workers=[worker], on_error="return"), self.stop_timeout
+                client.run(worker_stop, token, float(grace), workers=[worker], on_error="return"), self.stop_timeout
             )
         except Exception as e:
             self.log.debug("taskrun: stop request to %s failed: %s", worker, e)
@@ -639,18 +496,18 @@ class DaskExecutor(Executor, LoggingConfigurable):
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             "kind": self.kind,
-            "scheduler": self._where(),
-            "status": self._status,
-            "connected": self._connected.is_set(),
-            "error": self._error,
+            "scheduler": self.connection.where(),
+            "status": self.connection.status,
+            "connected": self.connection.connected.is_set(),
+            "error": self.connection.error,
             "topic": self.topic,
             "retry_on_worker_loss": self.retry_on_worker_loss,
             "running": {a.task_id: a.worker for a in self._attempts.values()},
         }
         if self.cluster_factory:
             info["cluster_factory"] = self.cluster_factory
-        client = self.client
-        if client is not None and self._connected.is_set():
+        client = self.connection.usable_client()
+        if client is not None:
             try:
                 ident = client.scheduler_info()
                 info["workers"] = ident.get("n_workers", len(ident.get("workers") or {}))
@@ -680,293 +537,3 @@ async def _outcome(future: Any) -> tuple[str, Any]:
         raise
     except Exception as e:
         return "error", e
-
-
-# --------------------------------------------------------------------------- worker side
-
-#: runs alive in this worker process, by token (for _worker_stop)
-_ACTIVE: dict[str, _WorkerRun] = {}
-_LAUNCHERS: dict[tuple[Any, ...], KernelLauncher] = {}
-_DISPOSALS: set[asyncio.Future[Any]] = set()
-_MARKER: tuple[int, str] | None = None
-_REAPER: subprocess.Popen | None = None
-
-
-def _worker_marker() -> str:
-    """Marks every kernel this worker process starts ("<marker>:<uuid>", see KernelLauncher).
-
-    Per process (a forked worker gets its own), so a reaper only ever kills its worker's kernels.
-    """
-    global _MARKER, _REAPER, _LAUNCHERS
-    if _MARKER is None or _MARKER[0] != os.getpid():
-        if _MARKER is not None:  # forked: the parent's reaper and launchers are not ours
-            _REAPER, _LAUNCHERS = None, {}
-        _MARKER = (os.getpid(), f"taskrun-dask-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    return _MARKER[1]
-
-
-#: runs in its own session; when the worker process dies, kills every process carrying one
-#: of this worker's kernel markers (kernels, and whatever they forked)
-_REAPER_CODE = r"""
-import os, select, sys, time
-import psutil
-pid, prefix, var = int(sys.argv[1]), sys.argv[2] + ":", sys.argv[3]
-try:
-    fd = os.pidfd_open(pid)
-    select.select([fd], [], [])
-except (AttributeError, OSError):
-    while psutil.pid_exists(pid):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.Error:
-            break
-        time.sleep(0.1)
-me = os.getpid()
-for _ in range(3):
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
-        try:
-            if p.environ().get(var, "").startswith(prefix):
-                p.kill()
-        except (psutil.Error, OSError):
-            pass
-    time.sleep(0.2)
-"""
-
-
-def _ensure_reaper() -> None:
-    global _REAPER
-    marker = _worker_marker()
-    if _REAPER is not None and _REAPER.poll() is None:
-        return
-    _REAPER = subprocess.Popen(
-        [sys.executable, "-c", _REAPER_CODE, str(os.getpid()), marker, KERNEL_MARKER_ENV],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-
-
-def _launcher(settings: dict[str, Any]) -> KernelLauncher:
-    marker = _worker_marker()
-    key = (
-        settings["flush_interval"],
-        settings["start_timeout"],
-        tuple(settings["secrets"]),
-        settings["pass_credentials"],
-    )
-    launcher = _LAUNCHERS.get(key)
-    if launcher is None:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        if settings["pass_credentials"]:
-            base_env = dict(os.environ)
-        else:
-            base_env = task_base_env(tuple(settings["secrets"]))
-        base_env.pop(KERNEL_MARKER_ENV, None)
-        launcher = KernelLauncher(
-            KernelSpecManager(),
-            base_env=base_env,
-            flush_interval=settings["flush_interval"],
-            start_timeout=settings["start_timeout"],
-            server_marker=marker,
-            log=log,
-        )
-        _LAUNCHERS[key] = launcher
-    return launcher
-
-
-class _WorkerRun:
-    """One attempt of one task inside a worker process."""
-
-    def __init__(self, worker: Any, job: TaskJob, token: str, key: str, settings: dict[str, Any]):
-        self.worker = worker
-        self.job = job
-        self.token = token
-        self.key = key
-        self.settings = settings
-        self.topic = settings["topic"]
-        self.n = 0
-        self.batch: list[list[Any]] = []
-        self.flush_handle: asyncio.Handle | None = None
-        self.kernel: Any = None
-        self.stop_grace: float | None = None
-        self.finished = asyncio.Event()
-        self._stopper: asyncio.Future[Any] | None = None
-
-    # -- messages to the server ---------------------------------------------------
-
-    def send(self, kind: str, **fields: Any) -> None:
-        msg = {"run": self.token, "task": self.job.task_id, "n": self.n, "k": kind, **fields}
-        self.n += 1
-        try:
-            self.worker.log_event(self.topic, msg)
-        except Exception:  # worker closing: the server notices the gap and the lost worker
-            log.exception("taskrun: could not send a %s message of task %s", kind, self.job.task_id)
-
-    def emit(self, type: str, data: dict[str, Any]) -> None:
-        """The runner's emit: events of one loop turn travel as one message."""
-        self.batch.append([str(type), data])
-        if self.flush_handle is None:
-            self.flush_handle = asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        if self.flush_handle is not None:
-            self.flush_handle.cancel()
-            self.flush_handle = None
-        if self.batch:
-            batch, self.batch = self.batch, []
-            self.send("ev", e=json.dumps(batch, default=str))
-
-    # -- stopping -----------------------------------------------------------------
-
-    def request_stop(self, grace: float) -> None:
-        if self.stop_grace is not None and grace >= self.stop_grace:
-            return
-        self.stop_grace = grace
-        kernel = self.kernel
-        if kernel is None:
-            return  # not started yet: execute() checks stop_grace once it is
-        if grace <= 0:
-            kernel.kill_now()
-        elif self._stopper is None:
-            self._stopper = asyncio.ensure_future(self._interrupt_then_kill(grace))
-
-    async def _interrupt_then_kill(self, grace: float) -> None:
-        kernel = self.kernel
-        try:
-            await kernel.km.interrupt_kernel()
-        except Exception:
-            pass
-        try:
-            await asyncio.wait_for(self.finished.wait(), grace)
-        except asyncio.TimeoutError:
-            pass
-        kernel.kill_now()
-
-    async def _watch_key(self) -> None:
-        """Future cancellation reaches the kernel: the server stopped wanting this key."""
-        try:
-            tasks = self.worker.state.tasks
-        except AttributeError:
-            return
-        while True:
-            await asyncio.sleep(0.1)
-            ts = tasks.get(self.key)
-            if ts is None or getattr(ts, "state", None) in ("cancelled", "released", "forgotten"):
-                self.request_stop(0.0)
-                return
-
-    # -- the run ------------------------------------------------------------------
-
-    async def execute(self) -> dict[str, Any]:
-        worker, job = self.worker, self.job
-        self.send("start", worker=worker.address, host=socket.gethostname(), pid=os.getpid(), name=str(worker.name))
-        _ensure_reaper()
-        launcher = _launcher(self.settings)
-        cwd = job.context.get("cwd")
-        tmp = None
-        if not cwd or not os.path.isdir(cwd):
-            # the server's folder does not exist here (no shared file system): a scratch one
-            tmp = cwd = tempfile.mkdtemp(prefix="taskrun-")
-        job.context = {**job.context, "cwd": cwd}
-        watcher = asyncio.ensure_future(self._watch_key())
-        kernel = None
-        try:
-            if self.stop_grace is None:
-                kernel = await launcher.start(job.kernel_name, env=job.env, cwd=cwd)
-                self.kernel = kernel
-                self.send("kernel", pid=kernel.pid)
-            if kernel is None or self.stop_grace is not None:
-                if kernel is not None:
-                    kernel.kill_now()
-                reason = "stopped before its kernel started"
-                error = {
-                    "ename": "TaskStopped",
-                    "evalue": reason,
-                    "traceback": [],
-                    "cell_index": None,
-                    "reason": reason,
-                }
-                result = JobResult(
-                    outcome=RunOutcome(TaskStatus.FAILED, error=error),
-                    notebook=job.notebook,
-                    metrics={},
-                )
-            else:
-                result = await run_job_in_kernel(kernel, job, self.emit, log=log)
-            self.finished.set()
-            result.worker = worker.address
-            result.metrics.update(
-                worker=worker.address,
-                worker_name=str(worker.name),
-                worker_host=socket.gethostname(),
-                pooled_kernel=False,
-                dask_key=self.key,
-            )
-            if tmp is not None:
-                result.metrics["worker_cwd"] = tmp
-            self.flush()
-            return {"result": result, "sent": self.n}
-        finally:
-            self.finished.set()
-            watcher.cancel()
-            if self._stopper is not None:
-                self._stopper.cancel()
-            try:
-                self.flush()
-            except Exception:
-                pass
-            if kernel is not None:
-                kernel.kill_now()
-                # reap off the critical path: the result goes back now, the worker cleans up
-                t = asyncio.ensure_future(_dispose(kernel, tmp))
-                _DISPOSALS.add(t)
-                t.add_done_callback(_DISPOSALS.discard)
-            elif tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def _dispose(kernel: Any, tmp: str | None) -> None:
-    try:
-        await kernel.dispose()
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def dask_setup(server: Any) -> None:
-    """Preload hook: ``dask worker|scheduler ... --preload jupyter_taskrun.dask_executor``.
-
-    Optional, and only a warm-up: importing this module pays the import of the task-running
-    code (nbclient, jupyter_client) when the process starts rather than at the first task.
-    The scheduler needs it too: it unpickles every submitted task graph, so it imports
-    jupyter_taskrun when the first task arrives. On a worker it also starts the kernel reaper.
-    """
-    if type(server).__name__ == "Worker":
-        _ensure_reaper()
-
-
-async def _worker_main(job: TaskJob, token: str, key: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The Dask task: run ``job`` in a fresh kernel on this worker's machine."""
-    from distributed import get_worker
-
-    run = _WorkerRun(get_worker(), job, token, key, settings)
-    _ACTIVE[token] = run
-    try:
-        return await run.execute()
-    finally:
-        _ACTIVE.pop(token, None)
-
-
-async def _worker_stop(token: str, grace: float) -> bool:
-    """Run on a worker by ``Client.run``: interrupt, wait ``grace`` s, then kill the run's kernel."""
-    run = _ACTIVE.get(token)
-    if run is None:
-        return False
-    run.request_stop(grace)
-    return True

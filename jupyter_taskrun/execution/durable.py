@@ -138,9 +138,7 @@ class DurableOutput:
             r, w = os.pipe()
             os.set_blocking(r, False)
             self._fds[name] = (r, w)
-        self._decoders: dict[Any, Any] = {
-            key: codecs.getincrementaldecoder("utf-8")("replace") for key in ("stdout", "stderr")
-        }
+        self._decoders: dict[Any, Any] = {key: codecs.getincrementaldecoder("utf-8")("replace") for key in ("stdout", "stderr")}
         self._frame = b""
         #: per (stream, parent msg_id): tee text not yet confirmed by IOPub
         self._pending: dict[tuple[str, str], _Pending] = {}

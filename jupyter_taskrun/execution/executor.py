@@ -4,6 +4,10 @@
 loop; ``DaskExecutor`` (``dask_executor.py``) runs the same ``NotebookRunner``
 on Dask workers. Both report through the same ``emit`` callback, so events take
 the same persist-then-publish path whichever runs the task.
+
+Swappable: the service builds ``c.TaskRun.executor_class`` (any ``Executor`` subclass) as
+``executor_class(context, parent=service)``; ``ExecutorContext`` is everything an executor
+gets from the server, so an executor never imports the server side.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+from traitlets.config import LoggingConfigurable
 
 from .kernels import KernelLauncher, KernelPool, TaskKernel
-from .submission import setup_code
 from .runner import Emit, NotebookRunner, RunOutcome
+from .submission import setup_code
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +56,34 @@ class JobResult:
 KernelCallback = Callable[[int | None], None]
 
 
-class Executor:
-    """Interface every executor implements."""
+@dataclass
+class ExecutorContext:
+    """What the service hands every executor it builds."""
+
+    #: configured for this server (environment minus credentials, sandbox, marker, timeouts)
+    launcher: KernelLauncher
+    #: the server's root: default working folder of task kernels
+    root_dir: str
+    #: warm kernels to keep ready, by kernel name (``c.TaskRun.kernel_pool_size``)
+    pool_sizes: dict[str, int] = field(default_factory=dict)
+    #: more variable names stripped from task kernels' environment (``c.TaskRun.extra_secret_env``)
+    secret_env: tuple[str, ...] = ()
+    #: task kernels inherit the server's credentials (``c.TaskRun.pass_server_credentials``)
+    pass_credentials: bool = False
+
+
+class Executor(LoggingConfigurable):
+    """Interface every executor implements (``c.TaskRun.executor_class``).
+
+    Built once per server as ``cls(context, parent=service)``; its own settings are
+    traits of the subclass (``c.DaskExecutor.*``).
+    """
 
     kind = "abstract"
+
+    def __init__(self, context: ExecutorContext, **kw: Any):
+        super().__init__(**kw)
+        self.context = context
 
     async def start(self) -> None:  # pragma: no cover - interface
         pass
@@ -119,11 +148,12 @@ class LocalExecutor(Executor):
 
     kind = "local"
 
-    def __init__(self, launcher: KernelLauncher, pool: KernelPool | None, *, root_dir: str, log: logging.Logger = log):
-        self.launcher = launcher
-        self.pool = pool
-        self.root_dir = root_dir
-        self.log = log
+    def __init__(self, context: ExecutorContext, **kw: Any):
+        super().__init__(context, **kw)
+        self.launcher = context.launcher
+        self.root_dir = context.root_dir
+        sizes = {name: n for name, n in context.pool_sizes.items() if n > 0}
+        self.pool: KernelPool | None = KernelPool(self.launcher, sizes, cwd=self.root_dir, log=self.log) if sizes else None
         self._kernels: dict[str, TaskKernel] = {}
         self._teardowns: dict[str, asyncio.Future[None]] = {}
 

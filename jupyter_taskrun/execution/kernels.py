@@ -29,7 +29,7 @@ import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
 from .durable import TEE_SETUP, DurableOutput
-from .processes import kill_descendants_until_none, descendants, process_tree_cpu
+from .processes import descendants, kill_descendants_until_none, process_tree_cpu
 
 log = logging.getLogger(__name__)
 
@@ -275,9 +275,7 @@ class KernelLauncher:
             f"--IPKernelApp.exec_lines={[line, TEE_SETUP]!r}",
         ]
 
-    async def start(
-        self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None
-    ) -> TaskKernel:
+    async def start(self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None) -> TaskKernel:
         t0 = time.monotonic()
         marker = f"{self.server_marker}:{uuid.uuid4().hex}"
         kernel_env = {**self.base_env, **(env or {}), KERNEL_MARKER_ENV: marker}
@@ -307,8 +305,15 @@ class KernelLauncher:
         kc = km.client(context=task_client_context(backpressure=ipykernel))
         kc.start_channels()
         kernel = TaskKernel(
-            km=km, kc=kc, kernel_name=kernel_name, marker=marker, start_seconds=0.0, cwd=cwd, env=dict(env or {}),
-            subreaper=sys.platform.startswith("linux") and ipykernel, durable=durable,
+            km=km,
+            kc=kc,
+            kernel_name=kernel_name,
+            marker=marker,
+            start_seconds=0.0,
+            cwd=cwd,
+            env=dict(env or {}),
+            subreaper=sys.platform.startswith("linux") and ipykernel,
+            durable=durable,
             sandboxed=self.sandbox is not None,
         )
         try:

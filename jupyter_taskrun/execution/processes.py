@@ -1,13 +1,16 @@
 """A kernel's process tree, read from /proc: descendants, their CPU, and killing them all.
 
 Cheap enough for the hot path (a /proc children walk is ~0.1 ms); used by the kill, the
-metrics sampler and the containment of daemons.
+metrics sampler (``ProcessTreeSampler``) and the containment of daemons.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -82,3 +85,78 @@ def process_tree_cpu(pid: int) -> tuple[float, float]:
         user += t.user
         system += t.system
     return user, system
+
+
+@dataclass
+class ProcessTreeSampler:
+    """CPU and memory of a kernel and its children (psutil), relative to a baseline."""
+
+    pid: int
+    started: float = field(default_factory=time.monotonic)
+    peak_rss: int = 0
+    cpu_user: float = 0.0
+    cpu_system: float = 0.0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    _base: tuple[float, float] = (0.0, 0.0)
+    _dead: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _live: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _last: tuple[float, float] | None = None
+    seen: set[int] = field(default_factory=set)
+    baseline: tuple[float, float] | None = None
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.baseline is None:
+            u, s, _ = self._read()
+            self.baseline = (u, s)
+        self._base = self.baseline  # a pooled kernel spent CPU warming up; that is not the task's
+
+    def _read(self) -> tuple[float, float, int]:
+        procs = []
+        for pid in (self.pid, *descendants(self.pid)):
+            proc = self._procs.get(pid)
+            if proc is None:  # Process() reads /proc/<pid>/stat once; keep it for later samples
+                try:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            procs.append(proc)
+        live: dict[int, tuple[float, float]] = {}
+        rss = 0
+        for p in procs:
+            try:
+                with p.oneshot():
+                    ct = p.cpu_times()
+                    rss += p.memory_info().rss
+                live[p.pid] = (ct.user, ct.system)
+            except psutil.Error:
+                continue
+        self.seen.update(live)
+        for pid, times in self._live.items():
+            if pid not in live:
+                self._dead[pid] = times  # keep a finished child's CPU in the total
+        self._live = live
+        user = sum(t[0] for t in live.values()) + sum(t[0] for t in self._dead.values())
+        system = sum(t[1] for t in live.values()) + sum(t[1] for t in self._dead.values())
+        return user, system, rss
+
+    def sample(self) -> dict[str, Any]:
+        user, system, rss = self._read()
+        now = time.monotonic()
+        self.cpu_user = max(0.0, user - self._base[0])
+        self.cpu_system = max(0.0, system - self._base[1])
+        self.peak_rss = max(self.peak_rss, rss)
+        cpu_pct = 0.0
+        if self._last is not None and now > self._last[0]:
+            cpu_pct = 100.0 * max(0.0, (user + system) - self._last[1]) / (now - self._last[0])
+        self._last = (now, user + system)
+        point = {
+            "t": round(now - self.started, 3),
+            "cpu": round(cpu_pct, 1),
+            "rss": rss,
+            "cpu_user": round(self.cpu_user, 3),
+            "cpu_system": round(self.cpu_system, 3),
+            "peak_rss": self.peak_rss,
+        }
+        self.samples.append({"t": point["t"], "cpu": point["cpu"], "rss": rss})
+        return point

@@ -11,17 +11,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from .kernels import TaskKernel, descendants, describe_exit, execute_silently, reap, watch_process_exit
 from ..models import EventType, TaskStatus
+from .kernels import TaskKernel, describe_exit, execute_silently, reap, watch_process_exit
 from .output_parsing import crash_location, crash_report, parse_tqdm, system_exit_code
+from .processes import ProcessTreeSampler
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ _PROGRESS_MODELS = {"IntProgressModel", "FloatProgressModel"}
 #: longest an fd-level chunk waits for IOPub to deliver the Python-level text written before it
 HOLD_SECONDS = 0.5
 
+
 @dataclass
 class RunOutcome:
     status: TaskStatus
@@ -43,81 +44,6 @@ class RunOutcome:
     result: dict[str, Any] | None = None
     #: see ``Task.exit_code``
     exit_code: int | None = None
-
-
-@dataclass
-class ProcessTreeSampler:
-    """CPU and memory of a kernel and its children (psutil), relative to a baseline."""
-
-    pid: int
-    started: float = field(default_factory=time.monotonic)
-    peak_rss: int = 0
-    cpu_user: float = 0.0
-    cpu_system: float = 0.0
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    _base: tuple[float, float] = (0.0, 0.0)
-    _dead: dict[int, tuple[float, float]] = field(default_factory=dict)
-    _live: dict[int, tuple[float, float]] = field(default_factory=dict)
-    _last: tuple[float, float] | None = None
-    seen: set[int] = field(default_factory=set)
-    baseline: tuple[float, float] | None = None
-    _procs: dict[int, psutil.Process] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.baseline is None:
-            u, s, _ = self._read()
-            self.baseline = (u, s)
-        self._base = self.baseline  # a pooled kernel spent CPU warming up; that is not the task's
-
-    def _read(self) -> tuple[float, float, int]:
-        procs = []
-        for pid in (self.pid, *descendants(self.pid)):
-            proc = self._procs.get(pid)
-            if proc is None:  # Process() reads /proc/<pid>/stat once; keep it for later samples
-                try:
-                    proc = self._procs[pid] = psutil.Process(pid)
-                except psutil.Error:
-                    continue
-            procs.append(proc)
-        live: dict[int, tuple[float, float]] = {}
-        rss = 0
-        for p in procs:
-            try:
-                with p.oneshot():
-                    ct = p.cpu_times()
-                    rss += p.memory_info().rss
-                live[p.pid] = (ct.user, ct.system)
-            except psutil.Error:
-                continue
-        self.seen.update(live)
-        for pid, times in self._live.items():
-            if pid not in live:
-                self._dead[pid] = times  # keep a finished child's CPU in the total
-        self._live = live
-        user = sum(t[0] for t in live.values()) + sum(t[0] for t in self._dead.values())
-        system = sum(t[1] for t in live.values()) + sum(t[1] for t in self._dead.values())
-        return user, system, rss
-
-    def sample(self) -> dict[str, Any]:
-        user, system, rss = self._read()
-        now = time.monotonic()
-        self.cpu_user = max(0.0, user - self._base[0])
-        self.cpu_system = max(0.0, system - self._base[1])
-        self.peak_rss = max(self.peak_rss, rss)
-        cpu_pct = 0.0
-        if self._last is not None and now > self._last[0]:
-            cpu_pct = 100.0 * max(0.0, (user + system) - self._last[1]) / (now - self._last[0])
-        self._last = (now, user + system)
-        point = {
-            "t": round(now - self.started, 3),
-            "cpu": round(cpu_pct, 1),
-            "rss": rss,
-            "cpu_user": round(self.cpu_user, 3),
-            "cpu_system": round(self.cpu_system, 3),
-            "peak_rss": self.peak_rss,
-        }
-        self.samples.append({"t": point["t"], "cpu": point["cpu"], "rss": rss})
-        return point
 
 
 class TaskNotebookClient(NotebookClient):
@@ -490,8 +416,7 @@ class NotebookRunner:
             if self.memory_limit and point["rss"] > self.memory_limit:
                 mib = 1024 * 1024
                 self._internal_stop(
-                    f"memory limit exceeded: the task used {point['rss'] / mib:.0f} MiB, "
-                    f"its limit is {self.memory_limit / mib:.0f} MiB"
+                    f"memory limit exceeded: the task used {point['rss'] / mib:.0f} MiB, its limit is {self.memory_limit / mib:.0f} MiB"
                 )
                 self.kernel.kill_now()
                 return
@@ -502,9 +427,7 @@ class NotebookRunner:
         kernel = self.kernel
         pid = kernel.pid
         self.sampler = ProcessTreeSampler(pid, baseline=kernel.cpu_baseline) if pid else None
-        stop_watch = (
-            watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
-        )
+        stop_watch = watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
         sampling = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
         if self.durable is not None:
             self.durable.drain()  # fd output of the kernel's start or warm-up is not the task's
@@ -574,7 +497,16 @@ class NotebookRunner:
             reply = await execute_silently(kernel, self.setup_code)
             if reply.get("status") != "ok":
                 msg = f"task setup failed: {reply.get('ename')}: {reply.get('evalue')}"
-                return RunOutcome(TaskStatus.FAILED, error={"ename": reply.get("ename", "SetupError"), "evalue": msg, "traceback": reply.get("traceback", []), "cell_index": None, "reason": msg})
+                return RunOutcome(
+                    TaskStatus.FAILED,
+                    error={
+                        "ename": reply.get("ename", "SetupError"),
+                        "evalue": msg,
+                        "traceback": reply.get("traceback", []),
+                        "cell_index": None,
+                        "reason": msg,
+                    },
+                )
         client = TaskNotebookClient(
             self.nb,
             self,

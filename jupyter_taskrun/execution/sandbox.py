@@ -50,9 +50,7 @@ class BwrapSandbox:
     def __post_init__(self) -> None:
         path = shutil.which(self.executable)
         if path is None:
-            raise SandboxUnavailable(
-                "c.TaskRun.sandbox = 'bwrap' needs bubblewrap: apt-get install bubblewrap"
-            )
+            raise SandboxUnavailable("c.TaskRun.sandbox = 'bwrap' needs bubblewrap: apt-get install bubblewrap")
         self.executable = path
 
     def wrap(self, cmd: list[str], *, cwd: str | None, connection_file: str | None) -> list[str]:

@@ -28,9 +28,7 @@ PARAMETERS_TAG = "parameters"
 def _code_cell(source: str) -> NotebookNode:
     """``new_code_cell`` without its per-cell schema validation: the source is a checked string,
     and validating thousands of cells holds the GIL long enough to stall the server's loop."""
-    return NotebookNode(
-        id=random_cell_id(), cell_type="code", metadata=NotebookNode(), execution_count=None, source=source, outputs=[]
-    )
+    return NotebookNode(id=random_cell_id(), cell_type="code", metadata=NotebookNode(), execution_count=None, source=source, outputs=[])
 
 
 def _notebook(cells: list[NotebookNode]) -> NotebookNode:
@@ -138,9 +136,7 @@ def parameters_source(parameters: dict[str, Any], language: str = "python") -> s
     translator = TRANSLATORS.get((language or "python").lower())
     if translator is None:
         known = ", ".join(sorted(TRANSLATORS))
-        raise InvalidSubmission(
-            f"parameters cannot be passed to a {language!r} kernel: parameters are translated for {known}"
-        )
+        raise InvalidSubmission(f"parameters cannot be passed to a {language!r} kernel: parameters are translated for {known}")
     literal, assign = translator
     lines = ["# Parameters"] + [assign(k, literal(v)) for k, v in parameters.items()]
     return "\n".join(lines) + "\n"
@@ -230,9 +226,7 @@ def normalize_notebook(value: Any, kernel_name: str, language: str = "python") -
     return nb
 
 
-def build_notebook(
-    sub: TaskSubmission, root_dir: str, kernel_name: str, language: str = "python"
-) -> tuple[NotebookNode, dict[str, Any]]:
+def build_notebook(sub: TaskSubmission, root_dir: str, kernel_name: str, language: str = "python") -> tuple[NotebookNode, dict[str, Any]]:
     """Return the notebook to run and the run context (cwd, script file, argv)."""
     context: dict[str, Any] = {"cwd": None, "file": None, "args": list(sub.args)}
     if sub.cwd is not None:

@@ -6,6 +6,7 @@ import asyncio
 
 from jupyter_server.extension.application import ExtensionApp
 
+from ..execution.dask_executor import DaskExecutor
 from .auth import warn_if_not_isolated
 from .handlers import handler_routes
 from .service import TaskRun
@@ -14,12 +15,13 @@ from .service import TaskRun
 class TaskRunApp(ExtensionApp):
     """Run code, scripts and notebooks as tracked tasks in fresh kernels.
 
-    Settings live on the ``TaskRun`` class: ``c.TaskRun.max_concurrent_tasks = 4``.
+    Settings live on the ``TaskRun`` class: ``c.TaskRun.max_concurrent_tasks = 4``; the Dask
+    executor's on ``DaskExecutor`` (``c.DaskExecutor.scheduler_address``).
     """
 
     name = "jupyter_taskrun"
     load_other_extensions = True
-    classes = [TaskRun]
+    classes = [TaskRun, DaskExecutor]
 
     def initialize_settings(self) -> None:
         serverapp = self.serverapp

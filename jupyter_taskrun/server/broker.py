@@ -51,7 +51,8 @@ class Subscription(Generic[T]):
             self._items.append(item)
         self._wake()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Wake the consumer for the last time: its stream is over (it still unsubscribes)."""
         self.closed = True
         self._wake()
 
@@ -122,7 +123,7 @@ class EventBroker:
     def close_key(self, key: str) -> None:
         """Wake every subscriber of ``key`` for the last time (e.g. the task was deleted)."""
         for sub in tuple(self._subs.get(key, ())):
-            sub._close()
+            sub.close()
 
     def close_all(self) -> None:
         for key in list(self._subs):

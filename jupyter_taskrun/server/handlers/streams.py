@@ -1,16 +1,16 @@
 """Live streams: Server-Sent Events (per task and global) and the WebSocket twin.
 
-Every stream follows one protocol: subscribe to the broker first, replay from
-the store after the client's last seen id, then forward live events, skipping
-anything already sent. A subscriber that lagged re-reads from the store, so a
-resumed or slow client gets no gap and no duplicate.
+Thin transports: the protocol (subscribe, replay after the client's last id, then live,
+no gap and no duplicate, bounded memory) is the service's: ``TaskRun.follow`` and
+``TaskRun.follow_changes`` (``server/follow.py``). A handler here takes the stream slot,
+encodes what the follower yields as SSE frames or WebSocket messages, and closes the
+follower when its client goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -21,14 +21,12 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..broker import ALL_TASKS, Subscription
 from ...errors import TaskNotFound, TaskRunError
 from ...models import Change, TaskEvent
+from ..follow import KEEPALIVE, FeedStart, Follower, StreamEnd
 from ..service import TaskRun
 from ..store import SQLITE_MAX_INT
 from .base import AUTH_RESOURCE, TaskRunHandler, TaskRunHTTPError, http_error, log_refusal, owner_name, scrubbed_summary, write_json_error
-
-REPLAY_PAGE = 1000
 
 
 def _retrieve(fut: Any) -> None:
@@ -37,80 +35,15 @@ def _retrieve(fut: Any) -> None:
         fut.exception()
 
 
-async def follow_task(
-    taskrun: TaskRun,
-    task_id: str,
-    after: int,
-    send: Callable[[list[TaskEvent]], Awaitable[None]],
-    keepalive: Callable[[], Awaitable[None]],
-    sub: Subscription[TaskEvent],
-    keepalive_interval: float,
-) -> str | None:
-    """Replay then follow one task's events; returns its final status (None if it was deleted)."""
-    last = after
-    while True:
-        # (re)read from the store: the initial replay, and after a lag. The buffer is reset
-        # *before* reading, so an event published while a replay write is blocked stays
-        # buffered (or flags a new lag); duplicates are skipped by seq.
-        sub.reset_lag()
-        while True:
-            page = taskrun.read_events(task_id, last, REPLAY_PAGE)
-            if page:
-                await send(page)
-                last = page[-1].seq
-            if len(page) < REPLAY_PAGE:
-                break
-        while True:
-            try:
-                task = taskrun.get(task_id)
-            except TaskNotFound:
-                return None
-            if task.status.is_terminal and last >= task.last_seq:
-                return task.status.value
-            if not await sub.wait(keepalive_interval):
-                await keepalive()
-                continue
-            if sub.closed:
-                try:
-                    taskrun.get(task_id)
-                except TaskNotFound:
-                    return None
-                raise StreamClosedError()
-            if sub.lagged:
-                break
-            fresh = [e for e in sub.drain() if e.seq > last]
-            if fresh:
-                await send(fresh)
-                last = fresh[-1].seq
-                await fair_share_pause(sub)
-
-
-#: Approximate loop time one stream write costs (tornado's HTTP/1.1 chunk + socket send).
-WRITE_COST = 40e-6
-
-
-async def fair_share_pause(sub: Subscription[Any]) -> None:
-    """After a write, under fan-out, rest (subscribers on its key) x WRITE_COST seconds.
-
-    One write per event per subscriber saturates the loop past a few hundred
-    subscribers (1,000 x 50 events/s = 50k writes/s), and then everyone's latency
-    grows without bound. Resting, a subscriber is not even woken by what is
-    published meanwhile (it just buffers), and the next write carries all of it:
-    at most ~25k writes/s in all, <= 40 ms more latency at 1,000 subscribers, none for one.
-    """
-    spacing = WRITE_COST * sub.broker.subscriber_count(sub.key)
-    if spacing >= 0.002:
-        await asyncio.sleep(spacing)
-
-
 def sse_frame(item: TaskEvent | Change) -> str:
     return f"id: {item.seq}\nevent: {item.type}\ndata: {item.json}\n\n"
 
 
 class SSEHandler(TaskRunHandler):
-    """Common SSE plumbing: headers, per-user stream slots, disconnect detection."""
+    """Common SSE plumbing: headers, per-user stream slots, writing a follower's items."""
 
-    _sub: Subscription[Any] | None = None
+    _follower: Follower[Any] | None = None
+    _slot_user: str | None = None
 
     def start_stream(self) -> None:
         self.taskrun.acquire_stream(self.username)
@@ -119,22 +52,37 @@ class SSEHandler(TaskRunHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # proxies must not buffer a live stream
 
-    def end_stream(self) -> None:
-        if self._sub is not None:
-            self._sub.unsubscribe()
-            self._sub = None
-        if getattr(self, "_slot_user", None) is not None:
-            self.taskrun.release_stream(self._slot_user)
-            self._slot_user = None
-
     def on_connection_close(self) -> None:
-        # wake the waiting loop so a vanished client frees its subscription now
-        if self._sub is not None:
-            self._sub._close()
+        # wake the waiting follower so a vanished client frees its subscription now
+        if self._follower is not None:
+            self._follower.close()
 
-    async def keepalive(self) -> None:
-        self.write(": keepalive\n\n")
-        await self.flush()
+    async def stream(self, follower: Follower[Any]) -> None:
+        """Write everything ``follower`` yields until it ends or the client goes away; then finish."""
+        self._follower = follower
+        try:
+            async for item in follower:
+                if item is KEEPALIVE:
+                    self.write(": keepalive\n\n")
+                elif isinstance(item, StreamEnd):
+                    # no id: the end marker must not move the client's resume point
+                    self.write(f"event: end\ndata: {json.dumps(item.to_dict())}\n\n")
+                elif isinstance(item, FeedStart):
+                    last = item.last_event_id
+                    self.write(f"retry: 2000\nid: {last}\nevent: hello\ndata: {json.dumps({'last_event_id': last})}\n\n")
+                else:
+                    self.write("".join(sse_frame(e) for e in item))
+                await self.flush()
+        except StreamClosedError:
+            pass
+        finally:
+            self._follower = None
+            await follower.aclose()
+            if self._slot_user is not None:
+                self.taskrun.release_stream(self._slot_user)
+                self._slot_user = None
+        if not self._finished:
+            self.finish(set_content_type="text/event-stream; charset=utf-8")
 
 
 class TaskEventsHandler(SSEHandler):
@@ -146,26 +94,7 @@ class TaskEventsHandler(SSEHandler):
         await self.visible_task(task_id)
         after = self.last_event_id()
         self.start_stream()
-        self._sub = self.taskrun.broker.subscribe(task_id)
-
-        async def send(events: list[TaskEvent]) -> None:
-            self.write("".join(sse_frame(e) for e in events))
-            await self.flush()
-
-        try:
-            final = await follow_task(
-                self.taskrun, task_id, after, send, self.keepalive, self._sub, self.taskrun.sse_keepalive_interval
-            )
-            # no id: the end marker must not move the client's resume point
-            end = {"task_id": task_id, "status": final, "deleted": final is None}
-            self.write(f"event: end\ndata: {json.dumps(end)}\n\n")
-            await self.flush()
-        except StreamClosedError:
-            pass
-        finally:
-            self.end_stream()
-        if not self._finished:
-            self.finish(set_content_type="text/event-stream; charset=utf-8")
+        await self.stream(self.taskrun.follow(task_id, after))
 
 
 class ChangesHandler(SSEHandler):
@@ -174,55 +103,13 @@ class ChangesHandler(SSEHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        after = self.last_event_id()
+        after: int | None = self.last_event_id()
         owner = None if await self.sees_all() else self.username
+        # a fresh client (no resume point) starts live; the list view loads /tasks itself
+        if after == 0 and self.request.headers.get("Last-Event-ID") is None and self.query("after") is None:
+            after = None
         self.start_stream()
-        sub = self._sub = self.taskrun.broker.subscribe(ALL_TASKS)
-        last = after
-        interval = self.taskrun.sse_keepalive_interval
-
-        def visible(change: Any) -> bool:
-            # every change carries its task's owner; one without (older store) is shown to admins only
-            return owner is None or change.data.get("owner") in (owner, "")
-
-        async def send(changes: list[Any]) -> None:
-            nonlocal last
-            frames = [sse_frame(c) for c in changes if c.seq > last and visible(c)]
-            if changes:
-                last = max(last, changes[-1].seq)
-            if frames:
-                self.write("".join(frames))
-                await self.flush()
-
-        try:
-            # a fresh client (no resume point) starts live; the list view loads /tasks itself
-            if after == 0 and self.request.headers.get("Last-Event-ID") is None and self.query("after") is None:
-                last = self.taskrun.store.last_change_seq()
-                self.write(f"retry: 2000\nid: {last}\nevent: hello\ndata: {json.dumps({'last_event_id': last})}\n\n")
-                await self.flush()
-            while True:
-                sub.reset_lag()  # before reading, as in follow_task
-                while True:
-                    page = self.taskrun.store.read_changes(last, REPLAY_PAGE)
-                    await send(page)
-                    if len(page) < REPLAY_PAGE:
-                        break
-                while not sub.lagged:
-                    if not await sub.wait(interval):
-                        await self.keepalive()
-                        continue
-                    if sub.closed:
-                        raise StreamClosedError()
-                    if sub.lagged:
-                        break
-                    await send(sub.drain())
-                    await fair_share_pause(sub)
-        except StreamClosedError:
-            pass
-        finally:
-            self.end_stream()
-        if not self._finished:
-            self.finish(set_content_type="text/event-stream; charset=utf-8")
+        await self.stream(self.taskrun.follow_changes(after, owner))
 
 
 class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -317,6 +204,7 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._slot = False
         self._policy_closed = False
         self._follow: asyncio.Task[Any] | None = None
+        self._follower: Follower[Any] | None = None
         await self.pre_get()
         await super().get(task_id)
 
@@ -330,7 +218,7 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._tokens = float(self.WS_MESSAGE_BURST)
         self._tokens_at = asyncio.get_running_loop().time()
         super().open()
-        self._sub = self.taskrun.broker.subscribe(task_id)
+        self._follower = self.taskrun.follow(task_id, self.after)
         self._send_nowait(json.dumps({"type": "connected", "task_id": task_id, "after": self.after}))
         self._follow = asyncio.ensure_future(self._forward())
 
@@ -359,19 +247,22 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             asyncio.get_running_loop().call_later(1.0, conn._abort)
 
     async def _forward(self) -> None:
-        async def send(events: list[TaskEvent]) -> None:
-            for e in events:
-                await self.write_message(e.json)
-
-        async def keepalive() -> None:
-            self.ping()
-
+        follower = self._follower
+        assert follower is not None
         try:
-            final = await follow_task(self.taskrun, self.task_id, self.after, send, keepalive, self._sub, self.taskrun.sse_keepalive_interval)
-            await self.write_message(json.dumps({"type": "end", "task_id": self.task_id, "status": final, "deleted": final is None}))
-            self.close(1000)
+            async for item in follower:
+                if item is KEEPALIVE:
+                    self.ping()
+                elif isinstance(item, StreamEnd):
+                    await self.write_message(json.dumps({"type": "end", **item.to_dict()}))
+                    self.close(1000)
+                else:
+                    for e in item:
+                        await self.write_message(e.json)
         except (WebSocketClosedError, StreamClosedError):
             pass
+        finally:
+            await follower.aclose()
 
     def _take_token(self) -> bool:
         now = asyncio.get_running_loop().time()
@@ -404,19 +295,19 @@ class TaskWebSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if isinstance(msg, dict) and msg.get("type") == "ping":
             reply = json.dumps({"type": "pong"})
         else:
-            reply = json.dumps({"type": "error", "message": "unknown message; send {\"type\": \"ping\"}"})
+            reply = json.dumps({"type": "error", "message": 'unknown message; send {"type": "ping"}'})
         try:
             await self.write_message(reply)
         except (WebSocketClosedError, StreamClosedError):
             pass
 
     def on_close(self) -> None:
-        sub = getattr(self, "_sub", None)
-        if sub is not None:
-            sub.unsubscribe()
-            sub._close()
-        if getattr(self, "_follow", None) is not None:
-            self._follow.cancel()
+        follower = getattr(self, "_follower", None)
+        if follower is not None:
+            follower.close()  # _forward (cancelled below) releases its subscription
+        forward = getattr(self, "_follow", None)
+        if forward is not None:
+            forward.cancel()
         if getattr(self, "_slot", False):
             self._slot = False
             self.taskrun.release_stream(self.username)
