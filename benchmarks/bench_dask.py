@@ -313,7 +313,7 @@ def main() -> None:
     try:
         log(f"dask scheduler {cluster.address}, 2 workers; starting 3 jupyter servers")
         specs = {
-            "dask": ("--TaskRun.executor=dask", f"--TaskRun.dask_scheduler_address={cluster.address}"),
+            "dask": ("--TaskRun.executor=dask", f"--DaskExecutor.scheduler_address={cluster.address}"),
             "local (cold, pool 0)": ("--TaskRun.executor=local", "--TaskRun.kernel_pool_size=0"),
             "local (warm pool 1)": ("--TaskRun.executor=local", "--TaskRun.kernel_pool_size=1"),
         }
