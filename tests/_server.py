@@ -1,8 +1,9 @@
-"""Test helpers: a real ``jupyter server`` subprocess with jupyter_taskrun, and a TCP proxy.
+"""Test helpers: a real ``jupyter server`` (or ``jupyter lab``) subprocess with jupyter_taskrun, and a TCP proxy.
 
 The client and CLI tests need a real TCP port reachable from other processes (the CLI runs as
-a subprocess, the sync client uses urllib), so they start their own server rather than the
-in-process pytest-jupyter one.
+a subprocess, the sync client uses urllib), and the browser tests need a real ``jupyter lab``,
+so they start their own server rather than the in-process pytest-jupyter one. ``JupyterServer``
+is the one launcher for all of them (the ``server_factory`` fixture in ``conftest.py`` wraps it).
 """
 
 from __future__ import annotations
@@ -30,9 +31,23 @@ def free_port() -> int:
 
 
 class JupyterServer:
-    """A ``python -m jupyter_server`` subprocess on 127.0.0.1 with a random port and token."""
+    """A ``python -m jupyter_server`` subprocess on 127.0.0.1 with a random port and token.
 
-    def __init__(self, base_dir: Path, *, extra_args: tuple[str, ...] = (), start_timeout: float = 60.0):
+    ``app="jupyterlab"`` runs ``python -m jupyterlab`` instead; ``taskrun`` settings become
+    ``--TaskRun.<name>=<value>`` arguments; ``start()`` returns once ``ready_path`` answers 200.
+    Its own root, runtime and config directories and its database live under ``base_dir``.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 60.0,
+        taskrun: dict[str, object] | None = None,
+        app: str = "jupyter_server",
+        ready_path: str = "api/status",
+    ):
         self.base = Path(base_dir)
         self.root = self.base / "root"
         self.runtime_dir = self.base / "runtime"
@@ -47,8 +62,10 @@ class JupyterServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.db_path = self.base / "db.sqlite3"
         self.log_path = self.base / "server.log"
-        self.extra_args = extra_args
+        self.extra_args = (*(f"--TaskRun.{k}={v}" for k, v in (taskrun or {}).items()), *extra_args)
         self.start_timeout = start_timeout
+        self.app = app
+        self.ready_path = ready_path
         self.proc: subprocess.Popen | None = None
         self._children: set[int] = set()
 
@@ -68,7 +85,7 @@ class JupyterServer:
         cmd = [
             sys.executable,
             "-m",
-            "jupyter_server",
+            self.app,
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
@@ -82,21 +99,27 @@ class JupyterServer:
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=self.root,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.app} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                status, _ = self.request("GET", "api/status", timeout=2)
+                status, _ = self.request("GET", self.ready_path, timeout=2)
                 if status == 200:
                     break
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"jupyter server did not start in {self.start_timeout}s:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.app} did not answer {self.ready_path} in {self.start_timeout}s:\n{self.log_tail()}")
             time.sleep(0.2)
         return self
 

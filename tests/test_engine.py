@@ -15,7 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from jupyter_taskrun.models import TaskStatus
 from jupyter_taskrun.server.store import TaskStore
 
-from .conftest import kernel_processes
+from .helpers import kernel_processes
 
 
 async def process_gone(pid: int, within: float) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ._server import JupyterServer
-from .test_reliability import RawSSE, assert_json_error, db_count, task_count
+from .helpers import RawSSE, assert_json_error, db_count, task_count
 
 schemathesis = pytest.importorskip("schemathesis")
 # Imported here, not lazily inside a fixture: pytest rewrites this plugin's modules with ast.parse,

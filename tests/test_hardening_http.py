@@ -21,7 +21,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_taskrun.client import TaskRunClient
 
-from ._server import JupyterServer
 
 UNICODE_NAME = "print('こんにちは')\x07"
 
@@ -185,76 +184,73 @@ def _frame(payload: bytes, opcode: int = 0x1) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
-def test_ws_message_flood_is_bounded_and_the_server_stays_healthy(tmp_path):
-    server = JupyterServer(tmp_path).start()
+def test_ws_message_flood_is_bounded_and_the_server_stays_healthy(server_factory):
+    server = server_factory()
+    client = TaskRunClient(server.url, server.token)
+    # 4. the client downloads a notebook of a task with a non-Latin-1 name
+    done = client.wait(client.submit("print(2)", name=UNICODE_NAME)["id"], timeout=120)
+    assert client.notebook(done["id"])["nbformat"] == 4
+    assert client.notebook(done["id"], save="c.ipynb")["path"] == "c.ipynb"
+    # a task that stays open, so the socket has a live stream
+    task = client.submit("import time; time.sleep(120)")
+    proc = psutil.Process(server.proc.pid)
+    rss0 = proc.memory_info().rss
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /taskrun/api/tasks/{task['id']}/ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: token {server.token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    sock.setblocking(False)
+    frame = _frame(b"x")
+    sent, t0 = 0, time.monotonic()
+    closed = False
+    while sent < 100_000 and time.monotonic() - t0 < 60:
+        try:
+            sock.send(frame)  # never read
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+        except OSError:
+            closed = True
+            break
+    peak = proc.memory_info().rss
+    # the socket was closed by the server: a close frame 1008, EOF or a reset
+    sock.setblocking(True)
+    sock.settimeout(10)
+    data = b""
     try:
-        client = TaskRunClient(server.url, server.token)
-        # 4. the client downloads a notebook of a task with a non-Latin-1 name
-        done = client.wait(client.submit("print(2)", name=UNICODE_NAME)["id"], timeout=120)
-        assert client.notebook(done["id"])["nbformat"] == 4
-        assert client.notebook(done["id"], save="c.ipynb")["path"] == "c.ipynb"
-        # a task that stays open, so the socket has a live stream
-        task = client.submit("import time; time.sleep(120)")
-        proc = psutil.Process(server.proc.pid)
-        rss0 = proc.memory_info().rss
-        sock = socket.create_connection(("127.0.0.1", server.port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            (
-                f"GET /taskrun/api/tasks/{task['id']}/ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nAuthorization: token {server.token}\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        sock.setblocking(False)
-        frame = _frame(b"x")
-        sent, t0 = 0, time.monotonic()
-        closed = False
-        while sent < 100_000 and time.monotonic() - t0 < 60:
-            try:
-                sock.send(frame)  # never read
-                sent += 1
-            except BlockingIOError:
-                time.sleep(0.001)
-            except OSError:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
                 closed = True
                 break
-        peak = proc.memory_info().rss
-        # the socket was closed by the server: a close frame 1008, EOF or a reset
-        sock.setblocking(True)
-        sock.settimeout(10)
-        data = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    closed = True
-                    break
-                data += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            closed = True
-        except TimeoutError:
-            pass
-        assert closed or b"\x88\x02\x03\xf0" in data, "the flooding socket was not closed"
-        if b"\x88" in data:
-            assert struct.pack(">H", 1008) in data
-        sock.close()
-        assert peak - rss0 < 64 * 2**20, f"server RSS grew {(peak - rss0) / 2**20:.0f} MiB"
-        t = time.monotonic()
-        status, _ = server.request("GET", "taskrun/api/status", timeout=5)
-        assert status == 200 and time.monotonic() - t < 1.0
-        time.sleep(2)  # let the closed socket's pending writes fail
-        lines = server.log_path.read_text(errors="replace").splitlines()
-        assert len(lines) < 200, f"{len(lines)} log lines"
-        assert not [ln for ln in lines if "Traceback" in ln], "\n".join(lines[-40:])
-        client.cancel(task["id"])
-        # SIGTERM stops it
-        p = server.proc
-        p.send_signal(signal.SIGTERM)
-        p.wait(30)
-    finally:
-        server.stop()
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        closed = True
+    except TimeoutError:
+        pass
+    assert closed or b"\x88\x02\x03\xf0" in data, "the flooding socket was not closed"
+    if b"\x88" in data:
+        assert struct.pack(">H", 1008) in data
+    sock.close()
+    assert peak - rss0 < 64 * 2**20, f"server RSS grew {(peak - rss0) / 2**20:.0f} MiB"
+    t = time.monotonic()
+    status, _ = server.request("GET", "taskrun/api/status", timeout=5)
+    assert status == 200 and time.monotonic() - t < 1.0
+    time.sleep(2)  # let the closed socket's pending writes fail
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    assert len(lines) < 200, f"{len(lines)} log lines"
+    assert not [ln for ln in lines if "Traceback" in ln], "\n".join(lines[-40:])
+    client.cancel(task["id"])
+    # SIGTERM stops it
+    p = server.proc
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)

@@ -7,7 +7,6 @@ import re
 import subprocess
 from pathlib import Path
 
-from ._server import JupyterServer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,12 +17,12 @@ def curl_examples() -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_curl_examples_run(tmp_path):
+def test_readme_curl_examples_run(server_factory):
     script = curl_examples()
     assert "curl" in script
-    with JupyterServer(tmp_path, extra_args=("--TaskRun.kernel_pool_size=0",)) as server:
-        env = {**os.environ, "URL": server.url.rstrip("/"), "TOKEN": server.token}
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    server = server_factory(taskrun={"kernel_pool_size": 0})
+    env = {**os.environ, "URL": server.url.rstrip("/"), "TOKEN": server.token}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert '"status": "completed"' in out and '"name": "answer"' in out

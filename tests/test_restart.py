@@ -11,8 +11,6 @@ import psutil
 
 from ._server import JupyterServer
 
-TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
-
 
 def submit(server: JupyterServer, **body) -> dict:
     status, data = server.request("POST", "taskrun/api/tasks", json.dumps(body).encode())

@@ -18,8 +18,7 @@ from traitlets.config import Config
 
 from jupyter_taskrun.server.handlers import handler_routes
 
-from .conftest import TERMINAL
-from .test_reliability import RawSSE, task_count
+from .helpers import TERMINAL, RawSSE, task_count
 
 # ---------------------------------------------------------------------------
 # a multi-user server: the user comes from a header, only "admin" may see everyone's tasks

@@ -33,7 +33,8 @@ def system_exit_code(ename: str | None, evalue: str | None) -> int | None:
     """The exit status ``python`` would give for a cell's ``SystemExit``; None if it is not one.
 
     ``sys.exit()`` / ``sys.exit(0)`` / ``raise SystemExit`` → 0; ``sys.exit(3)`` → 3;
-    ``sys.exit("message")`` → 1 (python prints the message and exits 1).
+    ``sys.exit("message")`` → 1 (python prints the message and exits 1); an integer outside
+    0-255 wraps as the OS wraps it (``sys.exit(256)`` → 0, ``sys.exit(-1)`` → 255).
     """
     if ename != "SystemExit":
         return None
@@ -43,7 +44,7 @@ def system_exit_code(ename: str | None, evalue: str | None) -> int | None:
     if value == "True":
         return 1
     try:
-        return int(value)
+        return int(value) % 256
     except ValueError:
         return 1
 

@@ -1,8 +1,9 @@
 """Fixtures for the JupyterLab sidebar tests: a real ``jupyter lab`` and headless Chromium.
 
 The server runs as a subprocess on 127.0.0.1 with a token, its own root dir,
-settings dir and task database; the browser is Debian's ``/usr/bin/chromium``
-driven by Playwright (never a downloaded browser). The installed extension's
+settings dir and task database, started by the suite's one launcher (``JupyterServer``
+in ``tests/_server.py``); the browser is Debian's ``/usr/bin/chromium`` driven by
+Playwright (never a downloaded browser). The installed extension's
 shared data (``sys.prefix/share/jupyter``, ``etc/jupyter``) is used as is.
 """
 
@@ -12,11 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._server import JupyterServer  # the suite's one server launcher (this folder is no package)
 
 CHROMIUM = os.environ.get("TASKRUN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,12 +54,6 @@ def _need_browser() -> None:
     if os.environ.get("CI"):
         pytest.fail(msg + " (CI must run them: install Debian's chromium and playwright)", pytrace=False)
     pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RestClient:
@@ -110,52 +102,26 @@ class RestClient:
         return task
 
 
-class LabServer:
-    def __init__(self, root: Path, url: str, token: str, log_path: Path, proc: subprocess.Popen[bytes]):
-        self.root = root
-        self.url = url
-        self.token = token
-        self.log_path = log_path
-        self.proc = proc
-        self.api = RestClient(url, token)
+class LabServer(JupyterServer):
+    """``jupyter lab`` through the suite's one launcher, with its own user settings (news and
+    update checks off) and workspaces; ready once ``/taskrun/api/status`` answers."""
 
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def _wait_ready(server: LabServer) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    last = ""
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {server.proc.returncode}:\n{server.log_tail()}")
-        try:
-            status, body = server.api.request("GET", "taskrun/api/status", timeout=5)
-            if status == 200 and isinstance(body, dict):
-                return
-            last = f"{status} {body}"
-        except (OSError, urllib.error.URLError) as e:
-            last = repr(e)
-        time.sleep(0.3)
-    raise RuntimeError(f"jupyter lab did not answer /taskrun/api/status in time ({last}):\n{server.log_tail()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own group: kernels it started go too
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+    def __init__(self, base: Path):
+        settings = base / "settings"
+        notif = settings / "@jupyterlab" / "apputils-extension"
+        notif.mkdir(parents=True)
+        (notif / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        workspaces = base / "workspaces"
+        workspaces.mkdir()
+        super().__init__(
+            base,
+            app="jupyterlab",
+            ready_path="taskrun/api/status",
+            start_timeout=SERVER_START_TIMEOUT,
+            taskrun={"max_concurrent_tasks": 2},
+            extra_args=(f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}"),
+        )
+        self.api = RestClient(self.url, self.token)
 
 
 @pytest.fixture
@@ -186,54 +152,15 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     _need_browser()
-    base = tmp_path_factory.mktemp("lab")
-    root = base / "root"
-    root.mkdir()
-    settings = base / "settings"
-    notif = settings / "@jupyterlab" / "apputils-extension"
-    notif.mkdir(parents=True)
-    (notif / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    workspaces = base / "workspaces"
-    workspaces.mkdir()
-    runtime = base / "runtime"
-    runtime.mkdir()
-    db = base / "tasks.sqlite3"
-    port = _free_port()
-    token = secrets.token_hex(16)
-    log_path = base / "jupyter-lab.log"
-    env = dict(os.environ)
-    env["JUPYTER_RUNTIME_DIR"] = str(runtime)
-    env.pop("JUPYTER_TOKEN", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--port-retries=0",
-        "--allow-root",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        f"--LabApp.user_settings_dir={settings}",
-        f"--LabApp.workspaces_dir={workspaces}",
-        f"--TaskRun.db_path={db}",
-        "--TaskRun.max_concurrent_tasks=2",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    server = LabServer(root, f"http://127.0.0.1:{port}/", token, log_path, proc)
+    server = LabServer(tmp_path_factory.mktemp("lab"))
     try:
-        _wait_ready(server)
-        yield server
+        yield server.start()
     finally:
-        _stop(proc)
+        server.stop()
         # keep the server log next to the screenshots for humans
         with contextlib.suppress(OSError):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            (ARTIFACTS / "jupyter-lab.log").write_text(log_path.read_text(errors="replace"))
+            (ARTIFACTS / "jupyter-lab.log").write_text(server.log_path.read_text(errors="replace"))
 
 
 @pytest.fixture(scope="module")
