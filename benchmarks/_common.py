@@ -35,7 +35,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests._server import JupyterServer
+from tests._server import JupyterServer  # noqa: E402 (after the sys.path line above)
 
 #: Where ``run_all.py --install-peers`` puts jupyter_scheduler (kept out of the main
 #: environment: an installed jupyter_scheduler would load into every Jupyter server there).
@@ -58,6 +58,7 @@ def install_peers() -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(PEERS_VENV)], check=True)
     subprocess.run([str(PEERS_VENV / "bin" / "python"), "-m", "pip", "install", "jupyter_scheduler"], check=True)
     return DEFAULT_PEERS_DIR
+
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -258,9 +259,7 @@ class BenchServer(JupyterServer):
         super().__init__(base_dir, extra_args=extra_args, start_timeout=start_timeout)
         self.extra_path = list(extra_path or [])
         if extensions is not None:
-            (self.config_dir / "jupyter_server_config.json").write_text(
-                json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
-            )
+            (self.config_dir / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": extensions}}))
         self._http: Http | None = None
 
     @property
@@ -317,9 +316,7 @@ class BenchServer(JupyterServer):
             if st.get("running", 0) == 0 and ready >= pool and len(self.kernel_pids()) == kernels:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(
-                    f"server not quiet after {timeout:.0f}s: status={st}, kernels={self.kernel_pids()}"
-                )
+                raise RuntimeError(f"server not quiet after {timeout:.0f}s: status={st}, kernels={self.kernel_pids()}")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -332,9 +329,7 @@ class BenchServer(JupyterServer):
 class Context:
     """What one benchmark run shares: options, a temp dir, cached servers."""
 
-    def __init__(
-        self, *, quick: bool = False, keep: bool = False, peers_dir: Path = DEFAULT_PEERS_DIR, cache: bool = True
-    ):
+    def __init__(self, *, quick: bool = False, keep: bool = False, peers_dir: Path = DEFAULT_PEERS_DIR, cache: bool = True):
         self.quick = quick
         self.keep = keep
         self.peers_dir = Path(peers_dir)
@@ -345,9 +340,7 @@ class Context:
         self._n = 0
         self.nofile = raise_nofile()
 
-    def server(
-        self, *args: str, fresh: bool = False, prepare: Callable[[BenchServer], None] | None = None, **kw: Any
-    ) -> BenchServer:
+    def server(self, *args: str, fresh: bool = False, prepare: Callable[[BenchServer], None] | None = None, **kw: Any) -> BenchServer:
         """A started taskrun server with these extra ``--`` args (cached unless ``fresh``).
 
         ``prepare(srv)`` runs before the server starts (e.g. to fill its SQLite file); it implies ``fresh``.
@@ -582,7 +575,7 @@ class SSEClient(asyncio.Protocol):
         raw = b"".join(c for _, c in self.chunks)
         ends = []
         pos = 0
-        for t, c in self.chunks:
+        for _t, c in self.chunks:
             pos += len(c)
             ends.append(pos)
         times = [t for t, _ in self.chunks]
@@ -762,9 +755,7 @@ def taskrun_args(pool: int = 1, concurrency: int = 2, *extra: str) -> tuple[str,
 # ----------------------------------------------------------------------------- stamped streaming run
 
 
-async def stamped_run(
-    srv: BenchServer, *, subscribers: int, lines: int, interval: float, pool: int = 1
-) -> dict[str, Any]:
+async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interval: float, pool: int = 1) -> dict[str, Any]:
     """Run a task printing ``TS i time.time()`` lines, followed by ``subscribers`` SSE clients
     connected before the first print (the task waits on a gate file); parse what each received."""
     import uuid

@@ -111,12 +111,7 @@ def direct_stream(a) -> dict:
 
     from jupyter_client.manager import KernelManager
 
-    code = (
-        "import time\n"
-        f"for i in range({a.lines}):\n"
-        "    print(f'TS {i} {time.time():.6f}')\n"
-        f"    time.sleep({a.interval!r})\n"
-    )
+    code = f"import time\nfor i in range({a.lines}):\n    print(f'TS {{i}} {{time.time():.6f}}')\n    time.sleep({a.interval!r})\n"
     km = KernelManager(kernel_name="python3")
     km.start_kernel()
     kc = km.client()
@@ -154,12 +149,7 @@ def nbclient_bigoutput(a) -> dict:
     import psutil
 
     proc = psutil.Process()
-    code = (
-        "import sys\n"
-        "chunk = ('x' * 1023 + '\\n') * 1024\n"
-        f"for _ in range({a.mb}):\n"
-        "    sys.stdout.write(chunk)\n"
-    )
+    code = f"import sys\nchunk = ('x' * 1023 + '\\n') * 1024\nfor _ in range({a.mb}):\n    sys.stdout.write(chunk)\n"
     nb = notebook(code)
     peak = [proc.memory_info().rss]
     stop = threading.Event()

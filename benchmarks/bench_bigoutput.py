@@ -35,12 +35,7 @@ MIB = 1024 * 1024
 
 
 def big_code(mb: int) -> str:
-    return (
-        "import sys\n"
-        "chunk = ('x' * 1023 + '\\n') * 1024\n"
-        f"for _ in range({mb}):\n"
-        "    sys.stdout.write(chunk)\n"
-    )
+    return f"import sys\nchunk = ('x' * 1023 + '\\n') * 1024\nfor _ in range({mb}):\n    sys.stdout.write(chunk)\n"
 
 
 def run(ctx: Context) -> list[Row]:
@@ -81,11 +76,27 @@ def run(ctx: Context) -> list[Row]:
     emit_table(
         ["run", "status", "total", "MB/s", "RSS growth (peak)", "longest /status", "/status p99", "probes"],
         [
-            [f"taskrun, {mb} MiB task", task["status"], f"{total:.1f}s", f"{mb / total:.0f}",
-             f"+{growth / MIB:.0f} MiB ({peak / MIB:.0f})", fmt_ms(busy["max"]), fmt_ms(busy["p99"]), busy["n"]],
+            [
+                f"taskrun, {mb} MiB task",
+                task["status"],
+                f"{total:.1f}s",
+                f"{mb / total:.0f}",
+                f"+{growth / MIB:.0f} MiB ({peak / MIB:.0f})",
+                fmt_ms(busy["max"]),
+                fmt_ms(busy["p99"]),
+                busy["n"],
+            ],
             ["taskrun, idle (same probe)", "-", "-", "-", "-", fmt_ms(idle["max"]), fmt_ms(idle["p99"]), idle["n"]],
-            [f"stock nbclient, {mb} MiB cell", "-", f"{nb_total:.1f}s", f"{mb / nb_total:.0f}",
-             f"+{nb_growth / MIB:.0f} MiB", "-", "-", "-"],
+            [
+                f"stock nbclient, {mb} MiB cell",
+                "-",
+                f"{nb_total:.1f}s",
+                f"{mb / nb_total:.0f}",
+                f"+{nb_growth / MIB:.0f} MiB",
+                "-",
+                "-",
+                "-",
+            ],
         ],
         f"6. BIG OUTPUT (stored {m.get('output_bytes', 0) / MIB:.0f} MiB counted, truncated={m.get('output_truncated')}, "
         f"server RSS {rss_end / MIB:.0f} MiB 1 s after)",

@@ -126,9 +126,7 @@ class Cluster:
 
     def _spawn(self, cmd: list[str], name: str) -> None:
         with open(self.base / f"{name}.log", "ab") as out:
-            self.procs.append(
-                subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            )
+            self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
 
     def close(self) -> None:
         for p in self.procs:
@@ -356,13 +354,9 @@ def main() -> None:
             f"   {ms(statistics.mean(rest)):>22}{ms(pct(rest, 50))}"
         )
     (d, dr), (c, cr), (w, _) = (
-        (statistics.mean(rows[k][0]), statistics.mean(rows[k][1]))
-        for k in ("dask", "local (cold, pool 0)", "local (warm pool 1)")
+        (statistics.mean(rows[k][0]), statistics.mean(rows[k][1])) for k in ("dask", "local (cold, pool 0)", "local (warm pool 1)")
     )
-    print(
-        f"   whole task: dask / local cold = {d / c:.2f}x (dask adds {(d - c) * 1000:.1f} ms); "
-        f"dask / local warm pool = {d / w:.2f}x"
-    )
+    print(f"   whole task: dask / local cold = {d / c:.2f}x (dask adds {(d - c) * 1000:.1f} ms); dask / local warm pool = {d / w:.2f}x")
     print(f"   without kernel start: dask / local cold = {dr / cr:.2f}x (dask adds {(dr - cr) * 1000:.1f} ms per task)")
     print(f"\n2. Event latency, kernel print -> SSE client, {n_events} samples (target p50 <= 25 ms)")
     print(f"   {'executor':<24}{'p50':>11}{'p95':>11}{'max':>11}")

@@ -58,8 +58,18 @@ def run(ctx: Context) -> list[Row]:
             f"{r['client_cpu_s']:.1f}s / {r['stream_s']:.1f}s",
         ])  # fmt: skip
     emit_table(
-        ["subscribers", "lines stored", "got all stored", "events", "lines recv", "p50", "p99", "max", "connect",
-         "client CPU / stream time"],
+        [
+            "subscribers",
+            "lines stored",
+            "got all stored",
+            "events",
+            "lines recv",
+            "p50",
+            "p99",
+            "max",
+            "connect",
+            "client CPU / stream time",
+        ],
         rows,
         f"4. SSE FAN-OUT (server RSS: {rss_before / MB:.0f} MiB before, peak {rss.peak / MB:.0f} MiB, "
         f"{rss_after / MB:.0f} MiB after)" + (f"\n   problems: {many['problems']}" if many["problems"] else ""),

@@ -22,7 +22,6 @@ import time
 from datetime import datetime
 
 import psutil
-
 from _common import (
     BenchServer,
     Context,
@@ -89,7 +88,6 @@ def scheduler_path(ctx: Context) -> list[str] | None:
 
 def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]:
     import nbformat
-
     from _peers import notebook
 
     base = ctx.tmp / "scheduler"
@@ -133,7 +131,6 @@ def scheduler_series(ctx: Context, n: int, extra_path: list[str]) -> list[float]
 
 def papermill_cli_series(ctx: Context, n: int) -> list[float]:
     import nbformat
-
     from _peers import notebook
 
     d = ctx.tmp / "papermill-cli"
@@ -215,8 +212,13 @@ def run(ctx: Context) -> list[Row]:
         "1. LATENCY",
     )
 
-    cpu_rows = [[name] + [fmt_ms(stats(p[k])["p50"]) for k in ("queued", "kernel start", "running", "cell", "http+rest")]
-                + [fmt_ms(sum(p["server CPU"]) / len(p["server CPU"]))] for name, p in parts.items() if p]
+    cpu_rows = [
+        [name]
+        + [fmt_ms(stats(p[k])["p50"]) for k in ("queued", "kernel start", "running", "cell", "http+rest")]
+        + [fmt_ms(sum(p["server CPU"]) / len(p["server CPU"]))]
+        for name, p in parts.items()
+        if p
+    ]
     for name, key in (("stock nbclient (in-process)", "nbclient"), ("papermill.execute_notebook", "papermill")):
         if cpu_of.get(key):
             cpu_rows.append([name + " (client process CPU)", "", "", "", "", "", fmt_ms(sum(cpu_of[key]) / len(cpu_of[key]))])

@@ -48,8 +48,14 @@ def run(ctx: Context) -> list[Row]:
     emit_table(
         ["path (print every 10 ms)", "lines", "p50", "p95", "max", "p50 vs baseline"],
         [
-            ["taskrun: kernel -> server -> SSE client", s["n"], fmt_ms(s["p50"]), fmt_ms(s["p95"]), fmt_ms(s["max"]),
-             fmt_ratio(ratio(s["p50"], b["p50"]))],
+            [
+                "taskrun: kernel -> server -> SSE client",
+                s["n"],
+                fmt_ms(s["p50"]),
+                fmt_ms(s["p95"]),
+                fmt_ms(s["max"]),
+                fmt_ratio(ratio(s["p50"], b["p50"])),
+            ],
             ["stock kernel -> jupyter_client (no server)", b["n"], fmt_ms(b["p50"]), fmt_ms(b["p95"]), fmt_ms(b["max"]), "1.00x"],
         ],
         "2. STREAMING" + (f"  (delivery problems: {problems})" if problems else ""),

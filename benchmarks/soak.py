@@ -150,8 +150,12 @@ def main() -> int:
                     with lock:
                         cancels.append((time.monotonic() + rnd.uniform(0.0, 5.0), task["id"]))
             i += len(wave)
-            print(f"\rsubmitted {i}/{len(plan)}  queued {st['queued']}  running {st['running']}  "
-                  f"rss {proc.memory_info().rss / 2**20:.0f} MiB  {time.monotonic() - t0:.0f}s", end="", flush=True)
+            print(
+                f"\rsubmitted {i}/{len(plan)}  queued {st['queued']}  running {st['running']}  "
+                f"rss {proc.memory_info().rss / 2**20:.0f} MiB  {time.monotonic() - t0:.0f}s",
+                end="",
+                flush=True,
+            )
 
         deadline = time.monotonic() + 4 * 3600
         while True:

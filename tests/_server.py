@@ -124,9 +124,7 @@ class JupyterServer:
         return self
 
     def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, bytes]:
-        req = urllib.request.Request(
-            self.url + path, data=body, method=method, headers={"Authorization": f"token {self.token}"}
-        )
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers={"Authorization": f"token {self.token}"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(req, timeout=timeout) as resp:

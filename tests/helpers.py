@@ -227,7 +227,15 @@ class Api:
         self.port = port
         self.headers = headers
 
-    async def call(self, method: str, path: str, body: Any = None, params: dict | None = None, headers: dict | None = None, raw_body: bytes | None = None):
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict | None = None,
+        headers: dict | None = None,
+        raw_body: bytes | None = None,
+    ):
         kwargs: dict[str, Any] = {"method": method, "raise_error": False, "headers": headers or {}}
         if raw_body is not None:
             kwargs["body"] = raw_body
@@ -279,7 +287,9 @@ class Api:
         q = ("?" + urllib.parse.urlencode(params)) if params else ""
         return f"http://127.0.0.1:{self.port}{self.base_url}taskrun/api/{path}{q}"
 
-    async def sse(self, path: str, params: dict | None = None, headers: dict | None = None, stop=None, timeout: float = 90) -> list[dict[str, Any]]:
+    async def sse(
+        self, path: str, params: dict | None = None, headers: dict | None = None, stop=None, timeout: float = 90
+    ) -> list[dict[str, Any]]:
         """Read a real SSE stream until the server closes it, or ``stop(frames)`` says enough (then hang up)."""
         return await read_sse(self.url(path, params), {**self.headers, **(headers or {})}, stop=stop, timeout=timeout)
 

@@ -8,7 +8,6 @@ import re
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -396,7 +395,7 @@ async def test_websocket_twin(api, jp_http_port, jp_base_url, jp_auth_header):
         hello = json.loads(await ws.read_message())
         assert hello["type"] == "connected" and hello["task_id"] == task["id"]
     await conns[0].write_message(json.dumps({"type": "ping"}))
-    for i, ws in enumerate(conns):
+    for ws in conns:
         msgs = []
         while True:
             raw = await ws.read_message()

@@ -85,9 +85,7 @@ def check_stream(events: list[dict], after: int = 0) -> list[int]:
 
 
 def log_text(events: list[dict], stream: str | None = None) -> str:
-    return "".join(
-        e["data"]["text"] for e in events if e["type"] == "log" and (stream is None or e["data"]["stream"] == stream)
-    )
+    return "".join(e["data"]["text"] for e in events if e["type"] == "log" and (stream is None or e["data"]["stream"] == stream))
 
 
 # ---------------------------------------------------------------------------
@@ -343,12 +341,7 @@ def test_rerun(client):
 
 
 def test_logs_streams_and_offsets(client):
-    code = (
-        "import sys\n"
-        "print('abc', flush=True)\n"
-        "print('err', file=sys.stderr, flush=True)\n"
-        "print('d\u00e9f', flush=True)\n"
-    )
+    code = "import sys\nprint('abc', flush=True)\nprint('err', file=sys.stderr, flush=True)\nprint('d\u00e9f', flush=True)\n"
     task = client.submit(code)
     assert client.wait(task["id"], timeout=120)["status"] == "completed"
     assert client.logs(task["id"], stream="stdout") == "abc\nd\u00e9f\n"
@@ -400,10 +393,7 @@ def test_stream_changes(client):
             # after=0: replay every change kept, then live, so the test cannot miss "created"
             for change in client.stream_changes(after=0, timeout=120):
                 seen.append(change)
-                if ids and any(
-                    c["task_id"] == ids[0] and c["type"] == "status" and c["data"].get("status") == "completed"
-                    for c in seen
-                ):
+                if ids and any(c["task_id"] == ids[0] and c["type"] == "status" and c["data"].get("status") == "completed" for c in seen):
                     return
         finally:
             done.set()
@@ -663,6 +653,7 @@ def test_async_stream_resume_and_reconnect(server):
         feed = c.stream_changes(after=0, timeout=60)
         other = None
         got = []
+
         async def consume():
             async for change in feed:
                 got.append(change)

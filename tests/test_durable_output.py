@@ -14,12 +14,7 @@ import pytest
 
 REPEAT = int(os.environ.get("TASKRUN_DEATH_REPEAT", "50"))  # the issue's bar; lower it only to iterate
 
-WRITE = (
-    "import os, sys\n"
-    "print('py-out before', end='\\n')\n"
-    "sys.stderr.write('py-err before\\n')\n"
-    "os.write(1, b'c-out before\\n')\n"
-)
+WRITE = "import os, sys\nprint('py-out before', end='\\n')\nsys.stderr.write('py-err before\\n')\nos.write(1, b'c-out before\\n')\n"
 
 DEATHS = {
     "sigkill": ("import signal\nos.kill(os.getpid(), signal.SIGKILL)", -9),
@@ -92,7 +87,9 @@ async def test_output_of_a_healthy_task_is_not_duplicated(api):
 
 async def test_c_level_output_goes_to_its_cell(api):
     """fd-level writes (C code, subprocesses) appear in the cell that wrote them, as with ipykernel."""
-    task = await api.run(cells=["import os\nos.write(1, b'one\\n')", "import subprocess\nsubprocess.run(['echo', 'two'])", "print('three')"])
+    task = await api.run(
+        cells=["import os\nos.write(1, b'one\\n')", "import subprocess\nsubprocess.run(['echo', 'two'])", "print('three')"]
+    )
     assert task["status"] == "completed", task
     _, nb, _ = await api.call("GET", f"tasks/{task['id']}/notebook")
     texts = ["".join(o.get("text", "") for o in c["outputs"] if o["output_type"] == "stream") for c in nb["cells"]]

@@ -16,8 +16,8 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_taskrun.errors import InvalidSubmission
-from jupyter_taskrun.models import TaskSubmission
 from jupyter_taskrun.execution.submission import build_notebook, normalize_notebook, parameters_source
+from jupyter_taskrun.models import TaskSubmission
 
 CLEAR_CELLS = [
     # print, clear(wait), print → nbclient keeps only 'world'
@@ -149,7 +149,12 @@ async def test_unrunnable_notebooks_are_refused_with_the_reason(api, bad, reason
 
 def test_normalize_matches_nbformat_read(tmp_path):
     """Unit: every notebook nbformat.read accepts comes out valid v4 with our kernel."""
-    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [{"cell_type": "code", "input": "1+1", "outputs": [], "language": "python"}]}]}
+    v3 = {
+        "nbformat": 3,
+        "nbformat_minor": 0,
+        "metadata": {},
+        "worksheets": [{"cells": [{"cell_type": "code", "input": "1+1", "outputs": [], "language": "python"}]}],
+    }
     nbformat.reads(json.dumps(v3), as_version=4)
     nb = normalize_notebook(v3, "python3")
     assert nb.nbformat == 4 and nb.cells[0].source == "1+1"
@@ -195,7 +200,9 @@ async def test_notebook_system_exit_follows_papermill(api, jp_root_dir):
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, jp_root_dir / "exit.ipynb")
-    out = papermill.execute_notebook(str(jp_root_dir / "exit.ipynb"), str(jp_root_dir / "pm.ipynb"), kernel_name="python3", progress_bar=False)
+    out = papermill.execute_notebook(
+        str(jp_root_dir / "exit.ipynb"), str(jp_root_dir / "pm.ipynb"), kernel_name="python3", progress_bar=False
+    )
     pm_ran = [bool(c.get("outputs")) or c.get("execution_count") is not None for c in out.cells]  # papermill: no exception
     task = await api.run(path="exit.ipynb")
     assert task["status"] == "completed" and task["exit_code"] == 0, task
@@ -248,7 +255,9 @@ def fortran_kernel(jp_environ, jp_data_dir):
     """A kernel spec of a language papermill cannot translate (its argv is never run)."""
     spec_dir = jp_data_dir / "kernels" / "fortran"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({"argv": ["false", "{connection_file}"], "display_name": "Fortran", "language": "fortran"}))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps({"argv": ["false", "{connection_file}"], "display_name": "Fortran", "language": "fortran"})
+    )
     return "fortran"
 
 

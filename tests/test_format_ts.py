@@ -21,9 +21,7 @@ SOURCE = ROOT / "labextension" / "src" / "format.ts"
 SCRIPT = ROOT / "labextension" / "scripts" / "check-format.mjs"
 EXAMPLES = Path(__file__).parent / "formatting_examples.json"
 
-pytestmark = pytest.mark.skipif(
-    not COMPILED.exists(), reason="labextension/lib/format.js is not built (cd labextension && jlpm build:lib)"
-)
+pytestmark = pytest.mark.skipif(not COMPILED.exists(), reason="labextension/lib/format.js is not built (cd labextension && jlpm build:lib)")
 
 
 def run_check(table: Path) -> None:

@@ -62,7 +62,9 @@ def source_files() -> list[Path]:
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            capture_output=True, check=True, timeout=60,
+            capture_output=True,
+            check=True,
+            timeout=60,
         ).stdout.decode()
     except (OSError, subprocess.CalledProcessError):
         out = None
@@ -122,10 +124,13 @@ def test_fresh_venv_install_and_jupyter_lab_from_the_readme(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_CONSTRAINT", "JUPYTER", "VIRTUAL_ENV", "CONDA"))}
     env.update(
         # as after `source venv/bin/activate`: the README's `pip` and `jupyter` are this venv's
-        VIRTUAL_ENV=str(venv), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+        PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
         # the user's own Jupyter dirs stay out of it (and so does a server of theirs: its runtime files)
-        JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-        JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"),
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(home / "lab-workspaces"),
     )
 
@@ -133,10 +138,25 @@ def test_fresh_venv_install_and_jupyter_lab_from_the_readme(tmp_path):
     log = tmp_path / "install.log"
     t0 = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", install], cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=720)
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", install],
+            cwd=src,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=720,
+        )
     assert proc.returncode == 0, f"`{install}` failed after {time.monotonic() - t0:.0f}s:\n{tail(log)}"
     print(f"\nfresh install: `{install}` took {time.monotonic() - t0:.0f}s")
-    where = subprocess.run([str(bindir / "python"), "-c", "import jupyter_taskrun; print(jupyter_taskrun.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [str(bindir / "python"), "-c", "import jupyter_taskrun; print(jupyter_taskrun.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert where.returncode == 0 and str(venv) in where.stdout, (where.stdout, where.stderr)  # installed, not the source tree
     # `jupyter lab` runs `jupyter-lab`, looked up in the venv and then on PATH: it must come from this install
     # (the package depends on jupyterlab), not from some other Python that happens to be on this machine
@@ -153,7 +173,9 @@ def test_fresh_venv_install_and_jupyter_lab_from_the_readme(tmp_path):
     argv = [*shlex.split(run), f"--port={port}", "--ServerApp.port_retries=0", "--no-browser", f"--IdentityProvider.token={token}"]
     server_log = tmp_path / "lab.log"
     with server_log.open("w") as out:
-        server = subprocess.Popen(argv, cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            argv, cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -23,9 +23,9 @@ from .helpers import RawSSE, assert_json_error, db_count, task_count
 schemathesis = pytest.importorskip("schemathesis")
 # Imported here, not lazily inside a fixture: pytest rewrites this plugin's modules with ast.parse,
 # which CPython 3.11.7 fails ("AST constructor recursion depth mismatch") when called deep in a stack.
-import schemathesis.specs.openapi.schemas  # noqa: E402, F401
-from hypothesis import HealthCheck, settings
-from schemathesis import checks as st_checks
+import schemathesis.specs.openapi.schemas  # noqa: E402, F401, F811
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis import checks as st_checks  # noqa: E402
 
 FUZZ_EXAMPLES = int(os.environ.get("TASKRUN_FUZZ_EXAMPLES", "150"))
 FUZZ_SECONDS = float(os.environ.get("TASKRUN_FUZZ_SECONDS", "170"))
@@ -96,6 +96,7 @@ def declared_query(path: str, method: str) -> set[str]:
     params = item.get("parameters", []) + item.get(method.lower(), {}).get("parameters", [])
     return {p["name"] for p in params if p.get("in") == "query"}
 
+
 CHECKS = [
     st_checks.not_a_server_error,
     st_checks.status_code_conformance,
@@ -148,7 +149,18 @@ async def test_spec_and_server_agree_on_empty_query_values(api):
 # ---------------------------------------------------------------------------
 
 
-async def refused(api, method: str, path: str, *, body: Any = None, raw: bytes | None = None, params=None, headers=None, status: int = 400, reason: str | None = None):
+async def refused(
+    api,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    raw: bytes | None = None,
+    params=None,
+    headers=None,
+    status: int = 400,
+    reason: str | None = None,
+):
     code, data, _ = await api.call(method, path, body, params=params, headers=headers, raw_body=raw)
     assert_json_error(code, data, status, reason)
     return data
@@ -225,7 +237,10 @@ async def test_lone_surrogates_are_refused_not_500(api, db_path):
     # every other field a body can carry, the batch wrapper and unknown keys: refused, nothing stored
     before = db_count(db_path)
     s = "\\ud800"
-    nb = '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "%s", "outputs": [], "execution_count": null}]}' % s
+    nb = (
+        '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "%s", "outputs": [], "execution_count": null}]}'
+        % s
+    )  # noqa: UP031 (braces of JSON)
     bodies = [
         ("tasks", f'{{"cells": ["1", "{s}"]}}'), ("tasks", f'{{"code": "1", "kernel_name": "{s}"}}'),
         ("tasks", f'{{"code": "1", "env": {{"A": "{s}"}}}}'), ("tasks", f'{{"code": "1", "env": {{"{s}": "x"}}}}'),
@@ -243,7 +258,11 @@ async def test_lone_surrogates_are_refused_not_500(api, db_path):
 
 async def test_nan_and_infinity_are_refused_not_500(api, db_path):
     before = db_count(db_path)
-    for raw in (b'{"code": "1", "parameters": {"x": NaN}}', b'{"code": "1", "parameters": {"x": [Infinity]}}', b'{"code": "1", "timeout": NaN}'):
+    for raw in (
+        b'{"code": "1", "parameters": {"x": NaN}}',
+        b'{"code": "1", "parameters": {"x": [Infinity]}}',
+        b'{"code": "1", "timeout": NaN}',
+    ):
         code, data, _ = await api.call("POST", "tasks", raw_body=raw)
         assert_json_error(code, data, 400)
     assert db_count(db_path) == before
@@ -349,7 +368,14 @@ async def test_unknown_task_ids_are_404_on_every_route(api, db_path):
 
 async def test_unsupported_methods_are_405_json(api):
     tid = (await api.run(code="1"))["id"]
-    for method, path in [("PUT", "tasks"), ("DELETE", "tasks"), ("PATCH", f"tasks/{tid}"), ("PUT", f"tasks/{tid}/cancel"), ("POST", "status"), ("DELETE", "tasks/batch")]:
+    for method, path in [
+        ("PUT", "tasks"),
+        ("DELETE", "tasks"),
+        ("PATCH", f"tasks/{tid}"),
+        ("PUT", f"tasks/{tid}/cancel"),
+        ("POST", "status"),
+        ("DELETE", "tasks/batch"),
+    ]:
         code, data, _ = await api.call(method, path, {"code": "1"} if method != "DELETE" else None)
         assert_json_error(code, data, 405)
 

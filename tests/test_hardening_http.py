@@ -21,12 +21,13 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_taskrun.client import TaskRunClient
 
-
 UNICODE_NAME = "print('こんにちは')\x07"
 
 
 async def raw(api, method: str, path: str, headers: dict | None = None, body: bytes | None = None, params: dict | None = None):
-    req = HTTPRequest(api.url(path, params), method=method, headers=headers or {}, body=body, allow_nonstandard_methods=True, request_timeout=30)
+    req = HTTPRequest(
+        api.url(path, params), method=method, headers=headers or {}, body=body, allow_nonstandard_methods=True, request_timeout=30
+    )
     resp = await AsyncHTTPClient().fetch(req, raise_error=False)
     text = resp.body.decode("utf-8", "replace") if resp.body else ""
     data = json.loads(text) if text and "json" in resp.headers.get("Content-Type", "") else text

@@ -34,8 +34,8 @@ import pytest
 from jupyter_server.auth.identity import IdentityProvider, User
 from traitlets.config import Config
 
-from jupyter_taskrun.server.auth import OwnerScopedAuthorizer
 from jupyter_taskrun.models import Task, TaskStatus
+from jupyter_taskrun.server.auth import OwnerScopedAuthorizer
 from jupyter_taskrun.server.store import TaskStore
 from jupyter_taskrun.server.telemetry import TASK_SCHEMA_ID
 
@@ -96,7 +96,9 @@ async def call_as(api, user: str, method: str, path: str, body: Any = None, para
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
     raw = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    req = HTTPRequest(api.url(path, params), method=method, headers=as_user(user), body=raw, allow_nonstandard_methods=True, request_timeout=60)
+    req = HTTPRequest(
+        api.url(path, params), method=method, headers=as_user(user), body=raw, allow_nonstandard_methods=True, request_timeout=60
+    )
     resp = await AsyncHTTPClient().fetch(req, raise_error=False)
     text = resp.body.decode() if resp.body else ""
     return resp.code, (json.loads(text) if text and "json" in resp.headers.get("Content-Type", "") else text), resp.headers
@@ -279,7 +281,9 @@ def test_the_largest_accepted_submission_starts_without_freezing_the_server(tmp_
     bound = max(0.25, 3 * idle_worst)
     print(f"\nstatus latency during the start: n={len(latencies)} max={worst * 1000:.1f} ms "
           f"p50={sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; idle max {idle_worst * 1000:.1f} ms")  # fmt: skip
-    assert len(latencies) > 20 and worst < bound, f"GET /status took {worst * 1000:.0f} ms while the big task started (bound {bound * 1000:.0f} ms)"
+    assert len(latencies) > 20 and worst < bound, (
+        f"GET /status took {worst * 1000:.0f} ms while the big task started (bound {bound * 1000:.0f} ms)"
+    )
 
 
 # ---------------------------------------------------------------------------

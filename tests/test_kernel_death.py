@@ -14,7 +14,6 @@ import pytest
 
 from .helpers import TERMINAL, logs_of, sse_connect
 
-
 LINES = "for i in range(200):\n    print('line', i)\nsys.stdout.flush()\n"
 DEATHS = {
     "sigkill-from-outside": (

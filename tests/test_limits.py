@@ -14,7 +14,6 @@ import pytest
 
 from .helpers import assert_json_error, gone, kernel_processes, logs_of, sse_connect, task_count, wait_for, wait_log, ws_connect
 
-
 HOG = "import time\nblocks = []\nfor i in range(200):\n    blocks.append(b'x' * (16 << 20))\n    time.sleep(0.02)\nprint('survived')"
 
 

@@ -115,7 +115,9 @@ def test_burst_of_submissions(tmp_path):
             i = 0
             while not stop.is_set():
                 i += 1
-                path = ["status", "tasks?limit=50", f"tasks/{probe_ids[-1]}" if probe_ids else "status", "tasks?status=queued&limit=20"][i % 4]
+                path = ["status", "tasks?limit=50", f"tasks/{probe_ids[-1]}" if probe_ids else "status", "tasks?status=queued&limit=20"][
+                    i % 4
+                ]
                 t0 = time.perf_counter()
                 code, body = c.call("GET", path)
                 latencies.append(time.perf_counter() - t0)

@@ -50,8 +50,12 @@ def run_notebook(nb, server: JupyterServer, cwd: Path, timeout: int = 180) -> di
         replies[cell_index] = execute_reply["content"]
 
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-        store_widget_state=True, on_cell_executed=on_cell_executed,
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        store_widget_state=True,
+        on_cell_executed=on_cell_executed,
     )
     client.execute(env=kernel_env(server))
     return replies
@@ -166,9 +170,14 @@ def test_magic_in_a_real_kernel(server, tmp_path):
     assert "missing-thing" in tb and "magics.py" not in tb
 
     # 4: usage errors: the cell fails (Run All stops there) with a short message and no traceback
-    for idx, expected in [(7, "unrecognized arguments: --bogus"), (8, "invalid float value: 'soon'"),
-                          (9, "--param expects KEY=VALUE"), (10, "no-such-kernel"), (11, "the cell is empty"),
-                          (12, "invalid choice: 'frobnicate'")]:
+    for idx, expected in [
+        (7, "unrecognized arguments: --bogus"),
+        (8, "invalid float value: 'soon'"),
+        (9, "--param expects KEY=VALUE"),
+        (10, "no-such-kernel"),
+        (11, "the cell is empty"),
+        (12, "invalid choice: 'frobnicate'"),
+    ]:
         reply = replies[idx]
         assert reply["status"] == "error" and reply["ename"] == "UsageError", (idx, reply)
         assert expected in reply["evalue"], (idx, reply["evalue"])
@@ -210,9 +219,11 @@ def test_quickstart_notebook_runs_top_to_bottom(server, tmp_path):
     nb = nbformat.read(path, as_version=4)
     run_notebook(nb, server, server.root, timeout=240)
     errors = [
-        (i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-        for o in c.get("outputs", []) if o["output_type"] == "error"
-        and "raises-exception" not in c.metadata.get("tags", [])
+        (i, o)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error" and "raises-exception" not in c.metadata.get("tags", [])
     ]
     assert not errors, errors
     # the failure demo really failed the way the notebook says
@@ -227,7 +238,12 @@ def test_quickstart_notebook_runs_top_to_bottom(server, tmp_path):
 
 def test_parse_assignments_and_results():
     assert parse_assignments(["a=1", "b=x", "c=[1, 2]", "d=", "e=a=b", 'f="1"'], "--param", json_values=True) == {
-        "a": 1, "b": "x", "c": [1, 2], "d": "", "e": "a=b", "f": "1"
+        "a": 1,
+        "b": "x",
+        "c": [1, 2],
+        "d": "",
+        "e": "a=b",
+        "f": "1",
     }
     assert parse_assignments(["A=1"], "--env", json_values=False) == {"A": "1"}
     assert decode_result({"data": {"text/plain": "[1, 'a']"}}) == [1, "a"]

@@ -47,19 +47,20 @@ def shown(model):
 
 
 def test_the_model_and_view_import_no_widgets():
-    code = ("import sys, jupyter_taskrun.notebook.panel_model, jupyter_taskrun.notebook.panel_view; "
-            "assert 'ipywidgets' not in sys.modules")
+    code = "import sys, jupyter_taskrun.notebook.panel_model, jupyter_taskrun.notebook.panel_view; assert 'ipywidgets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_stream_chunks_coalesce_into_lines_per_stream():
-    model = fold([
-        ("log", {"stream": "stdout", "text": "hel"}),
-        ("log", {"stream": "stderr", "text": "warn"}),
-        ("log", {"stream": "stdout", "text": "lo\nwor"}),
-        ("log", {"stream": "stderr", "text": "ing\n"}),
-        ("log", {"stream": "stdout", "text": "ld\n"}),
-    ])
+    model = fold(
+        [
+            ("log", {"stream": "stdout", "text": "hel"}),
+            ("log", {"stream": "stderr", "text": "warn"}),
+            ("log", {"stream": "stdout", "text": "lo\nwor"}),
+            ("log", {"stream": "stderr", "text": "ing\n"}),
+            ("log", {"stream": "stdout", "text": "ld\n"}),
+        ]
+    )
     assert model.log_buffer.text("stdout") == "hello\nworld"
     assert model.log_buffer.text("stderr") == "warning"
     assert [(s, t) for s, t, _ in model.log_buffer.lines] == [("stdout", "hello"), ("stderr", "warning"), ("stdout", "world")]
@@ -89,19 +90,27 @@ def test_clear_output_wait_true_then_output():
 
 
 def test_clear_output_without_wait_empties_only_its_cell():
-    model = fold([output(0, "<u>kept</u>"), output(1, "<i>to clear</i>"), ("clear", {"cell_index": 1}),
-                  ("log", {"stream": "stdout", "text": "the log keeps this\n"})])
+    model = fold(
+        [
+            output(0, "<u>kept</u>"),
+            output(1, "<i>to clear</i>"),
+            ("clear", {"cell_index": 1}),
+            ("log", {"stream": "stdout", "text": "the log keeps this\n"}),
+        ]
+    )
     assert shown(model) == [(0, "<u>kept</u>")]
     assert "the log keeps this" in model.log_buffer.text()
 
 
 def test_update_display_replaces_by_display_id_and_never_shows_alone():
-    model = fold([
-        output(0, "<p>step 0</p>", display_id="d1"),
-        output(0, "<p>other</p>", display_id="d2"),
-        output(1, "<p>step 5</p>", display_id="d1", update=True),  # from another cell: still updates
-        output(1, "<p>orphan</p>", display_id="nobody", update=True),
-    ])
+    model = fold(
+        [
+            output(0, "<p>step 0</p>", display_id="d1"),
+            output(0, "<p>other</p>", display_id="d2"),
+            output(1, "<p>step 5</p>", display_id="d1", update=True),  # from another cell: still updates
+            output(1, "<p>orphan</p>", display_id="nobody", update=True),
+        ]
+    )
     assert shown(model) == [(0, "<p>step 5</p>"), (0, "<p>other</p>")]
     # an update after its display was cleared does not bring it back
     model.apply_event({"seq": 10, "type": "clear", "data": {"cell_index": 0}})
@@ -110,20 +119,27 @@ def test_update_display_replaces_by_display_id_and_never_shows_alone():
 
 
 def test_errors_and_widget_stand_ins_are_not_outputs():
-    widget = {"output_type": "display_data", "metadata": {},
-              "data": {"text/plain": "HBox(children=(FloatProgress(value=0.0, max=20.0),))",
-                       "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}}
+    widget = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "text/plain": "HBox(children=(FloatProgress(value=0.0, max=20.0),))",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+        },
+    }
     error = {"output_type": "error", "ename": "ValueError", "evalue": "x", "traceback": []}
     model = fold([("output", {"cell_index": 0, "output": widget}), ("output", {"cell_index": 0, "output": error})])
     assert model.outputs == []
 
 
 def test_progress_and_eta():
-    model = fold([
-        ("status", {"status": "running"}, "2024-01-01T00:00:00Z"),
-        ("progress", {"value": 1, "total": 4, "message": "loading"}, "2024-01-01T00:00:00Z"),
-        ("progress", {"value": 3, "total": 4, "message": "loading"}, "2024-01-01T00:00:10Z"),
-    ])
+    model = fold(
+        [
+            ("status", {"status": "running"}, "2024-01-01T00:00:00Z"),
+            ("progress", {"value": 1, "total": 4, "message": "loading"}, "2024-01-01T00:00:00Z"),
+            ("progress", {"value": 3, "total": 4, "message": "loading"}, "2024-01-01T00:00:10Z"),
+        ]
+    )
     assert model.progress == {"value": 3, "total": 4, "message": "loading"}
     # 2 steps in 10 s: the last one takes 5 s, 2 of which already passed
     assert model.eta(now=parse_time("2024-01-01T00:00:12Z")) == 3.0
@@ -137,14 +153,19 @@ def test_progress_and_eta():
 
 
 def test_terminal_status_with_exit_code_is_final():
-    model = fold([
-        ("status", {"status": "running"}, "2024-01-01T00:00:00Z"),
-        ("cell", {"cell_index": 0, "phase": "start"}),
-        ("status", {"status": "failed", "exit_code": 3, "reason": "SystemExit: 3",
-                    "error": {"ename": "SystemExit", "evalue": "3"}}, "2024-01-01T00:01:05Z"),
-        ("status", {"status": "running"}),  # late, out of order: a terminal status stays
-        ("end", {"status": "failed"}),
-    ])
+    model = fold(
+        [
+            ("status", {"status": "running"}, "2024-01-01T00:00:00Z"),
+            ("cell", {"cell_index": 0, "phase": "start"}),
+            (
+                "status",
+                {"status": "failed", "exit_code": 3, "reason": "SystemExit: 3", "error": {"ename": "SystemExit", "evalue": "3"}},
+                "2024-01-01T00:01:05Z",
+            ),
+            ("status", {"status": "running"}),  # late, out of order: a terminal status stays
+            ("end", {"status": "failed"}),
+        ]
+    )
     assert model.status == "failed" and model.done and model.exit_code == 3
     assert model.reason == "SystemExit: 3" and model.error["ename"] == "SystemExit"
     assert model.cell_index is None
@@ -166,8 +187,15 @@ def test_metrics_samples_and_task_objects():
     model = fold([("metrics", {"t": 0.5, "cpu": 50.0, "rss": 1000, "peak_rss": 2000, "cpu_user": 0.1})])
     assert list(model.samples) == [{"t": 0.5, "cpu": 50.0, "rss": 1000}]
     assert model.metrics["cpu_now"] == 50.0 and model.metrics["peak_rss"] == 2000
-    model.apply_task({"id": TASK_ID, "status": "completed", "last_event_id": 1, "metrics": {"wall": 1.5, "kernel_start": None},
-                      "result": {"data": {"text/plain": "42"}}})
+    model.apply_task(
+        {
+            "id": TASK_ID,
+            "status": "completed",
+            "last_event_id": 1,
+            "metrics": {"wall": 1.5, "kernel_start": None},
+            "result": {"data": {"text/plain": "42"}},
+        }
+    )
     assert model.status == "completed" and model.metrics["wall"] == 1.5 and "kernel_start" not in model.metrics
     assert model.result == {"data": {"text/plain": "42"}}
     assert model.caught_up

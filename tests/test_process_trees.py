@@ -19,7 +19,6 @@ import pytest
 
 from .helpers import gone, kernel_processes, wait_for, wait_log
 
-
 TREE = r"""
 import os, subprocess, sys, time
 kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']) for _ in range(2)]

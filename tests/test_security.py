@@ -93,13 +93,23 @@ def multiuser():
     return True
 
 
-async def fetch(api, method: str, path: str, *, headers: dict | None = None, body: Any = None, params: dict | None = None, raw: bytes | None = None):
+async def fetch(
+    api, method: str, path: str, *, headers: dict | None = None, body: Any = None, params: dict | None = None, raw: bytes | None = None
+):
     """A request with exactly the given headers (no automatic token)."""
     if raw is None and body is not None:
         raw = json.dumps(body).encode()
     if raw is None and method in ("POST", "PUT", "PATCH"):
         raw = b""
-    req = HTTPRequest(api.url(path, params), method=method, headers=headers or {}, body=raw, allow_nonstandard_methods=True, request_timeout=60, follow_redirects=False)
+    req = HTTPRequest(
+        api.url(path, params),
+        method=method,
+        headers=headers or {},
+        body=raw,
+        allow_nonstandard_methods=True,
+        request_timeout=60,
+        follow_redirects=False,
+    )
     resp = await AsyncHTTPClient().fetch(req, raise_error=False)
     text = resp.body.decode("utf-8", "replace") if resp.body else ""
     data = json.loads(text) if text and "json" in resp.headers.get("Content-Type", "") else text
@@ -181,7 +191,9 @@ async def test_routes_pass_jupyter_server_auth_checks(jp_serverapp):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        web_app.add_handlers(".*$", [(web_app.settings["base_url"] + "taskrun-check" + p[len("/taskrun"):], h) for p, h in handler_routes()])
+        web_app.add_handlers(
+            ".*$", [(web_app.settings["base_url"] + "taskrun-check" + p[len("/taskrun") :], h) for p, h in handler_routes()]
+        )
     assert not [w for w in caught if issubclass(w.category, JupyterServerAuthWarning)]
 
 
@@ -240,7 +252,14 @@ async def test_task_kernels_do_not_inherit_server_credentials(api, secret_env, j
         _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
         seen = env_of(logs)
         env = seen["env"]
-        for name in ("JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_CLIENT_ID", "JUPYTER_TASKRUN_TOKEN", "MY_DB_PASSWORD"):
+        for name in (
+            "JUPYTER_TOKEN",
+            "JPY_API_TOKEN",
+            "JUPYTERHUB_API_TOKEN",
+            "JUPYTERHUB_CLIENT_ID",
+            "JUPYTER_TASKRUN_TOKEN",
+            "MY_DB_PASSWORD",
+        ):
             assert name not in env, f"{name} leaked into a task kernel ({kind})"
         values = " ".join(env.values()) + seen["argv"]
         assert "secret-" not in values
@@ -360,7 +379,15 @@ def outside(jp_root_dir, tmp_path):
 async def test_path_cwd_and_save_cannot_leave_the_root(api, jp_root_dir, outside):
     out = outside["dir"]
     rel_out = os.path.relpath(out / "evil.py", jp_root_dir)
-    bad_paths = [rel_out, str(out / "evil.py"), "link.py", "linkdir/evil.py", "inside/../../outside/evil.py", "~/evil.py", "./../outside/evil.ipynb"]
+    bad_paths = [
+        rel_out,
+        str(out / "evil.py"),
+        "link.py",
+        "linkdir/evil.py",
+        "inside/../../outside/evil.py",
+        "~/evil.py",
+        "./../outside/evil.ipynb",
+    ]
     bad_dirs = ["..", str(out), "linkdir", "inside/../..", "/", "~"]
     before = await task_count(api)
     for p in bad_paths:

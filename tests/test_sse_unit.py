@@ -14,11 +14,11 @@ from jupyter_taskrun.client.sse import SSE, Backoff, SSEDecoder, StreamState, ch
 
 STREAM = (
     b": keepalive\n\n"
-    b"retry: 2000\nid: 7\nevent: hello\ndata: {\"last_event_id\": 7}\n\n"
+    b'retry: 2000\nid: 7\nevent: hello\ndata: {"last_event_id": 7}\n\n'
     b"id: 8\nevent: log\ndata: line one\ndata: line two\n\n"
     b": comment between frames\n"
     b"id: 9\ndata: \xc3\xa9t\xc3\xa9\n\n"
-    b"event: end\ndata: {\"status\": \"completed\"}\n\n"
+    b'event: end\ndata: {"status": "completed"}\n\n'
 )
 FRAMES = [
     SSE("hello", '{"last_event_id": 7}', "7"),
@@ -122,7 +122,11 @@ def test_task_events_and_changes():
     event = {"task_id": "t", "seq": 3, "type": "log", "time": 1.0, "data": {"text": "x"}}
     assert task_event_item(SSE("log", "", "3"), event, "t") is event
     assert task_event_item(SSE("end", "", None), {"status": "failed"}, "t") == {
-        "task_id": "t", "seq": None, "type": "end", "time": None, "data": {"status": "failed"}
+        "task_id": "t",
+        "seq": None,
+        "type": "end",
+        "time": None,
+        "data": {"status": "failed"},
     }
     assert task_event_item(SSE("odd", "", "4"), "text", "t")["seq"] == 4
     assert change_item(SSE("hello", "", "7"), {"last_event_id": 7}) is None
@@ -150,7 +154,7 @@ def test_resume_point_is_the_last_delivered_id():
 def test_no_duplicate_after_reconnect_and_the_id_carries_over():
     state = StreamState(2, stop_event="end")
     state.opened()
-    assert [p["seq"] for _, p in state.receive(frame(3) + frame(4) + b"id: 5\ndata: {\"se")] == [3, 4]
+    assert [p["seq"] for _, p in state.receive(frame(3) + frame(4) + b'id: 5\ndata: {"se')] == [3, 4]
     state.read_failed(ConnectionError("reset"))  # the connection drops inside frame 5
     assert state.lost() == pytest.approx(0.1)
     assert state.resume() == ({"after": 4}, {"Last-Event-ID": "4"})

@@ -57,8 +57,6 @@ async def test_vanishing_sse_and_ws_clients_free_everything(api, taskrun):
     assert (await logs_of(api, tid)) == "".join(f"tick {i}\n" for i in range(150))
 
 
-
-
 N_RESUME = 1500
 
 
@@ -201,8 +199,10 @@ def test_stalled_clients_do_not_slow_others_or_the_task_and_memory_stays_bounded
     assert text_bytes == n_lines * 100
     assert frames[-1]["event"] == "end" and frames[-1]["t"] - t_done < 2
     growth = (peak - rss0) / 2**20
-    print(f"\nstalled clients: server RSS {rss0 / 2**20:.0f} MiB -> peak {peak / 2**20:.0f} MiB (+{growth:.0f} MiB); "
-          f"task wall {done['metrics']['wall']:.1f}s vs baseline {baseline['metrics']['wall']:.1f}s")
+    print(
+        f"\nstalled clients: server RSS {rss0 / 2**20:.0f} MiB -> peak {peak / 2**20:.0f} MiB (+{growth:.0f} MiB); "
+        f"task wall {done['metrics']['wall']:.1f}s vs baseline {baseline['metrics']['wall']:.1f}s"
+    )
     # 5 stalled readers x 30 MB would be >150 MB if each buffered the whole output
     assert growth < 96, f"server RSS grew {growth:.0f} MiB with stalled clients"
     # once the stalled clients go away, their stream slots are released

@@ -191,7 +191,7 @@ def test_the_last_report_of_a_stderr_is_taken():
 
 def test_no_report():
     assert crash_report("") == []
-    assert crash_report("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n") == []
+    assert crash_report('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n') == []
     assert crash_location([]) is None
     assert crash_location(["Fatal Python error: Aborted", "no frames here"]) is None
 

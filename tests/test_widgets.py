@@ -401,12 +401,22 @@ def test_log_buffer_terminal_semantics_and_cap():
 
 
 def test_panel_metrics_follow_the_formatting_convention():
-    model = TaskPanelModel({"id": "ab" * 16, "status": "completed", "started_at": "2024-01-01T00:00:00Z",
-                            "finished_at": "2024-01-01T00:02:05Z",
-                            "metrics": {"wall": 125.2, "cpu_user": 3.0, "cpu_system": 0.21, "peak_rss": 12897485, "kernel_start": 0.25}})
+    model = TaskPanelModel(
+        {
+            "id": "ab" * 16,
+            "status": "completed",
+            "started_at": "2024-01-01T00:00:00Z",
+            "finished_at": "2024-01-01T00:02:05Z",
+            "metrics": {"wall": 125.2, "cpu_user": 3.0, "cpu_system": 0.21, "peak_rss": 12897485, "kernel_start": 0.25},
+        }
+    )
     shown = dict(re.findall(r'data-metric="([^"]+)">([^<]*)<', metrics_html(model)))
-    assert shown == {"wall": format_duration(125.2), "CPU": format_duration(3.21), "peak mem": format_bytes(12897485),
-                     "kernel start": format_duration(0.25)}
+    assert shown == {
+        "wall": format_duration(125.2),
+        "CPU": format_duration(3.21),
+        "peak mem": format_bytes(12897485),
+        "kernel start": format_duration(0.25),
+    }
     assert sparkline_svg([]) == ""
     svg = sparkline_svg([{"t": 0, "cpu": 10, "rss": 1000}, {"t": 1, "cpu": 90, "rss": 2000}])
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
@@ -426,7 +436,9 @@ def test_clear_output_leaves_one_figure_and_the_whole_log(client):
         "    print(f'frame {i}')\n"
         "    display(Image(data=png, format='png'))\n"
     )
-    cleared_at_once = "print('gone soon')\nfrom IPython.display import HTML, clear_output, display\ndisplay(HTML('<i>to clear</i>'))\nclear_output()\n"
+    cleared_at_once = (
+        "print('gone soon')\nfrom IPython.display import HTML, clear_output, display\ndisplay(HTML('<i>to clear</i>'))\nclear_output()\n"
+    )
     kept = "from IPython.display import HTML, display\ndisplay(HTML('<u>other cell</u>'))\n"
     task = client.submit(cells=[kept, redraw, cleared_at_once], name="redraw")
     panel = TaskPanel(client, task["id"], start=False)
@@ -554,8 +566,12 @@ def test_rerun_after_a_server_restart_works_or_says_why(tmp_path):
 def test_task_failed_error_does_not_repeat_the_traceback_under_a_panel():
     from jupyter_taskrun.notebook.handle import TaskFailedError
 
-    task = {"id": "ab" * 16, "name": "t", "status": "failed",
-            "error": {"ename": "ValueError", "evalue": "x", "traceback": ["TB LINE 1", "ValueError: x"]}}
+    task = {
+        "id": "ab" * 16,
+        "name": "t",
+        "status": "failed",
+        "error": {"ename": "ValueError", "evalue": "x", "traceback": ["TB LINE 1", "ValueError: x"]},
+    }
     assert "TB LINE 1" in "\n".join(TaskFailedError(task)._render_traceback_())
     under_panel = "\n".join(TaskFailedError(task, show_remote_traceback=False)._render_traceback_())
     assert "TB LINE 1" not in under_panel and "panel" in under_panel

@@ -339,9 +339,7 @@ class ClientBase:
         timeout = self.request_timeout + call.extra_timeout
         return PreparedRequest(call.method, self._api_url(call.path, call.params), headers, data, timeout)
 
-    def _stream_state(
-        self, after: int | None, deadline: float | None, reconnect: bool, stop_event: str | None
-    ) -> StreamState:
+    def _stream_state(self, after: int | None, deadline: float | None, reconnect: bool, stop_event: str | None) -> StreamState:
         return StreamState(
             after,
             reconnect=reconnect,

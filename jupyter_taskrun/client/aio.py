@@ -279,9 +279,7 @@ class AsyncTaskRunClient(ClientBase):
         """Async generator twin of ``TaskRunClient.stream_events``."""
         return self._stream_task(task_id, after, deadline_after(timeout), reconnect)
 
-    async def _stream_task(
-        self, task_id: str, after: int, deadline: float | None, reconnect: bool
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> AsyncIterator[dict[str, Any]]:
         state = self._stream_state(after, deadline, reconnect, "end")
         stream = self._sse(task_path(task_id, "/events"), state)
         try:

@@ -178,16 +178,11 @@ def discover_server(url: str | None = None, token: str | None = None) -> ServerI
         if token is None:
             match = matching_server(url)
             if match is not None:
-                return ServerInfo(
-                    normalise_url(url), match.get("token") or "", match.get("root_dir"), match.get("pid")
-                )
+                return ServerInfo(normalise_url(url), match.get("token") or "", match.get("root_dir"), match.get("pid"))
         return ServerInfo(normalise_url(url), token or "")
     info = pick_server(running_servers())
     if info is None:
-        raise ServerNotFound(
-            "no Jupyter server found: pass url= and token=, set "
-            f"{ENV_URL} and {ENV_TOKEN}, or start a Jupyter server"
-        )
+        raise ServerNotFound(f"no Jupyter server found: pass url= and token=, set {ENV_URL} and {ENV_TOKEN}, or start a Jupyter server")
     return ServerInfo(
         url=normalise_url(info["url"]),
         token=token if token is not None else info.get("token") or "",

@@ -184,9 +184,7 @@ class Backoff:
         if self.failing_since is None:
             self.failing_since = now
         elif now - self.failing_since > self.budget:
-            raise TaskRunConnectionError(
-                f"event stream lost and not re-established within {self.budget:g} s: {describe(error)}"
-            ) from error
+            raise TaskRunConnectionError(f"event stream lost and not re-established within {self.budget:g} s: {describe(error)}") from error
         if deadline is not None and now >= deadline:
             raise TimeoutError("timed out while reconnecting the event stream")
         delay = self.delay

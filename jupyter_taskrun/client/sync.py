@@ -93,9 +93,7 @@ class TaskRunClient(ClientBase):
         except urllib.error.URLError as e:
             raise TaskRunConnectionError(f"cannot reach the Jupyter server at {self.url}: {e.reason}") from None
         except (OSError, http.client.HTTPException) as e:
-            raise TaskRunConnectionError(
-                f"request to the Jupyter server at {self.url} failed: {e or type(e).__name__}"
-            ) from None
+            raise TaskRunConnectionError(f"request to the Jupyter server at {self.url} failed: {e or type(e).__name__}") from None
         return call.result(payload)
 
     # -- tasks ---------------------------------------------------------------
@@ -260,16 +258,12 @@ class TaskRunClient(ClientBase):
         """
         return self._stream_task(task_id, after, deadline_after(timeout), reconnect)
 
-    def _stream_task(
-        self, task_id: str, after: int, deadline: float | None, reconnect: bool
-    ) -> Iterator[dict[str, Any]]:
+    def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> Iterator[dict[str, Any]]:
         path = task_path(task_id, "/events")
         for sse, payload in self._sse(path, self._stream_state(after, deadline, reconnect, "end")):
             yield task_event_item(sse, payload, task_id)
 
-    def stream_changes(
-        self, after: int | None = None, *, reconnect: bool = True, timeout: float | None = None
-    ) -> Iterator[dict[str, Any]]:
+    def stream_changes(self, after: int | None = None, *, reconnect: bool = True, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the global change feed (``created|status|progress|deleted`` of every task), forever.
 
         Items are ``{"seq", "type", "task_id", "time", "data"}``. ``after=None`` starts with what

@@ -128,13 +128,17 @@ class TaskPanel(widgets.VBox):
         self.progress_row = row([self.progress_bar, self.progress_label], width="100%", grid_gap="8px", display="none")
         self.log_view = html("taskrun-log", width="100%")
         self.follow_toggle = widgets.ToggleButton(
-            value=True, description="Follow", icon="arrow-down", tooltip="Follow the end of the log",
+            value=True,
+            description="Follow",
+            icon="arrow-down",
+            tooltip="Follow the end of the log",
             layout=widgets.Layout(width="auto", height="24px"),
         )
         self.follow_toggle.observe(self._on_follow, "value")
         self.log_header = html()
-        self.log_box = widgets.VBox([row([self.log_header, self.follow_toggle], grid_gap="8px"), self.log_view],
-                                    layout=widgets.Layout(width="100%", display="none"))
+        self.log_box = widgets.VBox(
+            [row([self.log_header, self.follow_toggle], grid_gap="8px"), self.log_view], layout=widgets.Layout(width="100%", display="none")
+        )
         # task outputs are untrusted: sanitised HTML, one widgets.HTML each, never a (trusted) widgets.Output
         self.outputs_view = widgets.VBox(layout=widgets.Layout(width="100%", display="none"))
         self.outputs_view.add_class("taskrun-outputs")
@@ -144,7 +148,9 @@ class TaskPanel(widgets.VBox):
         self.error_view.add_class("taskrun-error")
         self.metrics_view = html("taskrun-metrics")
         btn = widgets.Layout(width="auto")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="danger", layout=btn, tooltip="Cancel this task")
+        self.cancel_button = widgets.Button(
+            description="Cancel", icon="stop", button_style="danger", layout=btn, tooltip="Cancel this task"
+        )
         self.rerun_button = widgets.Button(description="Rerun", icon="redo", layout=btn, tooltip="Run this task again")
         self.notebook_button = widgets.Button(
             description="Open executed notebook", icon="book", layout=btn, tooltip="Save the executed notebook next to this one"
@@ -153,15 +159,20 @@ class TaskPanel(widgets.VBox):
         self.rerun_button.on_click(lambda _b: self.rerun())
         self.notebook_button.on_click(lambda _b: self.open_notebook())
         self.link_view = html("taskrun-notice", flex="1 1 auto")
-        actions = row([self.cancel_button, self.rerun_button, self.notebook_button, self.link_view],
-                      width="100%", grid_gap="6px", flex_flow="row wrap")
+        actions = row(
+            [self.cancel_button, self.rerun_button, self.notebook_button, self.link_view],
+            width="100%",
+            grid_gap="6px",
+            flex_flow="row wrap",
+        )
         self.rerun_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         kwargs.setdefault(
             "layout", widgets.Layout(width="100%", padding="6px 10px", border="1px solid var(--jp-border-color2, #ddd)", grid_gap="6px")
         )
         footer = row([self.metrics_view, self.mode_label], justify_content="space-between", width="100%")
-        super().__init__([header, self.progress_row, self.log_box, self.outputs_view, self.error_view, footer, actions, self.rerun_box],
-                         **kwargs)
+        super().__init__(
+            [header, self.progress_row, self.log_box, self.outputs_view, self.error_view, footer, actions, self.rerun_box], **kwargs
+        )
         self.add_class("taskrun-panel")
 
     # what the model knows, under the names panels always had
@@ -257,9 +268,17 @@ class TaskPanel(widgets.VBox):
         except Exception as e:  # noqa: BLE001
             self.set_notice(f"rerun failed: {self._why(e)}", error=True)
             return None
-        panel = TaskPanel(self.client, new["id"], task=new, start=True, transport=self.transport,
-                          poll_interval=self.poll_interval, render_interval=self.render_interval,
-                          max_log_chars=self.model.log_buffer.max_chars, max_outputs=self.model.max_outputs)
+        panel = TaskPanel(
+            self.client,
+            new["id"],
+            task=new,
+            start=True,
+            transport=self.transport,
+            poll_interval=self.poll_interval,
+            render_interval=self.render_interval,
+            max_log_chars=self.model.log_buffer.max_chars,
+            max_outputs=self.model.max_outputs,
+        )
         with self.lock:
             self.reruns.append(panel)
             self.rerun_box.children = (*self.rerun_box.children, panel)
@@ -325,8 +344,10 @@ class TaskPanel(widgets.VBox):
 
         again = "show the task again with %taskrun panel " + self.task_id[:8]
         if isinstance(e, TaskRunConnectionError):
-            return (f"the Jupyter server at {self.client.url} cannot be reached (stopped or restarted elsewhere?); "
-                    f"once it is back, press again, or {again}")
+            return (
+                f"the Jupyter server at {self.client.url} cannot be reached (stopped or restarted elsewhere?); "
+                f"once it is back, press again, or {again}"
+            )
         if isinstance(e, TaskRunHTTPError) and e.status in (401, 403):
             return f"the Jupyter server at {self.client.url} refused this panel's token (restarted with a new token?); {again}"
         if isinstance(e, TaskRunHTTPError) and e.status == 404:

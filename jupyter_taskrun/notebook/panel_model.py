@@ -121,13 +121,14 @@ def _clean_output(data: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(out.get("data"), dict):
         bundle = out["data"]
         out["data"] = {k: v for k, v in bundle.items() if k != WIDGET_VIEW_MIME}
-        if not out["data"] or set(out["data"]) == {"text/plain"} and (
-            WIDGET_VIEW_MIME in bundle or str(out["data"]["text/plain"]).startswith(_WIDGET_REPR_PREFIXES)
+        if (
+            not out["data"]
+            or set(out["data"]) == {"text/plain"}
+            and (WIDGET_VIEW_MIME in bundle or str(out["data"]["text/plain"]).startswith(_WIDGET_REPR_PREFIXES))
         ):
             return None
     if out.get("output_type") == "execute_result":
-        out = {"output_type": "execute_result", "data": out.get("data", {}), "metadata": out.get("metadata", {}),
-               "execution_count": None}
+        out = {"output_type": "execute_result", "data": out.get("data", {}), "metadata": out.get("metadata", {}), "execution_count": None}
     return out
 
 

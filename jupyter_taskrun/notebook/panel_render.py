@@ -225,9 +225,14 @@ def sanitize_html(text: str) -> str:
 # ---------------------------------------------------------------------------
 
 _ANSI_COLORS = {
-    30: "var(--jp-ansi-black, #3e424d)", 31: "var(--jp-ansi-red, #e75c58)", 32: "var(--jp-ansi-green, #00a250)",
-    33: "var(--jp-ansi-yellow, #ddb62b)", 34: "var(--jp-ansi-blue, #208ffb)", 35: "var(--jp-ansi-magenta, #d160c4)",
-    36: "var(--jp-ansi-cyan, #60c6c8)", 37: "var(--jp-ansi-white, #c5c1b4)",
+    30: "var(--jp-ansi-black, #3e424d)",
+    31: "var(--jp-ansi-red, #e75c58)",
+    32: "var(--jp-ansi-green, #00a250)",
+    33: "var(--jp-ansi-yellow, #ddb62b)",
+    34: "var(--jp-ansi-blue, #208ffb)",
+    35: "var(--jp-ansi-magenta, #d160c4)",
+    36: "var(--jp-ansi-cyan, #60c6c8)",
+    37: "var(--jp-ansi-white, #c5c1b4)",
 }
 
 
@@ -279,10 +284,7 @@ def ansi_to_html(text: str) -> str:
 # ---------------------------------------------------------------------------
 
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-_PRE = (
-    f'<pre class="taskrun-output-text" style="margin:0;font-family:{_MONO};font-size:12px;'
-    'white-space:pre-wrap;word-break:break-word">'
-)
+_PRE = f'<pre class="taskrun-output-text" style="margin:0;font-family:{_MONO};font-size:12px;white-space:pre-wrap;word-break:break-word">'
 
 
 def _text(value: Any) -> str:

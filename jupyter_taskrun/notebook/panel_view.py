@@ -80,8 +80,7 @@ def sparkline_svg(samples: list[dict[str, Any]], width: int = 180, height: int =
             pts.insert(0, f"{pad},{pts[0].split(',')[1]}")
         return " ".join(pts)
 
-    title = (f"CPU now {cpus[-1]:.0f}% (peak {max(cpus):.0f}%), memory now {format_bytes(rsss[-1])} "
-             f"(peak {format_bytes(max(rsss))})")
+    title = f"CPU now {cpus[-1]:.0f}% (peak {max(cpus):.0f}%), memory now {format_bytes(rsss[-1])} (peak {format_bytes(max(rsss))})"
     return (
         f'<svg class="taskrun-sparkline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         'role="img" style="vertical-align:middle;background:var(--jp-layout-color2,#f5f5f5);border-radius:3px">'
@@ -98,13 +97,17 @@ def sparkline_svg(samples: list[dict[str, Any]], width: int = 180, height: int =
 def title_html(model: TaskPanelModel) -> str:
     t = model.task
     task_id = model.task_id
-    bits = [f'<b style="font-size:13px">{html.escape(str(t.get("name") or task_id))}</b>',
-            f'<code title="{html.escape(task_id)}" style="font-size:11px;opacity:.75">{html.escape(task_id[:8])}</code>']
+    bits = [
+        f'<b style="font-size:13px">{html.escape(str(t.get("name") or task_id))}</b>',
+        f'<code title="{html.escape(task_id)}" style="font-size:11px;opacity:.75">{html.escape(task_id[:8])}</code>',
+    ]
     meta = []
     if t.get("kernel_name"):
         meta.append(html.escape(t["kernel_name"]))
     for tag in t.get("tags") or []:
-        meta.append(f'<span style="border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:0 5px">#{html.escape(tag)}</span>')
+        meta.append(
+            f'<span style="border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:0 5px">#{html.escape(tag)}</span>'
+        )
     if model.cell_index is not None and model.status == "running" and t.get("source_kind") in ("cells", "notebook", "path"):
         meta.append(f"cell {model.cell_index}")
     if meta:
@@ -116,8 +119,9 @@ def status_html(model: TaskPanelModel) -> str:
     """The badge, and the exit code when the task has one (a script's ``sys.exit``)."""
     code = model.exit_code
     exit_code = (
-        f' <span class="taskrun-exit-code" data-exit-code="{code}" style="font-size:12px;opacity:.85">'
-        f"exit code <b>{code}</b></span>" if code is not None else ""
+        f' <span class="taskrun-exit-code" data-exit-code="{code}" style="font-size:12px;opacity:.85">exit code <b>{code}</b></span>'
+        if code is not None
+        else ""
     )
     return badge_html(model.status) + exit_code
 
@@ -175,8 +179,10 @@ def log_html(log: LogBuffer) -> str:
         if stream == "stderr" and _PROGRESS_LINE.search(text):
             out.append('<span class="taskrun-progress-line" data-stream="stderr" style="display:block">' + line + "</span>")
         elif stream == "stderr":
-            out.append('<span class="taskrun-stderr" style="color:var(--jp-error-color1,#c62828);'
-                       'background:rgba(198,40,40,.07);display:block">' + line + "</span>")
+            out.append(
+                '<span class="taskrun-stderr" style="color:var(--jp-error-color1,#c62828);'
+                'background:rgba(198,40,40,.07);display:block">' + line + "</span>"
+            )
         else:
             out.append('<span style="display:block">' + line + "</span>")
     return "".join(out)
@@ -185,8 +191,7 @@ def log_html(log: LogBuffer) -> str:
 def log_header_html(model: TaskPanelModel) -> str:
     log = model.log_buffer
     dropped = f" · earlier {format_bytes(log.dropped)} not shown" if log.dropped else ""
-    trunc = (f' · <span style="color:var(--jp-warn-color1,#ef6c00)">{html.escape(model.truncated)}</span>'
-             if model.truncated else "")
+    trunc = f' · <span style="color:var(--jp-warn-color1,#ef6c00)">{html.escape(model.truncated)}</span>' if model.truncated else ""
     return f'<span style="font-size:12px"><b>Log</b>{dropped}{trunc}</span>'
 
 
@@ -198,7 +203,7 @@ def log_box_html(log: LogBuffer) -> str:
         'border:1px solid var(--jp-border-color2,#e0e0e0)"><pre style="margin:0;padding:4px 8px;'
         # never shrunk to the box (Lab styles <pre> with overflow: then the box would not scroll)
         "flex:0 0 auto;overflow:visible;"
-        f"font-family:{MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-word\">"
+        f'font-family:{MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-word">'
         f"{log_html(log)}</pre></div>"
     )
 
@@ -210,8 +215,11 @@ def metrics_html(model: TaskPanelModel, now: float | None = None) -> str:
     cpu = None
     if m.get("cpu_user") is not None or m.get("cpu_system") is not None:
         cpu = float(m.get("cpu_user") or 0) + float(m.get("cpu_system") or 0)
-    items = [("wall", format_duration(wall)), ("CPU", format_duration(cpu)),
-             ("peak mem", format_bytes(m.get("peak_rss")) if m.get("peak_rss") else EMPTY)]
+    items = [
+        ("wall", format_duration(wall)),
+        ("CPU", format_duration(cpu)),
+        ("peak mem", format_bytes(m.get("peak_rss")) if m.get("peak_rss") else EMPTY),
+    ]
     if m.get("kernel_start") is not None:
         warm = " (warm)" if m.get("pooled_kernel") else ""
         items.append(("kernel start", f"{format_duration(m.get('kernel_start'))}{warm}"))
@@ -221,8 +229,12 @@ def metrics_html(model: TaskPanelModel, now: float | None = None) -> str:
         items.append(("now", f"{float(m['cpu_now']):.0f}% · {format_bytes(m.get('rss_now'))}"))
     text = " · ".join(f'{k} <b data-metric="{k}">{v}</b>' for k, v in items)
     spark = sparkline_svg(list(model.samples))
-    legend = ('<span style="font-size:10px;opacity:.75"><span style="color:#1565c0">━ CPU</span> '
-              '<span style="color:#ef6c00">━ memory</span></span>' if spark else "")
+    legend = (
+        '<span style="font-size:10px;opacity:.75"><span style="color:#1565c0">━ CPU</span> '
+        '<span style="color:#ef6c00">━ memory</span></span>'
+        if spark
+        else ""
+    )
     return (
         '<span class="taskrun-metrics-text" style="font-size:12px;display:inline-flex;gap:10px;align-items:center;flex-wrap:wrap">'
         f"<span>{text}</span>{spark}{legend}</span>"
@@ -260,14 +272,17 @@ def traceback_html(traceback: list[Any]) -> str:
         '<pre class="taskrun-traceback-text" style="margin:0;padding:4px 8px;overflow:auto;'
         f"font-family:{MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;"
         'word-break:break-word;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px">'
-        + ansi_to_html("\n".join(str(line).rstrip("\n") for line in traceback)) + "</pre>"
+        + ansi_to_html("\n".join(str(line).rstrip("\n") for line in traceback))
+        + "</pre>"
     )
 
 
 def mode_html(mode: str, detail: str, poll_interval: float) -> str:
     """``● live`` / ``● polling every Ns`` while a task is followed ("" otherwise)."""
-    modes = {"stream": ("● live", "var(--jp-success-color1,#2e7d32)"),
-             "poll": (f"● polling every {poll_interval:g}s", "var(--jp-warn-color1,#ef6c00)")}
+    modes = {
+        "stream": ("● live", "var(--jp-success-color1,#2e7d32)"),
+        "poll": (f"● polling every {poll_interval:g}s", "var(--jp-warn-color1,#ef6c00)"),
+    }
     if mode not in modes:
         return ""
     text, color = modes[mode]
@@ -295,11 +310,11 @@ def notice_html(text: str, *, error: bool) -> str:
 
 def list_header_html(counts: dict[str, Any], mode: str, poll_interval: float) -> str:
     live = {"stream": "● live", "poll": f"● polling every {poll_interval:g}s"}.get(mode, "")
-    capacity = f' · capacity {html.escape(str(counts["capacity"]))}' if counts.get("capacity") is not None else ""
+    capacity = f" · capacity {html.escape(str(counts['capacity']))}" if counts.get("capacity") is not None else ""
     return (
         '<div style="display:flex;gap:12px;align-items:baseline"><b style="font-size:13px">Tasks</b>'
         f'<span class="taskrun-counts" style="font-size:12px">{int(counts.get("running") or 0)} running · '
-        f'{int(counts.get("queued") or 0)} queued{capacity}'
+        f"{int(counts.get('queued') or 0)} queued{capacity}"
         f'</span><span style="font-size:11px;color:#2e7d32">{live}</span></div>'
     )
 
@@ -329,9 +344,9 @@ def list_table_html(model: TaskListModel, now: float | None = None) -> str:
         age = format_duration(now - created) + " ago" if created else ""
         rows.append(
             f'<tr data-task-id="{html.escape(task_id)}" data-status="{html.escape(status)}">'
-            f'<td>{badge_html(status)}</td><td><b>{html.escape(str(t.get("name") or "")[:80])}</b></td>'
+            f"<td>{badge_html(status)}</td><td><b>{html.escape(str(t.get('name') or '')[:80])}</b></td>"
             f'<td><code style="font-size:11px">{html.escape(task_id[:8])}</code></td>'
-            f'<td>{_list_progress_html(status, t.get("progress") or {})}</td><td>{age}</td><td>{duration}</td></tr>'
+            f"<td>{_list_progress_html(status, t.get('progress') or {})}</td><td>{age}</td><td>{duration}</td></tr>"
         )
     head = "".join(f'<th style="text-align:left;padding:2px 8px">{h}</th>' for h in ("status", "name", "id", "progress", "age", "duration"))
     body = "".join(rows) or '<tr><td colspan="6" style="opacity:.7;padding:4px 8px">no tasks yet</td></tr>'

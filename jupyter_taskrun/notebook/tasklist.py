@@ -75,8 +75,9 @@ class TaskListPanel(widgets.VBox):
         kwargs.setdefault(
             "layout", widgets.Layout(width="100%", padding="6px 10px", border="1px solid var(--jp-border-color2, #ddd)", grid_gap="6px")
         )
-        controls = widgets.HBox([self.picker, self.open_button, self.refresh_button],
-                                layout=widgets.Layout(grid_gap="6px", align_items="center"))
+        controls = widgets.HBox(
+            [self.picker, self.open_button, self.refresh_button], layout=widgets.Layout(grid_gap="6px", align_items="center")
+        )
         super().__init__([self.header, self.table, controls, self.detail], **kwargs)
         self.add_class("taskrun-list-panel")
         self.reload(render=False)

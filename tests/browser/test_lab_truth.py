@@ -156,11 +156,7 @@ def test_live_progress_reaches_sidebar_and_detail(lab_page: Any, api: Any, artif
     page = lab_page
     open_panel(page)
     code = (
-        "import time\n"
-        "from jupyter_taskrun import progress\n"
-        "for i in range(120):\n"
-        "    progress(i + 1, 120, 'epoch')\n"
-        "    time.sleep(0.25)\n"
+        "import time\nfrom jupyter_taskrun import progress\nfor i in range(120):\n    progress(i + 1, 120, 'epoch')\n    time.sleep(0.25)\n"
     )
     task = api.submit(code=code, name=unique("progress-live"))
     try:
@@ -204,7 +200,14 @@ def test_live_progress_reaches_sidebar_and_detail(lab_page: Any, api: Any, artif
         assert api.task(task["id"])["status"] == "running"
         # it keeps moving (live), not only at the end
         wait_until(
-            lambda: int(re.search(r"\((\d+)/120\)", detail.locator(".jp-TaskRun-detailProgress .jp-TaskRun-progressLabel").inner_text()).group(1)) > value,
+            lambda: (
+                int(
+                    re.search(r"\((\d+)/120\)", detail.locator(".jp-TaskRun-detailProgress .jp-TaskRun-progressLabel").inner_text()).group(
+                        1
+                    )
+                )
+                > value
+            ),
             10,
             "the detail progress to move",
         )
@@ -266,7 +269,9 @@ def test_no_leftover_text_in_detail(lab_page: Any, api: Any, artifacts_dir: Path
     assert detail.locator("button.jp-mod-pause").is_visible()
     page.screenshot(path=str(artifacts_dir / "truth-06-running.png"))
 
-    page.locator(f'#jupyter-taskrun-detail-{task["id"]} .jp-Toolbar-item[data-jp-item-name="cancel"] jp-button[aria-disabled="false"]').wait_for(timeout=15000)
+    page.locator(
+        f'#jupyter-taskrun-detail-{task["id"]} .jp-Toolbar-item[data-jp-item-name="cancel"] jp-button[aria-disabled="false"]'
+    ).wait_for(timeout=15000)
     toolbar_button(page, task["id"], "cancel").click()
     assert api.wait_status(task["id"], {"cancelled", "failed", "completed"}, timeout=30)["status"] == "cancelled"
     detail.locator('.jp-TaskRun-badge[data-status="cancelled"]').wait_for(timeout=15000)
@@ -304,9 +309,7 @@ def test_finding_tasks(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
         row(page, t["id"]).wait_for(state="visible", timeout=15000)
 
     def visible_ids() -> list[str]:
-        return page.evaluate(
-            "() => [...document.querySelectorAll('#jupyter-taskrun-panel .jp-TaskRun-row')].map(r => r.dataset.taskId)"
-        )
+        return page.evaluate("() => [...document.querySelectorAll('#jupyter-taskrun-panel .jp-TaskRun-row')].map(r => r.dataset.taskId)")
 
     # a substring of the name, not a prefix
     panel.locator("input.jp-TaskRun-search").fill(f"loop-{uid}")
@@ -354,7 +357,7 @@ def test_finding_tasks(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
         r.dblclick()
         page.wait_for_timeout(500)
         assert page.locator(f'.lm-TabBar-tab[data-id="jupyter-taskrun-detail-{loop["id"]}"]').count() == 1
-        assert page.locator(f'#jupyter-taskrun-task-{loop["id"]}').count() == 1
+        assert page.locator(f"#jupyter-taskrun-task-{loop['id']}").count() == 1
     finally:
         cancel_quietly(api, *(t["id"] for t in sleepers + queued))
 
@@ -380,7 +383,7 @@ def test_multi_select_context_menu_cancel_and_delete(lab_page: Any, api: Any, ar
     item.click()
     page.locator(".jp-Dialog button", has_text="Delete").click()
     for t in finished:
-        wait_until(lambda: api.request("GET", f"taskrun/api/tasks/{t['id']}")[0] == 404, 10, "deleted")
+        wait_until(lambda t=t: api.request("GET", f"taskrun/api/tasks/{t['id']}")[0] == 404, 10, "deleted")
         row(page, t["id"]).wait_for(state="detached", timeout=10000)
 
     running = [api.submit(code="import time\ntime.sleep(60)", name=unique("sel-run")) for _ in range(2)]
@@ -405,9 +408,7 @@ def _restart(lab_server: Any, down_for: float = 2.0) -> float:
     """Stop the session's server, wait, start it again with the same command; return when it answers."""
     proc = lab_server.proc
     cmd = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1]
-    env = dict(
-        kv.split(b"=", 1) for kv in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0") if b"=" in kv
-    )
+    env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -425,7 +426,9 @@ def test_reconnects_within_2s_after_server_restart(lab_page: Any, api: Any, lab_
     done = api.submit(code="print('before the restart')", name=unique("before-restart"))
     api.wait_status(done["id"], {"completed"}, timeout=60)
     open_detail(page, done["id"])
-    page.locator(f'#jupyter-taskrun-detail-{done["id"]} .jp-Toolbar-item[data-jp-item-name="delete"] jp-button[aria-disabled="false"]').wait_for(timeout=15000)
+    page.locator(
+        f'#jupyter-taskrun-detail-{done["id"]} .jp-Toolbar-item[data-jp-item-name="delete"] jp-button[aria-disabled="false"]'
+    ).wait_for(timeout=15000)
 
     cmd, env = _restart(lab_server, down_for=0)
     page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="reconnecting"]', state="attached", timeout=15000)

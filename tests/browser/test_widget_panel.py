@@ -131,9 +131,7 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     # live: running, the progress bar moving, log lines streaming in
     panel.locator(".taskrun-badge [data-status='running']").wait_for(timeout=60000)
     panel.locator(".taskrun-progress-text").wait_for(timeout=30000)
-    page.wait_for_function(
-        "el => el.textContent.includes('batch 3')", arg=panel.locator(".taskrun-log").element_handle(), timeout=30000
-    )
+    page.wait_for_function("el => el.textContent.includes('batch 3')", arg=panel.locator(".taskrun-log").element_handle(), timeout=30000)
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=str(artifacts_dir / "widget-panel-running.png"))
 
@@ -191,8 +189,12 @@ def test_follow_keeps_the_log_scrolled_to_the_newest_line(lab_page: Any, lab_ser
         {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
         for src in ("%load_ext jupyter_taskrun", FOLLOW_CODE)
     ]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (lab_server.root / name).write_text(json.dumps(nb))
     page.goto(f"{lab_server.url}lab/tree/{name}?reset&token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
@@ -206,7 +208,7 @@ def test_follow_keeps_the_log_scrolled_to_the_newest_line(lab_page: Any, lab_ser
     run_cell(page, 0)
     # the magic is loaded once cell 0 has its execution count (not "*")
     page.wait_for_function(
-        """() => { const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .jp-InputPrompt');
+        r"""() => { const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .jp-InputPrompt');
                    return !!c && /\[\d+\]/.test(c.textContent); }""",
         timeout=60000,
     )

@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_widget_panel import run_cell, shown_panel  # same folder (no package)
 
 pytestmark = pytest.mark.browser
 
-PNG = (
-    "iVBORw0KGgoAAAANSUhEUgAAABgAAAAYCAIAAABvFaqvAAAAH0lEQVR4nGM4ISdHFcQwatCoQaMGjRo0atCoQQNvEADGtUkfvb3KfwAAAABJRU5ErkJggg=="
-)
+PNG = "iVBORw0KGgoAAAANSUhEUgAAABgAAAAYCAIAAABvFaqvAAAAH0lEQVR4nGM4ISdHFcQwatCoQaMGjRo0atCoQQNvEADGtUkfvb3KfwAAAABJRU5ErkJggg=="
 
 XSS_CODE = f"""%%taskrun --name widget-xss
 import base64
@@ -73,9 +70,7 @@ def test_task_outputs_run_no_script_in_the_panel(lab_page: Any, lab_server: Any,
     outputs = panel.locator(".taskrun-outputs")
     # every output rendered (the last one is the table, then the result)
     outputs.locator("table.harmless-table").wait_for(timeout=30000)
-    page.wait_for_function(
-        "el => el.textContent.includes('last expression')", arg=outputs.element_handle(), timeout=30000
-    )
+    page.wait_for_function("el => el.textContent.includes('last expression')", arg=outputs.element_handle(), timeout=30000)
     img = outputs.locator("img.taskrun-output-image")
     img.wait_for(timeout=30000)
     page.wait_for_function("el => el.complete && el.naturalWidth === 24", arg=img.element_handle(), timeout=30000)
@@ -102,8 +97,17 @@ def test_task_outputs_run_no_script_in_the_panel(lab_page: Any, lab_server: Any,
     # the harmless outputs still show: the table, the PNG, the Markdown's bold text, the text of the
     # neutralised HTML outputs, and a note for the JavaScript that was not run
     text = outputs.inner_text()
-    for expected in ("metric", "alpha", "0.5", "script sent", "onerror sent", "iframe sent", "markdown bold",
-                     "JavaScript output not run", "last expression"):
+    for expected in (
+        "metric",
+        "alpha",
+        "0.5",
+        "script sent",
+        "onerror sent",
+        "iframe sent",
+        "markdown bold",
+        "JavaScript output not run",
+        "last expression",
+    ):
         assert expected in text, (expected, text)
     assert outputs.locator("strong", has_text="markdown bold").count() == 1
     assert "plain text output line" in panel.locator(".taskrun-log").inner_text()
