@@ -15,11 +15,12 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import http.client
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from ._core import (
@@ -215,7 +216,7 @@ class AsyncTaskRunClient(ClientBase):
     async def logs(self, task_id: str, stream: str | None = None, offset: int = 0) -> str:
         return await self._call(Api.logs(task_id, stream, offset, text=True))
 
-    async def outputs(self, task_id: str) -> list[dict[str, Any]]:
+    async def outputs(self, task_id: str) -> builtins.list[dict[str, Any]]:  # `list` is a method here
         return await self._call(Api.outputs(task_id))
 
     async def notebook(self, task_id: str, save: str | None = None, *, overwrite: bool = False) -> dict[str, Any]:
@@ -279,7 +280,7 @@ class AsyncTaskRunClient(ClientBase):
         """Async generator twin of ``TaskRunClient.stream_events``."""
         return self._stream_task(task_id, after, deadline_after(timeout), reconnect)
 
-    async def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> AsyncGenerator[dict[str, Any], None]:
         state = self._stream_state(after, deadline, reconnect, "end")
         stream = self._sse(task_path(task_id, "/events"), state)
         try:
@@ -330,7 +331,7 @@ class AsyncTaskRunClient(ClientBase):
             raise
         return writer, body
 
-    async def _sse(self, path: str, state: StreamState) -> AsyncIterator[tuple[SSE, Any]]:
+    async def _sse(self, path: str, state: StreamState) -> AsyncGenerator[tuple[SSE, Any], None]:
         """Twin of ``TaskRunClient._sse``: the I/O of one stream; every decision is ``state``'s."""
         while True:
             url, headers = self._stream_request(path, state.resume())

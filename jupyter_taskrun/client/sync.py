@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import builtins
 import http.client
 import os
 import ssl
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ._core import (
@@ -178,7 +179,7 @@ class TaskRunClient(ClientBase):
         whose length is exactly how far to move ``offset``)."""
         return self._call(Api.logs(task_id, stream, offset, text=True))
 
-    def outputs(self, task_id: str) -> list[dict[str, Any]]:
+    def outputs(self, task_id: str) -> builtins.list[dict[str, Any]]:  # `list` is a method here
         """Rich outputs as nbformat output dicts (each with ``cell_index``)."""
         return self._call(Api.outputs(task_id))
 
@@ -258,7 +259,7 @@ class TaskRunClient(ClientBase):
         """
         return self._stream_task(task_id, after, deadline_after(timeout), reconnect)
 
-    def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> Iterator[dict[str, Any]]:
+    def _stream_task(self, task_id: str, after: int, deadline: float | None, reconnect: bool) -> Generator[dict[str, Any], None, None]:
         path = task_path(task_id, "/events")
         for sse, payload in self._sse(path, self._stream_state(after, deadline, reconnect, "end")):
             yield task_event_item(sse, payload, task_id)
@@ -282,10 +283,10 @@ class TaskRunClient(ClientBase):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=connect_timeout, context=ssl.create_default_context()
+                parts.hostname or "", parts.port, timeout=connect_timeout, context=ssl.create_default_context()
             )
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=connect_timeout)
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=connect_timeout)
         try:
             conn.connect()
             sock = conn.sock
@@ -302,7 +303,7 @@ class TaskRunClient(ClientBase):
             raise
         return conn, sock, resp
 
-    def _sse(self, path: str, state: StreamState) -> Iterator[tuple[SSE, Any]]:
+    def _sse(self, path: str, state: StreamState) -> Generator[tuple[SSE, Any], None, None]:
         """The I/O of one logical event stream; every decision is ``state``'s (see ``sse.py``)."""
         while True:
             url, headers = self._stream_request(path, state.resume())

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -209,7 +209,7 @@ class TaskKernel:
             pass
 
 
-def kill_marked_processes(markers: set[str] = frozenset(), prefix: str | None = None) -> list[int]:
+def kill_marked_processes(markers: Iterable[str] = (), prefix: str | None = None) -> list[int]:
     """Kill processes whose kernel marker is in ``markers`` or starts with ``prefix``."""
     killed: list[int] = []
     if not markers and not prefix:
@@ -288,7 +288,7 @@ class KernelLauncher:
             popen = durable.popen_kwargs()
         km = _manager_class(self.sandbox)(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
         if self.sandbox is not None:
-            km.sandbox_cwd = cwd
+            km.sandbox_cwd = cwd  # type: ignore[attr-defined]  # SandboxedKernelManager
         try:
             await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel), **popen)
         except BaseException as e:
@@ -598,4 +598,8 @@ def watch_process_exit(pid: int, callback: Callable[[], None]) -> Callable[[], N
         callback()
 
     task = asyncio.ensure_future(poll())
-    return task.cancel
+
+    def stop_polling() -> None:
+        task.cancel()
+
+    return stop_polling

@@ -218,7 +218,7 @@ class NotebookRunner:
         #: msg_ids of the task's cell executions: only their text is recovered from the tee
         self.cell_parents: set[str] = set()
         #: fd-level chunks waiting for the Python-level text written before them (pump_durable)
-        self._held: list[tuple[str, str, dict[str, int], float]] = []
+        self._held: list[tuple[str, str, dict[tuple[str, str], int], float]] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         #: a ``.py`` script: exit codes as ``python script.py`` gives them
         self.is_script = False

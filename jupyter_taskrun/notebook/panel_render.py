@@ -320,8 +320,8 @@ def render_output(out: dict[str, Any]) -> str:
     if kind == "error":
         tb = out.get("traceback") or [f"{out.get('ename', '')}: {out.get('evalue', '')}"]
         return f"{_PRE}{ansi_to_html(chr(10).join(str(line) for line in tb))}</pre>"
-    data = out.get("data") if isinstance(out.get("data"), dict) else {}
-    meta = out.get("metadata") if isinstance(out.get("metadata"), dict) else {}
+    data: dict[str, Any] = out["data"] if isinstance(out.get("data"), dict) else {}
+    meta: dict[str, Any] = out["metadata"] if isinstance(out.get("metadata"), dict) else {}
     if "text/html" in data:
         return '<div class="taskrun-output-html">' + sanitize_html(_text(data["text/html"])) + "</div>"
     if "text/markdown" in data:

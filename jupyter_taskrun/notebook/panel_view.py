@@ -136,7 +136,7 @@ def elapsed_html(model: TaskPanelModel, now: float | None = None) -> str:
 def queue_html(model: TaskPanelModel) -> str:
     pos = model.task.get("queue_position") if model.status == "queued" else None
     ok = isinstance(pos, (int, float)) and not isinstance(pos, bool) and pos
-    return f'<span style="font-size:12px">#{int(pos)} in queue</span>' if ok else ""
+    return f'<span style="font-size:12px">#{int(pos)} in queue</span>' if ok and pos else ""
 
 
 def progress_bar_state(model: TaskPanelModel) -> dict[str, Any] | None:
@@ -147,7 +147,7 @@ def progress_bar_state(model: TaskPanelModel) -> dict[str, Any] | None:
     status, total, value = model.status, p.get("total"), float(p.get("value") or 0)
     if total:
         top = max(float(total), 1e-9)
-        state = {"max": top, "value": min(max(value, 0.0), top)}
+        state: dict[str, Any] = {"max": top, "value": min(max(value, 0.0), top)}
     else:  # no total known: a full bar while it counts, labelled with the count
         state = {"max": 1.0, "value": 1.0 if status in TERMINAL or value else 0.0}
     state["bar_style"] = BAR_STYLES.get(status, "info" if status == "running" else "")
@@ -160,7 +160,7 @@ def progress_text_html(model: TaskPanelModel, now: float | None = None) -> str:
         return ""
     value, total = p.get("value"), p.get("total")
     if total:
-        parts = [f"<b>{fmt_number(value)}/{fmt_number(total)}</b> ({100.0 * float(value) / float(total):.0f}%)"]
+        parts = [f"<b>{fmt_number(value)}/{fmt_number(total)}</b> ({100.0 * float(value or 0) / float(total):.0f}%)"]
     else:
         parts = [f"<b>{fmt_number(value)}</b>"]
     if p.get("message"):

@@ -165,8 +165,9 @@ class TaskListPanel(widgets.VBox):
         fut, self._future = getattr(self, "_future", None), None
         if fut is not None and not fut.done():
             fut.cancel()
-        if getattr(self, "_bg", None) is not None:
-            self._bg.call(self.throttle.cancel)
+        bg = getattr(self, "_bg", None)
+        if bg is not None:
+            bg.call(self.throttle.cancel)
 
     def close(self) -> None:
         if not hasattr(self, "lock"):
