@@ -1,8 +1,14 @@
 """``jupyter taskrun`` — submit, follow and manage background tasks from a shell.
 
-Exit codes: 0 on success; 1 when a task waited for (``--wait``/``--follow``) did not complete
-(failed, cancelled, timed out) or when the server refused a request or could not be reached;
-2 for usage errors; 130 when interrupted.
+Every command that takes a task (``show``, ``logs``, ``cancel``, ``wait``, ``download``, ``rm``,
+``rerun``) accepts what ``%taskrun`` accepts: a full id, a unique id prefix or a task name, through
+the one resolver (``jupyter_taskrun.client.resolve``). What is printed is built in
+``cli_render`` (views and the live console); this module is the command line and the calls.
+
+Exit codes: 0 on success; 1 when a task waited for (``--wait``/``--follow``/``wait``) did not
+complete (failed, cancelled, timed out), when a task reference matches no task or several, or
+when the server refused a request or could not be reached; 2 for usage errors; 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -10,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from .client import TaskRunClient, TaskRunHTTPError
+from .cli_render import Console, exit_code, is_terminal, list_lines, result_text, safe, show_lines, status_lines, summary
+from .client import TaskRunClient
+from .client.resolve import resolve_task
 from .errors import TaskRunError
-from .formatting import format_bytes, format_duration, strip_ansi
+from .formatting import executed_notebook_name, strip_ansi
 from .models import TaskStatus
 
 PROG = "jupyter taskrun"
@@ -28,19 +32,6 @@ PROG = "jupyter taskrun"
 
 class UsageError(Exception):
     """A problem with the command line, reported like argparse does (exit code 2)."""
-
-
-#: C0 and C1 control characters and DEL: in a task name they could move the cursor, rewrite the
-#: screen or the window title, or hide text (``\x1b]0;...``, ``\x1b[2J``, ``\r``)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-
-
-def _safe(value: Any, *, newlines: bool = False) -> str:
-    """Text from the server (names, tags, owners, errors, statuses) made inert for a terminal:
-    control characters are shown escaped (``\x1b``). Task logs are printed raw, as a terminal would."""
-    text = "" if value is None else str(value)
-    return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _key_value(kind: str, text: str) -> tuple[str, str]:
@@ -74,171 +65,13 @@ def _positive(text: str) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Formatting (durations, sizes, ANSI: the one convention of jupyter_taskrun.formatting)
+# Live follow (the console is in cli_render)
 # ---------------------------------------------------------------------------
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _duration(task: dict[str, Any]) -> float | None:
-    start = _parse_time(task.get("started_at"))
-    if start is None:
-        return None
-    end = _parse_time(task.get("finished_at")) or datetime.now(timezone.utc)
-    return max(0.0, (end - start).total_seconds())
-
-
-def _fmt_time(value: str | None) -> str:
-    parsed = _parse_time(value)
-    if parsed is None:
-        return "-"
-    return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _error_line(task: dict[str, Any]) -> str:
-    error = task.get("error") or {}
-    parts = []
-    if error.get("ename"):
-        parts.append(f"{error['ename']}: {error.get('evalue', '')}".rstrip(": "))
-    if error.get("reason") and error.get("reason") not in " ".join(parts):
-        parts.append(str(error["reason"]))
-    return " — ".join(parts)
-
-
-def _summary(task: dict[str, Any]) -> str:
-    status = task.get("status", "?")
-    line = f"task {task.get('id')} {status}"
-    duration = _duration(task)
-    if duration is not None and _is_terminal(status):
-        line += f" in {format_duration(duration)}"
-    if status != TaskStatus.COMPLETED.value:
-        detail = _error_line(task)
-        if detail:
-            line += f": {detail}"
-    return _safe(line)
-
-
-def _is_terminal(status: str | None) -> bool:
-    try:
-        return TaskStatus(status).is_terminal
-    except ValueError:
-        return False
-
-
-def _exit_code(status: str | None, task_exit_code: int | None = None) -> int:
-    """0 if it completed; a failed script's own exit status (as ``python FILE`` gives it); else 1."""
-    if status == TaskStatus.COMPLETED.value:
-        return 0
-    if isinstance(task_exit_code, int) and 0 < task_exit_code < 256:
-        return task_exit_code
-    return 1
-
-
-def _result_text(output: dict[str, Any]) -> str | None:
-    data = output.get("data") or {}
-    text = data.get("text/plain")
-    if isinstance(text, list):
-        text = "".join(text)
-    if text is not None:
-        return text
-    if data:
-        return "[" + ", ".join(sorted(data)) + "]"
-    return None
-
-
-# ---------------------------------------------------------------------------
-# Live follow: logs on stdout/stderr, a progress bar on stderr
-# ---------------------------------------------------------------------------
-
-
-class _Console:
-    """Writes task logs as they come, with a progress bar on stderr that stays out of their way.
-
-    On a terminal the bar is one self-redrawing line, cleared before any log text and redrawn
-    when the cursor is back at the start of a line; elsewhere progress is printed as plain lines
-    (at most a few per second).
-    """
-
-    def __init__(self, out: TextIO, err: TextIO):
-        self.out = out
-        self.err = err
-        self.tty = bool(getattr(err, "isatty", lambda: False)())
-        self.at_line_start = True
-        self.bar: str | None = None
-        self.bar_shown = False
-        self._last_plain = ""
-        self._last_plain_time = 0.0
-
-    def _clear_bar(self) -> None:
-        if self.bar_shown:
-            self.err.write("\r\x1b[K")
-            self.err.flush()
-            self.bar_shown = False
-
-    def _draw_bar(self) -> None:
-        if self.tty and self.bar and self.at_line_start:
-            width = shutil.get_terminal_size((80, 20)).columns
-            self.err.write("\r\x1b[K" + self.bar[: max(10, width - 1)])
-            self.err.flush()
-            self.bar_shown = True
-
-    def write(self, text: str, stream: str = "stdout") -> None:
-        if not text:
-            return
-        self._clear_bar()
-        target = self.err if stream == "stderr" else self.out
-        if stream == "stderr" and not self.tty:
-            text = strip_ansi(text)
-        target.write(text)
-        target.flush()
-        self.at_line_start = text.endswith("\n")
-        self._draw_bar()
-
-    def line(self, text: str, stream: str = "stderr") -> None:
-        if not self.at_line_start:
-            text = "\n" + text
-        self.write(text + "\n", stream)
-
-    def progress(self, value: Any, total: Any, message: str = "") -> None:
-        if not isinstance(value, (int, float)):
-            return
-        if isinstance(total, (int, float)) and total > 0:
-            frac = max(0.0, min(1.0, value / total))
-            width = 30
-            filled = round(frac * width)
-            pct = f"{frac * 100:3.0f}%"
-            counts = f"{value:g}/{total:g}"
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {pct} {counts}"
-            done = value >= total
-        else:
-            bar = f"[{value:g}]"
-            done = False
-        if message:
-            bar += f" {_safe(message)}"
-        if self.tty:
-            self.bar = bar
-            self._draw_bar()
-            return
-        now = time.monotonic()
-        if bar != self._last_plain and (done or now - self._last_plain_time >= 0.25):
-            self._last_plain, self._last_plain_time = bar, now
-            self.line(f"progress: {bar}")
-
-    def finish(self) -> None:
-        self._clear_bar()
-        self.bar = None
 
 
 def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, quiet_status=False) -> int:
     """Print the task's logs (and results, errors, progress) live; return the exit code."""
-    console = _Console(sys.stdout, sys.stderr)
+    console = Console(sys.stdout, sys.stderr)
     final: str | None = None
     error_shown = False
     try:
@@ -257,17 +90,17 @@ def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, q
                     console.write(_strip_ansi_if(console, "\n".join(output.get("traceback") or [])) + "\n", "stderr")
                     error_shown = True
                 elif output.get("output_type") in ("execute_result", "display_data"):
-                    text = _result_text(output)
+                    text = result_text(output)
                     if text is not None:
                         console.line(text, "stdout")
             elif kind == "progress":
                 console.progress(data.get("value"), data.get("total"), str(data.get("message") or ""))
             elif kind == "status" and not quiet_status:
                 status = data.get("status")
-                if status and not _is_terminal(status):
-                    console.line(_safe(f"taskrun: task {task_id} {status}"))
+                if status and not is_terminal(status):
+                    console.line(safe(f"taskrun: task {task_id} {status}"))
             elif kind == "truncated":
-                console.line(_safe(f"taskrun: {data.get('message') or 'output truncated'}"))
+                console.line(safe(f"taskrun: {data.get('message') or 'output truncated'}"))
             elif kind == "end":
                 final = data.get("status")
     finally:
@@ -278,22 +111,31 @@ def _follow(client: TaskRunClient, task_id: str, *, stream: str | None = None, q
         error = task.get("error") or {}
         if final != TaskStatus.COMPLETED.value and error.get("traceback") and not error_shown:
             console.write(_strip_ansi_if(console, "\n".join(error["traceback"])) + "\n", "stderr")
-        console.line(f"taskrun: {_summary(task)}")
-    return _exit_code(final, task.get("exit_code"))
+        console.line(f"taskrun: {summary(task)}")
+    return exit_code(final, task.get("exit_code"))
 
 
-def _strip_ansi_if(console: _Console, text: str) -> str:
+def _strip_ansi_if(console: Console, text: str) -> str:
     return text if console.tty else strip_ansi(text)
 
 
-def _report_wait(client: TaskRunClient, task_id: str) -> int:
-    task = client.wait(task_id)
+def _report_wait(client: TaskRunClient, task_id: str, timeout: float | None = None) -> int:
+    try:
+        task = client.wait(task_id, timeout)
+    except TimeoutError:
+        print(safe(f"taskrun: task {task_id} did not finish within {timeout:g} s; it keeps running"), file=sys.stderr)
+        return 1
     error = task.get("error") or {}
     if task.get("status") != TaskStatus.COMPLETED.value and error.get("traceback"):
         tb = "\n".join(error["traceback"])
         print(tb if sys.stderr.isatty() else strip_ansi(tb), file=sys.stderr)
-    print(f"taskrun: {_summary(task)}", file=sys.stderr)
-    return _exit_code(task.get("status"), task.get("exit_code"))
+    print(f"taskrun: {summary(task)}", file=sys.stderr)
+    return exit_code(task.get("status"), task.get("exit_code"))
+
+
+def _task_id(client: TaskRunClient, ref: str) -> str:
+    """The id of the task ``ref`` means (a full id, a unique id prefix or a task name)."""
+    return resolve_task(client, ref)["id"]
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +208,7 @@ def _after_submit(client: TaskRunClient, task: dict[str, Any], args: argparse.Na
 
 
 def cmd_rerun(client: TaskRunClient, args: argparse.Namespace) -> int:
-    return _after_submit(client, client.rerun(args.id), args)
+    return _after_submit(client, client.rerun(_task_id(client, args.id)), args)
 
 
 def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
@@ -385,95 +227,28 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
     if not tasks:
         print("no tasks", file=sys.stderr)
         return 0
-    rows = [("ID", "STATUS", "NAME", "OWNER", "CREATED", "DURATION", "TAGS")]
-    for t in tasks:
-        progress = t.get("progress") or {}
-        status = t.get("status", "?")
-        if status == "running" and isinstance(progress.get("total"), (int, float)) and progress["total"]:
-            status += f" {100 * progress.get('value', 0) / progress['total']:.0f}%"
-        rows.append(
-            (
-                str(t.get("id")),
-                status,
-                (t.get("name") or "")[:40],
-                t.get("owner") or "",
-                _fmt_time(t.get("created_at")),
-                format_duration(_duration(t)),
-                ",".join(t.get("tags") or []),
-            )
-        )
-    rows = [tuple(_safe(cell) for cell in r) for r in rows]  # names, tags, owners: no terminal escapes
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    for line in list_lines(tasks):
+        print(line)
     return 0
 
 
 def cmd_show(client: TaskRunClient, args: argparse.Namespace) -> int:
-    task = client.get(args.id)
+    task = resolve_task(client, args.id)
+    if task["id"] != args.id:  # found in a listing: ask for the task itself (e.g. its queue position)
+        task = client.get(task["id"])
     if args.json:
         print(json.dumps(task, indent=2))
         return 0
-    metrics = task.get("metrics") or {}
-    source = task.get("source_kind", "?")
-    if task.get("path"):
-        source += f" {task['path']}"
-    fields: list[tuple[str, Any]] = [
-        ("id", task.get("id")),
-        ("name", task.get("name")),
-        ("status", task.get("status")),
-        ("owner", task.get("owner")),
-        ("kernel", task.get("kernel_name")),
-        ("source", source),
-        ("tags", ", ".join(task.get("tags") or []) or "-"),
-        ("priority", task.get("priority")),
-        ("created", _fmt_time(task.get("created_at"))),
-        ("started", _fmt_time(task.get("started_at"))),
-        ("finished", _fmt_time(task.get("finished_at"))),
-        ("duration", format_duration(_duration(task))),
-        ("exit code", "-" if task.get("exit_code") is None else task["exit_code"]),
-    ]
-    if task.get("queue_position") is not None:
-        fields.append(("queue position", task["queue_position"]))
-    if task.get("rerun_of"):
-        fields.append(("rerun of", task["rerun_of"]))
-    if task.get("worker"):
-        fields.append(("worker", task["worker"]))
-    progress = task.get("progress")
-    if progress:
-        total = progress.get("total")
-        text = f"{progress.get('value')}" + (f"/{total}" if total is not None else "")
-        if progress.get("message"):
-            text += f" {progress['message']}"
-        fields.append(("progress", text))
-    if metrics:
-        fields.append(
-            (
-                "metrics",
-                f"wall {format_duration(metrics.get('wall'))}, queue wait {format_duration(metrics.get('queue_wait'))}, "
-                + f"kernel start {format_duration(metrics.get('kernel_start'))}, cpu "
-                + f"{format_duration((metrics.get('cpu_user') or 0) + (metrics.get('cpu_system') or 0))}, "
-                + f"peak rss {format_bytes(metrics.get('peak_rss'))}",
-            )
-        )
-    if task.get("error"):
-        fields.append(("error", _error_line(task) or "-"))
-    result = task.get("result")
-    if result:
-        text = _result_text(result)
-        if text is not None:
-            fields.append(("result", text))
-    width = max(len(k) for k, _ in fields) + 1
-    for key, value in fields:
-        value = "-" if value is None or value == "" else _safe(value, newlines=key == "result")
-        print(f"{key + ':':<{width}} {value}")
+    for line in show_lines(task):
+        print(line)
     return 0
 
 
 def cmd_logs(client: TaskRunClient, args: argparse.Namespace) -> int:
+    task_id = _task_id(client, args.id)
     if args.follow:
-        return _follow(client, args.id, stream=args.stream, quiet_status=True)
-    data = client.logs_bytes(args.id, stream=args.stream)
+        return _follow(client, task_id, stream=args.stream, quiet_status=True)
+    data = client.logs_bytes(task_id, stream=args.stream)
     out = getattr(sys.stdout, "buffer", None)
     if out is not None:
         sys.stdout.flush()
@@ -484,27 +259,52 @@ def cmd_logs(client: TaskRunClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _each(ids: list[str], action) -> int:
+def cmd_wait(client: TaskRunClient, args: argparse.Namespace) -> int:
+    return _report_wait(client, _task_id(client, args.id), args.timeout)
+
+
+def cmd_download(client: TaskRunClient, args: argparse.Namespace) -> int:
+    """The executed notebook, to a local file (the one naming convention) or stdout (``-o -``)."""
+    task = resolve_task(client, args.id)
+    text = json.dumps(client.notebook(task["id"]), indent=1, ensure_ascii=False) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output or executed_notebook_name(task.get("name"), task["id"]))
+    if target.is_dir():
+        target = target / executed_notebook_name(task.get("name"), task["id"])
+    if target.exists() and not args.force:
+        print(safe(f"{PROG}: error: {target} exists (--force overwrites it)"), file=sys.stderr)
+        return 1
+    target.write_text(text, encoding="utf-8")
+    print(target)
+    return 0
+
+
+def _each(refs: list[str], action) -> int:
+    """``action(task_id)`` for each reference; a failure is reported and the others still run."""
     code = 0
-    for task_id in ids:
+    for ref in refs:
         try:
-            action(task_id)
-        except TaskRunHTTPError as e:
-            print(_safe(f"{PROG}: error: {task_id}: {e}"), file=sys.stderr)
+            action(ref)
+        except TaskRunError as e:
+            print(safe(f"{PROG}: error: {ref}: {e}"), file=sys.stderr)
             code = 1
     return code
 
 
 def cmd_cancel(client: TaskRunClient, args: argparse.Namespace) -> int:
-    def cancel(task_id: str) -> None:
+    def cancel(ref: str) -> None:
+        task_id = _task_id(client, ref)
         task = client.cancel(task_id)
-        print(_safe(f"task {task_id}: cancel requested (status {task.get('status', '?')})"))
+        print(safe(f"task {task_id}: cancel requested (status {task.get('status', '?')})"))
 
     return _each(args.ids, cancel)
 
 
 def cmd_rm(client: TaskRunClient, args: argparse.Namespace) -> int:
-    def rm(task_id: str) -> None:
+    def rm(ref: str) -> None:
+        task_id = _task_id(client, ref)
         client.delete(task_id)
         print(f"task {task_id}: deleted")
 
@@ -515,9 +315,9 @@ def cmd_status(client: TaskRunClient, args: argparse.Namespace) -> int:
     status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
-    else:
-        for key, value in status.items():
-            print(_safe(f"{key}: {value}"))
+        return 0
+    for line in status_lines(status, client.url):
+        print(line)
     return 0
 
 
@@ -534,9 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="server base URL (default: $JUPYTER_TASKRUN_URL, else the running Jupyter server)",
     )
-    conn.add_argument(
-        "--token", default=argparse.SUPPRESS, help="server token (default: $JUPYTER_TASKRUN_TOKEN or runtime info)"
-    )
+    conn.add_argument("--token", default=argparse.SUPPRESS, help="server token (default: $JUPYTER_TASKRUN_TOKEN or runtime info)")
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -580,22 +378,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("show", "show one task", cmd_show)
-    p.add_argument("id", metavar="ID")
+    _add_task_ref(p)
     p.add_argument("--json", action="store_true", help="print the task as JSON")
 
     p = add("logs", "print a task's logs", cmd_logs)
-    p.add_argument("id", metavar="ID")
+    _add_task_ref(p)
     p.add_argument("-f", "--follow", action="store_true", help="follow the logs live until the task ends")
     p.add_argument("--stream", choices=["stdout", "stderr"], help="only this stream")
 
+    p = add("wait", "wait for a task to end; exit 1 unless it completed", cmd_wait)
+    _add_task_ref(p)
+    p.add_argument("--timeout", type=_positive, help="give up waiting after this many seconds (exit 1)")
+
+    p = add("download", "save a task's executed notebook to a local file", cmd_download)
+    _add_task_ref(p)
+    p.add_argument("-o", "--output", metavar="PATH", help="file or folder (default: NAME-ID.executed.ipynb here; '-': stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
     p = add("cancel", "cancel tasks", cmd_cancel)
-    p.add_argument("ids", nargs="+", metavar="ID")
+    _add_task_ref(p, several=True)
 
     p = add("rm", "delete finished tasks with their logs and artifacts", cmd_rm)
-    p.add_argument("ids", nargs="+", metavar="ID")
+    _add_task_ref(p, several=True)
 
     p = add("rerun", "run a task again with the same submission", cmd_rerun)
-    p.add_argument("id", metavar="ID")
+    _add_task_ref(p)
     _add_wait_options(p)
 
     p = add("status", "show the server's task runner status", cmd_status)
@@ -603,11 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_task_ref(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    help_text = "a task id, a unique id prefix or a task name (the newest task of that name)"
+    if several:
+        p.add_argument("ids", nargs="+", metavar="TASK", help=help_text)
+    else:
+        p.add_argument("id", metavar="TASK", help=help_text)
+
+
 def _add_wait_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the end; exit 1 unless it completed")
-    p.add_argument(
-        "--follow", action="store_true", help="print logs and progress live until the end; exit 1 unless it completed"
-    )
+    p.add_argument("--follow", action="store_true", help="print logs and progress live until the end; exit 1 unless it completed")
     p.add_argument("--json", action="store_true", help="print the created task as JSON")
 
 
@@ -628,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         parser.error(str(e))  # exits with status 2
     except TaskRunError as e:
-        print(_safe(f"{PROG}: error: {e}"), file=sys.stderr)
+        print(safe(f"{PROG}: error: {e}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)

@@ -14,8 +14,9 @@ import uuid
 import nbformat
 import pytest
 
-from jupyter_taskrun.cli import _Console
-from jupyter_taskrun.client import TaskRunClient
+from jupyter_taskrun.cli_render import Console, status_lines
+from jupyter_taskrun.client import TaskRunClient, TaskRunHTTPError
+from jupyter_taskrun.client.resolve import AmbiguousTaskRef, NoSuchTask, TaskRefError, resolve_task
 
 try:
     from ._server import JupyterServer, free_port
@@ -213,6 +214,29 @@ def test_submit_follow_draws_a_live_bar_on_a_terminal(server):
     assert after_clear.startswith("taskrun: task ") and "completed" in after_clear, after_clear
 
 
+TQDM_SCRIPT = "import time\nfrom tqdm import tqdm\nfor i in tqdm(range(20), desc='train'):\n    time.sleep(0.05)\nprint('done')\n"
+
+
+def visible_lines(text: str) -> list[str]:
+    """The lines as a terminal leaves them: what follows a line's last carriage return."""
+    return [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+
+
+def test_submit_follow_with_tqdm_when_not_a_terminal(server):
+    """The task's own bar is the only bar: no 'progress:' lines of the CLI's, 100% shown once."""
+    pytest.importorskip("tqdm")
+    cmd = [sys.executable, "-m", "jupyter_taskrun.cli", "--url", server.url, "--token", server.token]
+    # bytes: text mode would turn the bar's carriage returns into newlines
+    proc = subprocess.run([*cmd, "submit", "-c", TQDM_SCRIPT, "--follow"], env=server.env, capture_output=True, timeout=180)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert out == "done\n" and "progress: " not in err
+    assert "\rtrain: 100%|" in err
+    lines = visible_lines(err)
+    assert len([line for line in lines if "100%" in line]) == 1, lines
+    assert lines[-2].startswith("taskrun: task ") and "completed" in lines[-2], lines  # not glued to the bar
+
+
 def test_submit_follow_failure_exits_1(server):
     proc = run(server, "submit", "-c", "print('before', flush=True)\nraise ValueError('boom')", "--follow", merge=True)
     assert proc.returncode == 1, proc.stdout
@@ -381,8 +405,8 @@ def test_cancel_rm_and_conflicts(server, client):
 
     proc = run(server, "rm", task["id"])
     assert proc.returncode == 0, proc.stderr
-    assert_clean_error(run(server, "show", task["id"]), "404")
-    assert_clean_error(run(server, "logs", task["id"]), "404")
+    assert_clean_error(run(server, "show", task["id"]), "no task", task["id"])
+    assert_clean_error(run(server, "logs", task["id"]), "no task", task["id"])
 
 
 def test_rerun(server, client):
@@ -403,6 +427,56 @@ def test_status_command(server):
     proc = run(server, "status", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "capacity" in json.loads(proc.stdout)
+    proc = run(server, "status")
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split(":", 1) for line in proc.stdout.splitlines())
+    assert list(fields)[:4] == ["server", "runner", "tasks", "kernels"], proc.stdout
+    assert "running" in fields["tasks"] and "queued" in fields["tasks"]
+    assert "{" not in proc.stdout  # words, not a dict's repr
+
+
+def test_task_references_are_prefixes_or_names(server, client, tmp_path):
+    """Every command that takes a task accepts what %taskrun accepts (issue 13)."""
+    name = f"ref-{new_tag()}"
+    proc = run(server, "submit", "-c", "print('by ref')", "--name", name, "--wait")
+    assert proc.returncode == 0, proc.stderr
+    task_id = task_id_of(proc)
+    prefix = task_id[:8]
+
+    logs = run(server, "logs", prefix)
+    assert logs.returncode == 0 and logs.stdout == "by ref\n", (logs.stdout, logs.stderr)
+    assert run(server, "logs", name).stdout == "by ref\n"
+    assert show(server, prefix)["id"] == task_id and show(server, name)["id"] == task_id
+    assert show(server, prefix.upper())["id"] == task_id
+    waited = run(server, "wait", name)
+    assert waited.returncode == 0 and "completed" in waited.stderr
+
+    proc = run(server, "download", prefix, "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    saved = tmp_path / f"{name}-{prefix}.executed.ipynb"
+    assert proc.stdout.strip() == str(saved)
+    assert nbformat.read(saved, as_version=4).cells[0].outputs[0]["text"] == "by ref\n"
+    assert_clean_error(run(server, "download", prefix, "-o", str(saved)), "exists")  # not overwritten
+    assert run(server, "download", prefix, "-o", str(saved), "--force").returncode == 0
+    assert json.loads(run(server, "download", name, "-o", "-").stdout)["cells"]
+
+    # a name run twice means its newest run
+    rerun = run(server, "rerun", name, "--wait")
+    assert rerun.returncode == 0, rerun.stderr
+    newest = task_id_of(rerun)
+    assert show(server, name)["id"] == newest
+
+    assert_clean_error(run(server, "logs", "no-such-task-name"), "no task 'no-such-task-name'")
+    proc = run(server, "rm", prefix, newest[:10], "no-such-task-name")
+    assert proc.returncode == 1 and proc.stdout.count("deleted") == 2, (proc.stdout, proc.stderr)
+    assert "no-such-task-name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wait_command_timeout(server, client):
+    task = client.submit("import time\ntime.sleep(60)", name=f"slow-{new_tag()}")
+    proc = run(server, "wait", task["id"][:8], "--timeout", "1")
+    assert proc.returncode == 1 and "did not finish within 1 s" in proc.stderr, proc.stderr
+    client.cancel(task["id"])
 
 
 # ---------------------------------------------------------------------------
@@ -433,7 +507,7 @@ def test_usage_errors_exit_2(server, args):
 
 
 def test_http_errors_are_one_line(server):
-    assert_clean_error(run(server, "show", "0" * 32), "404")
+    assert_clean_error(run(server, "show", "0" * 32), "no task")
     assert_clean_error(run(server, "submit", "-c", "1", "--kernel", "no-such-kernel"))
     proc = run(server, "list", auth=False, env={**server.env, "JUPYTER_TASKRUN_URL": server.url,
                                                 "JUPYTER_TASKRUN_TOKEN": "wrong"})  # fmt: skip
@@ -488,7 +562,7 @@ class _TTY(io.StringIO):
 
 def test_progress_bar_on_a_terminal_stays_out_of_the_logs_way():
     out, err = io.StringIO(), _TTY()
-    console = _Console(out, err)
+    console = Console(out, err)
     console.progress(1, 4, "loading")
     assert err.getvalue().endswith("[########......................]  25% 1/4 loading")
     console.write("a log line\n", "stderr")
@@ -507,7 +581,7 @@ def test_progress_bar_on_a_terminal_stays_out_of_the_logs_way():
 
 def test_progress_plain_lines_when_not_a_terminal():
     out, err = io.StringIO(), io.StringIO()
-    console = _Console(out, err)
+    console = Console(out, err)
     console.progress(1, 2, "half")
     console.progress(1, 2, "half")  # unchanged: not repeated
     console.progress(2, 2, "done")  # the end is always shown
@@ -517,3 +591,142 @@ def test_progress_plain_lines_when_not_a_terminal():
         "progress: [##############################] 100% 2/2 done",
     ]
     assert "\r" not in err.getvalue()
+
+
+def test_console_shows_only_the_tasks_own_bar_once_it_draws_one():
+    """tqdm in the task's log (lines rewritten with \\r): the CLI's bar is never drawn again."""
+    out, err = io.StringIO(), _TTY()
+    console = Console(out, err)
+    console.progress(1, 4, "before")  # no bar of the task's yet: the CLI's
+    assert err.getvalue().endswith("1/4 before")
+    console.write("\rtrain:   0%|          | 0/4 [00:00<?, ?it/s]", "stderr")
+    console.progress(1, 4, "train")
+    console.write("\rtrain: 100%|##########| 4/4 [00:01<00:00]", "stderr")
+    console.progress(4, 4, "train")
+    console.write("\n", "stderr")
+    console.progress(4, 4, "train")  # at a line start: the CLI would have drawn its bar here
+    console.finish()
+    text = err.getvalue()
+    assert text.count("100%") == 1 and "[####" not in text.split("before", 1)[1], repr(text)
+
+    plain_out, plain_err = io.StringIO(), io.StringIO()
+    plain = Console(plain_out, plain_err)
+    plain.write("\rtrain:  50%|#####     | 2/4 [00:00<00:00]", "stderr")
+    plain.progress(2, 4, "train")
+    plain.progress(4, 4, "train")
+    assert "progress:" not in plain_err.getvalue()
+
+
+def test_console_never_glues_the_other_stream_to_an_open_bar_line():
+    """stdout text arriving while the task's bar line on stderr is open starts on its own line,
+    and the bar stream's late newline is not printed as an empty line."""
+    out = err = io.StringIO()  # one terminal for both streams
+    console = Console(out, err)
+    console.write("\rtrain: 100%|##########| 4/4", "stderr")
+    console.write("done\n", "stdout")
+    console.write("\n", "stderr")  # tqdm's close(), flushed after the stdout text
+    console.line("taskrun: task x completed")
+    assert out.getvalue() == "\rtrain: 100%|##########| 4/4\ndone\ntaskrun: task x completed\n"
+
+    out = err = io.StringIO()
+    console = Console(out, err)
+    console.write("partial", "stdout")  # an ordinary open line is left as the task printed it
+    console.write("more\n", "stderr")
+    assert out.getvalue() == "partialmore\n"
+
+
+def test_status_lines_in_words():
+    base = {"version": "1.2", "executor": {"kind": "local", "pool": {"ready": 1, "hits": 3, "misses": 1}},
+            "capacity": 4, "running": 1, "queued": 2, "max_queued": 100, "started": True, "paused": False,
+            "streams": 1, "store_writable": True}  # fmt: skip
+    lines = status_lines(base, "http://h/")
+    assert lines[0].split(None, 1) == ["server:", "jupyter_taskrun 1.2 at http://h/"]
+    assert "1 running, 2 queued (runs 4 at once, queue holds 100)" in lines[2]
+    assert "1 busy kernel (local executor), 1 pre-started and ready" in lines[3]
+    assert "paused" in status_lines({**base, "paused": True})[1]
+    assert "NOT writable" in status_lines({**base, "store_writable": False})[-1]
+    dask = status_lines({**base, "executor": {"kind": "dask", "scheduler": "tcp://s:8786", "connected": True, "workers": 3}})
+    assert "on Dask workers at tcp://s:8786, connected, 3 workers" in dask[3]
+    assert status_lines({**base, "new_field": 7})[-1].split() == ["new_field:", "7"]
+    assert all("\x1b" not in line for line in status_lines({**base, "version": "\x1b[2J"}))
+
+
+# ---------------------------------------------------------------------------
+# The task resolver (pure over a client: a stand-in one here)
+# ---------------------------------------------------------------------------
+
+
+class _Tasks:
+    """The two calls the resolver makes, over a fixed list of tasks (newest first)."""
+
+    def __init__(self, *tasks: dict, get_error: Exception | None = None):
+        self.tasks = list(tasks)
+        self.get_error = get_error
+        self.scans = 0
+
+    def get(self, task_id: str) -> dict:
+        if self.get_error is not None:
+            raise self.get_error
+        for task in self.tasks:
+            if task["id"] == task_id:
+                return task
+        raise TaskRunHTTPError(404, "not-found", f"no task with id {task_id!r}")
+
+    def iter_tasks(self, page_size=None):
+        self.scans += 1
+        yield from self.tasks
+
+
+def _task(prefix: str, name: str, status: str = "completed") -> dict:
+    return {"id": (prefix + "0" * 32)[:32], "name": name, "status": status}
+
+
+def test_resolve_full_id_is_one_get():
+    tasks = _Tasks(_task("ab12", "a"), _task("ab34", "b"))
+    assert resolve_task(tasks, "ab12" + "0" * 28)["name"] == "a"
+    assert resolve_task(tasks, " AB12" + "0" * 28 + " ")["name"] == "a"
+    assert tasks.scans == 0
+
+
+def test_resolve_unique_prefix_case_insensitive():
+    tasks = _Tasks(_task("ab12", "a"), _task("ab34", "b"), _task("cd56", "c"))
+    assert resolve_task(tasks, "ab3")["name"] == "b"
+    assert resolve_task(tasks, "CD")["name"] == "c"
+
+
+def test_resolve_ambiguous_prefix_lists_the_candidates():
+    tasks = _Tasks(_task("ab12", "first", "running"), _task("ab34", "second"), _task("cd56", "other"))
+    with pytest.raises(AmbiguousTaskRef) as info:
+        resolve_task(tasks, "ab")
+    message = str(info.value)
+    assert "2 task ids" in message and "give more of the id" in message
+    assert "ab120000" in message and "'first' running" in message and "ab340000" in message
+    assert "other" not in message and "\n" not in message
+    assert [t["name"] for t in info.value.candidates] == ["first", "second"]
+    assert isinstance(info.value, TaskRefError) and isinstance(info.value, LookupError)
+
+    many = _Tasks(*(_task(f"e{i}", f"t{i}") for i in range(8)))
+    with pytest.raises(AmbiguousTaskRef, match=r"8 task ids .* and 3 more\)"):
+        resolve_task(many, "e")
+
+
+def test_resolve_name_newest_wins_and_id_prefix_first():
+    tasks = _Tasks(_task("ab12", "train"), _task("cd34", "train"), _task("ef56", "ab"))
+    assert resolve_task(tasks, "train")["id"].startswith("ab12")  # the list is newest first
+    assert resolve_task(tasks, "ab")["id"].startswith("ab12")  # an id prefix before a name
+    with pytest.raises(NoSuchTask):
+        resolve_task(tasks, "Train")  # names are exact
+
+
+def test_resolve_not_found_and_other_errors():
+    tasks = _Tasks(_task("ab12", "a"))
+    for ref in ("zz", "0" * 32, "no such name"):
+        with pytest.raises(NoSuchTask, match="no task") as info:
+            resolve_task(tasks, ref)
+        assert info.value.candidates == [] and info.value.ref == ref
+    with pytest.raises(NoSuchTask, match="give a task id"):
+        resolve_task(tasks, "  ")
+    refused = _Tasks(_task("ab12", "a"), get_error=TaskRunHTTPError(403, "forbidden", "no"))
+    with pytest.raises(TaskRunHTTPError) as info:
+        resolve_task(refused, "ab12" + "0" * 28)
+    assert info.value.status == 403

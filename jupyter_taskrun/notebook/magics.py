@@ -304,36 +304,19 @@ class TaskRunMagics(Magics):
         )
 
     def _resolve(self, ref: str | None) -> TaskHandle:
-        """A task id, a unique id prefix or a task name (newest wins) → handle."""
-        from ..client import TaskRunHTTPError
+        """A task id, a unique id prefix or a task name (newest wins) → handle; no ref: the last task.
+
+        The rules are the CLI's too: ``jupyter_taskrun.client.resolve.resolve_task``."""
+        from ..client.resolve import TaskRefError, resolve_task
 
         if ref is None:
             if self.last is None:
                 raise UsageError("give a task ID (no task was submitted from this notebook yet)")
             return self.last
-        ref = ref.strip()
-        if len(ref) == 32:
-            try:
-                return TaskHandle(self.client, self.client.get(ref))
-            except TaskRunHTTPError as e:
-                if e.status != 404:
-                    raise UsageError(f"the server refused: {_http_message(e)}") from None
-        matches: list[dict[str, Any]] = []
-        named: list[dict[str, Any]] = []
-        for i, task in enumerate(self._call(lambda: list(self.client.iter_tasks(page_size=200)))):
-            if task["id"].startswith(ref.lower()):
-                matches.append(task)
-            elif task.get("name") == ref:
-                named.append(task)
-            if i > 2000:
-                break
-        if len(matches) == 1:
-            return TaskHandle(self.client, matches[0])
-        if len(matches) > 1:
-            raise UsageError(f"{ref!r} matches {len(matches)} tasks; give more of the id")
-        if named:
-            return TaskHandle(self.client, named[0])
-        raise UsageError(f"no task with id or name {ref!r}")
+        try:
+            return TaskHandle(self.client, self._call(resolve_task, self.client, ref))
+        except TaskRefError as e:
+            raise UsageError(str(e)) from None
 
     def _list(self, args: Any) -> None:
         from IPython.display import display
