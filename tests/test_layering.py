@@ -1,6 +1,6 @@
 """The package's layering, checked on the source (ast; nothing is imported or run).
 
-- ``client/``, ``notebook/`` and ``cli.py`` talk to the server over HTTP only: they import
+- ``client/``, ``notebook/`` and ``cli.py`` (+ ``cli_render.py``) talk to the server over HTTP only: they import
   nothing from ``jupyter_taskrun.server`` or ``jupyter_taskrun.execution`` (absolute or
   relative imports, at module level or inside functions).
 - ``execution/`` runs notebooks in kernels for any front end: it imports nothing from
@@ -86,7 +86,7 @@ def test_import_resolution_sees_relative_and_nested_imports(tmp_path):
 
 
 def test_front_ends_do_not_import_the_server_or_the_execution_layer():
-    files = modules("client", "notebook", "cli.py")
+    files = modules("client", "notebook", "cli.py", "cli_render.py")
     bad = violations(files, ("jupyter_taskrun.server", "jupyter_taskrun.execution"))
     assert not bad, "front ends talk to the server over HTTP only:\n" + "\n".join(bad)
 

@@ -239,3 +239,82 @@ def test_follow_keeps_the_log_scrolled_to_the_newest_line(lab_page: Any, lab_ser
     # a finished log: the Follow toggle and "● live" are gone
     assert panel.get_by_role("button", name="Follow").count() == 0 or not panel.get_by_role("button", name="Follow").is_visible()
     assert "live" not in panel.inner_text()
+
+
+TRAINING_CODE = """%%taskrun --name training-loop
+import time
+import matplotlib.pyplot as plt
+from IPython.display import clear_output, display
+from tqdm.auto import tqdm
+
+losses = []
+for step in tqdm(range(20), desc="train"):
+    losses.append(1 / (step + 1))
+    fig, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot(losses)
+    ax.set_title(f"loss at step {step}")
+    clear_output(wait=True)
+    display(fig)
+    plt.close(fig)
+    time.sleep(0.4)
+print("trained")"""
+
+
+def test_training_loop_shows_one_figure_live_progress_and_no_stand_in_text(lab_page: Any, lab_server: Any, artifacts_dir: Path) -> None:
+    """Issue 13 (+ issue 11's clear_output): the everyday training loop — tqdm.auto plus one figure
+    redrawn each step with ``clear_output(wait=True)`` — shows, live and at the end, one figure, a
+    moving progress bar and no frozen ``0%| 0/20`` stand-in line; the stored outputs hold one figure."""
+    page = lab_page
+    name = f"training-{uuid.uuid4().hex[:6]}.ipynb"
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+        for src in ("%load_ext jupyter_taskrun", TRAINING_CODE)
+    ]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    (lab_server.root / name).write_text(json.dumps(nb))
+    page.goto(f"{lab_server.url}lab/tree/{name}?reset&token={lab_server.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
+    run_cell(page, 0)
+    page.wait_for_function(
+        """() => { const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .jp-InputPrompt');
+                   return !!c && /\\[\\d+\\]/.test(c.textContent); }""",
+        timeout=60000,
+    )
+    run_cell(page, 1)
+    panel = shown_panel(page, 1)
+    panel.locator(".taskrun-badge [data-status='running']").wait_for(timeout=60000)
+    try:
+        panel.locator(".taskrun-output-image").first.wait_for(timeout=60000)
+    except Exception:
+        print("PANEL TEXT:", panel.inner_text()[-2000:])
+        raise
+    # live: while it runs, one figure at a time, the bar moving, no tqdm stand-in text
+    samples = []
+    for _ in range(6):
+        samples.append(
+            {
+                "images": panel.locator(".taskrun-output-image").count(),
+                "progress": panel.locator(".taskrun-progress-text").inner_text() if panel.locator(".taskrun-progress-text").count() else "",
+                "text": panel.inner_text(),
+            }
+        )
+        time.sleep(0.5)
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(artifacts_dir / "widget-panel-training-loop-live.png"))
+    assert all(s["images"] == 1 for s in samples), [s["images"] for s in samples]
+    assert len({s["progress"] for s in samples}) > 1, [s["progress"] for s in samples]  # the bar moves
+    assert not any("0%|" in s["text"] or "0/20 [" in s["text"] for s in samples), [s["text"][-300:] for s in samples]
+    panel.locator(".taskrun-badge [data-status='completed']").wait_for(timeout=90000)
+    assert panel.locator(".taskrun-output-image").count() == 1
+    assert "trained" in panel.inner_text() and "0%|" not in panel.inner_text()
+    panel.screenshot(path=str(artifacts_dir / "widget-panel-training-loop-done.png"))
+    # what the server stores is what is visible: one figure (plus the final print), not 20
+    code, tasks = lab_server.api.request("GET", "taskrun/api/tasks?limit=20")
+    assert code == 200
+    task = next(t for t in tasks["tasks"] if t["name"] == "training-loop")
+    code, outputs = lab_server.api.request("GET", f"taskrun/api/tasks/{task['id']}/outputs")
+    assert code == 200
+    images = [o for o in outputs["outputs"] if "image/png" in (o.get("data") or {})]
+    assert len(images) == 1, [sorted(o.get("data") or {}) for o in outputs["outputs"]]
