@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 
 PROGRESS_MIME = "application/vnd.jupyter.taskrun.progress+json"
-_MARKER = "JUPYTER_TASKRUN_KERNEL"
+#: set in every task kernel by the server's kernel launcher (value: ``<store hash>:<uuid>``): this kernel is a task
+TASK_KERNEL_ENV = "JUPYTER_TASKRUN_KERNEL"
 
 
 def progress(value: float, total: float | None = None, message: str = "") -> None:
     """Report how far the task is: ``progress(3, 10, "loading")``."""
-    if not os.environ.get(_MARKER):
+    if not os.environ.get(TASK_KERNEL_ENV):
         return
     try:
         from IPython.display import display

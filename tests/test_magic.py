@@ -261,3 +261,32 @@ def test_notebook_files_are_valid():
         nbformat.validate(nb)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is saved with outputs"
         assert json.loads(path.read_text())["nbformat"] == 4
+
+
+def test_taskrun_inside_a_task_runs_the_cell_inline(server):
+    """Issue 13: "Run Notebook as Task" on a notebook whose cells use ``%%taskrun``. Inside a task's
+    kernel the cell runs inline, as part of the task: the parent ends only after it, no child task
+    outlives it, the note is in the task's log, the last value is the cell's output, and an error
+    in the cell fails the parent."""
+    client = TaskRunClient(server.url, token=server.token)
+    before = {t["id"] for t in client.iter_tasks()}
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext jupyter_taskrun"),
+        new_code_cell("%%taskrun --name child\nimport time\ntime.sleep(1.5)\nprint('inner done', flush=True)\n6 * 7"),
+        new_code_cell("print('after the inline cell')"),
+    ])  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    task = client.submit(notebook=nb, name="parent")
+    final = client.wait(task["id"], timeout=120)
+    assert final["status"] == "completed", final
+    logs = client.logs(task["id"])
+    assert "already inside a task: this cell runs inline" in logs
+    assert logs.index("inner done") < logs.index("after the inline cell")
+    assert final["metrics"]["wall"] >= 1.5  # it waited for the "child": no 0.8 s "completed"
+    outputs = [o for o in client.outputs(task["id"]) if o.get("output_type") in ("execute_result", "display_data")]
+    assert any(o["data"].get("text/plain") == "42" for o in outputs), outputs
+    assert {t["id"] for t in client.iter_tasks()} - before == {task["id"]}  # no child task
+
+    nb.cells[1] = new_code_cell("%%taskrun\nraise ValueError('inside the inline cell')")
+    failed = client.wait(client.submit(notebook=nb, name="parent-fails")["id"], timeout=120)
+    assert failed["status"] == "failed" and "inside the inline cell" in (failed.get("error") or {}).get("evalue", ""), failed

@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
+from ..progress import TASK_KERNEL_ENV
 from .durable import TEE_SETUP, DurableOutput
 from .processes import descendants, kill_descendants_until_none, process_tree_cpu
 
@@ -39,7 +40,7 @@ warnings.filterwarnings("ignore", message="pass_fds overriding close_fds", categ
 
 #: Every task kernel carries this variable: how orphans of a crashed server, and
 #: daemons that left the kernel's process group, are found and killed.
-KERNEL_MARKER_ENV = "JUPYTER_TASKRUN_KERNEL"
+KERNEL_MARKER_ENV = TASK_KERNEL_ENV
 
 #: Server credentials a task kernel must not inherit.
 SECRET_ENV_VARS = (

@@ -21,6 +21,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
+from ..progress import TASK_KERNEL_ENV
 from .handle import TaskFailedError, TaskHandle, decode_result
 
 __all__ = ["TaskFailedError", "TaskHandle", "TaskRunMagics", "load_ipython_extension", "parse_assignments"]
@@ -159,6 +160,9 @@ class TaskRunMagics(Magics):
             raise UsageError(f"--as needs a Python variable name, not {args.var!r}")
         params = parse_assignments(_flatten(args.param), "--param", json_values=True)
         env = parse_assignments(_flatten(args.env), "--env", json_values=False)
+        if os.environ.get(TASK_KERNEL_ENV):
+            self._run_inline(cell, params)
+            return
         options: dict[str, Any] = {
             "name": args.name,
             "kernel_name": args.kernel,
@@ -183,6 +187,26 @@ class TaskRunMagics(Magics):
                 # with the panel shown, its error view already has the traceback: not twice
                 raise TaskFailedError(final, show_remote_traceback=args.quiet)
 
+    def _run_inline(self, cell: str, params: dict[str, Any]) -> None:
+        """Inside a task's own kernel (a notebook that uses ``%%taskrun``, run as a task): run the
+        cell here, as part of that task. A child task would outlive its parent, which would report
+        "completed" while its children still ran, and a cancel would not reach them; inline, the
+        parent's status, logs, timeout and cancel cover the cell. The note goes to the task's log."""
+        import ast
+
+        from IPython.display import display
+
+        print("%%taskrun: already inside a task: this cell runs inline, as part of it", file=sys.stderr, flush=True)
+        ns = self.shell.user_ns
+        ns.update(params)
+        tree = ast.parse(self.shell.transform_cell(cell), "<%%taskrun inline>")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, "<%%taskrun inline>", "exec"), ns)  # noqa: S102 - the user's own cell
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<%%taskrun inline>", "eval"), ns)  # noqa: S307
+            if value is not None:
+                display(value)
+
     def _show_panel(self, task: dict[str, Any]) -> Any:
         from IPython.display import display
 
@@ -198,8 +222,7 @@ class TaskRunMagics(Magics):
             return self._call(handle.wait, timeout)
         except KeyboardInterrupt:
             print(
-                f"stopped waiting: task {handle.id[:8]} keeps running "
-                f"(%taskrun cancel {handle.id[:8]} stops it)",
+                f"stopped waiting: task {handle.id[:8]} keeps running (%taskrun cancel {handle.id[:8]} stops it)",
                 file=sys.stderr,
             )
             raise
