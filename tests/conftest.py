@@ -8,6 +8,8 @@ for older test files; new code imports them from ``.helpers``.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -84,3 +86,25 @@ def server_factory(tmp_path) -> Iterator[Callable[..., JupyterServer]]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def small_fs_size() -> str:
+    """Size of the ``small_fs`` tmpfs (a test module overrides it to fill it sooner or later)."""
+    return "8m"
+
+
+@pytest.fixture
+def small_fs(tmp_path, small_fs_size):
+    """A tiny tmpfs (root only) to put a store on, so that it can fill up: the disk-full tests."""
+    mnt = tmp_path / "smallfs"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={small_fs_size}", "tmpfs", str(mnt)], check=False, capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (mount -t tmpfs not permitted): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)

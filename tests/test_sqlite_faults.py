@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
-import subprocess
 import threading
 import time
 import urllib.request
@@ -114,19 +112,6 @@ async def test_sqlite_lock_does_not_freeze_the_server(api, db_path, jp_serverapp
 # ---------------------------------------------------------------------------
 # disk write errors: the database on a tiny tmpfs that fills up / turns read-only
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "smallfs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=False, capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 @pytest.fixture
