@@ -7,13 +7,15 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import type {
+  IClearResult,
   IServerStatus,
   ITask,
   ITaskList,
   ITaskListQuery,
   ITaskMetrics,
   ITaskOutputs,
-  ITaskSubmission
+  ITaskSubmission,
+  TaskStatus
 } from './models';
 
 export const API_NAMESPACE = 'taskrun/api';
@@ -177,6 +179,21 @@ export const TaskAPI = {
   },
   remove(id: string): Promise<void> {
     return requestAPI<void>(taskPath(id), { method: 'DELETE' });
+  },
+  /**
+   * Delete the caller's finished tasks with one of `statuses`, created before
+   * `before` (ISO 8601 UTC) when given: `DELETE /tasks?status=…&before=…`.
+   */
+  clearFinished(
+    statuses: readonly TaskStatus[],
+    before?: string
+  ): Promise<IClearResult> {
+    return requestAPI<IClearResult>(
+      withQuery('tasks', { status: statuses.join(','), before }),
+      // 'no-store' (Lab's default) appends a cache-busting `&<ms>` to the
+      // query, which this route refuses as an unknown parameter
+      { method: 'DELETE', cache: 'no-cache' }
+    );
   },
   logs(
     id: string,

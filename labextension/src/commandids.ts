@@ -10,6 +10,7 @@ export namespace CommandIDs {
   export const cancelSelected = 'taskrun:cancel-selected';
   export const rerunSelected = 'taskrun:rerun-selected';
   export const deleteSelected = 'taskrun:delete-selected';
+  export const clearFinished = 'taskrun:clear-finished';
   export const runNotebook = 'taskrun:run-notebook';
   export const runCells = 'taskrun:run-cells';
   export const runFile = 'taskrun:run-file';

@@ -45,7 +45,7 @@ export interface ITaskDetailOptions {
   taskId: string;
   model: TaskListModel;
   rendermime: IRenderMimeRegistry;
-  /** Open a (saved) executed notebook in Lab. */
+  /** Open a (saved) executed notebook in Lab, without starting a kernel. */
   openPath: (path: string) => Promise<void>;
   /** Open the detail view of another task (after a rerun). */
   openTask: (id: string) => void;
@@ -155,7 +155,7 @@ export class TaskDetail extends Panel {
         icon: notebookIcon,
         label: trans.__('Open executed notebook'),
         tooltip: trans.__(
-          'Save the executed notebook into the workspace and open it'
+          'Save the executed notebook next to its source (once) and open it without a kernel'
         ),
         onClick: () => void this.openNotebook()
       }),
@@ -245,9 +245,24 @@ export class TaskDetail extends Panel {
     if (!task) {
       return;
     }
+    // saved once under the one name (a second click finds it there: 409),
+    // next to the task's file, else at the root like the notebook panel
     const path = executedNotebookPath(task);
+    const name = executedNotebookName(task.name || task.path, task.id);
     try {
-      const saved = await TaskAPI.saveNotebook(task.id, path);
+      let saved: { path: string };
+      try {
+        saved = await TaskAPI.saveNotebook(task.id, path);
+      } catch (error) {
+        const folderRefused =
+          error instanceof APIError &&
+          path !== name &&
+          [400, 403, 404].includes(error.status);
+        if (!folderRefused) {
+          throw error;
+        }
+        saved = await TaskAPI.saveNotebook(task.id, name);
+      }
       await this._options.openPath(saved?.path || path);
     } catch (error) {
       this._options.onError(

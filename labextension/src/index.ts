@@ -25,6 +25,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
+import { clearIcon } from '@jupyterlab/ui-components';
 
 import { setServerSettings, TaskAPI } from './api';
 import { CommandIDs } from './commandids';
@@ -98,10 +99,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void showErrorMessage(title, message);
     };
 
+    // an executed notebook is a record to read: opened without a kernel
+    // (the user can still pick one from the notebook's kernel menu)
     const openPath = async (path: string): Promise<void> => {
+      const noKernel = {
+        shouldStart: false,
+        canStart: false,
+        autoStartDefault: false
+      };
       if (docManager) {
-        docManager.openOrReveal(path);
+        const opened = !!docManager.findWidget(path);
+        const widget = docManager.openOrReveal(
+          path,
+          'default',
+          undefined,
+          {},
+          noKernel
+        );
+        if (widget && !opened) {
+          // what Lab changes while loading the saved record (normalising
+          // it) is not the user's: closing it unchanged does not ask to save
+          await widget.context.ready;
+          await widget.context.sessionContext.ready;
+          await new Promise(resolve => window.setTimeout(resolve, 0));
+          widget.context.model.dirty = false;
+        }
       } else {
+        // (without the document manager Lab's own kernel preference applies)
         await commands.execute('docmanager:open', { path });
       }
     };
@@ -155,7 +179,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
 
     // ------------------------------------------------------------- sidebar
-    const panel = new TaskPanel({ model, openTask, onError: reportError });
+    const panel = new TaskPanel({
+      model,
+      openTask,
+      onError: reportError,
+      clearFinished: () => void commands.execute(CommandIDs.clearFinished)
+    });
     panel.title.caption = trans.__('Tasks');
     shell.add(panel, 'left', { rank: 600 });
     if (restorer) {
@@ -332,6 +361,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.contextMenu.addItem({ command, selector: '.jp-TaskRun-row', rank })
     );
 
+    commands.addCommand(CommandIDs.clearFinished, {
+      describedBy: NO_ARGS,
+      label: trans.__('Clear Finished Tasks…'),
+      caption: trans.__(
+        'Delete your finished tasks older than some days, or all of a status (asks first)'
+      ),
+      icon: clearIcon,
+      execute: async () => {
+        // the dialog loads on first use, not with the application
+        const { clearFinished } = await import('./clear');
+        await clearFinished(model, reportError);
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.clearFinished,
+      selector: '.jp-TaskRun-panel',
+      rank: 10
+    });
+
     app.contextMenu.addItem({
       command: CommandIDs.runFile,
       selector: '.jp-DirListing-item[data-file-type="notebook"]',
@@ -354,7 +402,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.runCells,
         CommandIDs.runFile,
         CommandIDs.openPanel,
-        CommandIDs.refresh
+        CommandIDs.refresh,
+        CommandIDs.clearFinished
       ]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }

@@ -116,6 +116,14 @@ export interface ITaskSubmission {
   priority?: number;
   memory_limit?: number;
   resources?: { [key: string]: number };
+  /** a script's command-line arguments, `sys.argv[1:]` (with `code` or a `.py` path) */
+  args?: string[];
+}
+
+/** `DELETE /taskrun/api/tasks?status=…&before=…`: what was deleted (the caller's tasks only). */
+export interface IClearResult {
+  deleted: number;
+  ids: string[];
 }
 
 export interface ITaskList {

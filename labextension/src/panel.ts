@@ -1,7 +1,12 @@
 /**
  * The "Tasks" panel of the left sidebar.
  */
-import { refreshIcon, searchIcon, stopIcon } from '@jupyterlab/ui-components';
+import {
+  clearIcon,
+  refreshIcon,
+  searchIcon,
+  stopIcon
+} from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
@@ -29,6 +34,8 @@ export interface ITaskPanelOptions {
   openTask: (id: string) => void;
   /** Report a failed action to the user. */
   onError?: (title: string, error: unknown) => void;
+  /** "Clear finished…" (asks, then deletes); no button without it. */
+  clearFinished?: () => void;
 }
 
 interface IRow {
@@ -52,6 +59,7 @@ export class TaskPanel extends Widget {
     this._model = options.model;
     this._openTask = options.openTask;
     this._onError = options.onError ?? (() => undefined);
+    this._clearFinished = options.clearFinished ?? null;
     this.id = 'jupyter-taskrun-panel';
     this.addClass('jp-TaskRun-panel');
     this.title.icon = tasksIcon;
@@ -122,7 +130,19 @@ export class TaskPanel extends Widget {
       void this._model.refresh();
     });
     const top = h('div', 'jp-TaskRun-headerTop');
-    top.append(title, this._live, h('span', 'jp-TaskRun-spacer'), refresh);
+    top.append(title, this._live, h('span', 'jp-TaskRun-spacer'));
+    const clearFinished = this._clearFinished;
+    if (clearFinished) {
+      const clear = h('button', 'jp-TaskRun-iconButton jp-mod-clearFinished');
+      clear.title = trans.__(
+        'Clear finished… (delete your finished tasks; asks first)'
+      );
+      clear.setAttribute('aria-label', trans.__('Clear finished tasks'));
+      clear.appendChild(iconNode(clearIcon));
+      clear.addEventListener('click', () => clearFinished());
+      top.appendChild(clear);
+    }
+    top.appendChild(refresh);
     header.append(top, this._counts);
 
     const filters = h('div', 'jp-TaskRun-filters');
@@ -542,6 +562,7 @@ export class TaskPanel extends Widget {
   private _model: TaskListModel;
   private _openTask: (id: string) => void;
   private _onError: (title: string, error: unknown) => void;
+  private _clearFinished: (() => void) | null;
   private _rows = new Map<string, IRow>();
   private _selection = new Set<string>();
   private _frame: number | null = null;

@@ -17,9 +17,21 @@ import { CommandIDs } from './commandids';
 import { trans } from './i18n';
 import { tasksIcon } from './icons';
 import { ITask, ITaskSubmission } from './models';
+import type { SubmitKind } from './submitform';
 import type { TaskListModel } from './tasklist';
 
 const RUNNABLE = /\.(py|ipynb)$/i;
+const isScript = (path: string): boolean => /\.py$/i.test(path);
+
+/** What the options dialog shows, and the files whose last values it remembers. */
+interface IDialogText {
+  title: string;
+  description: string;
+  name: string;
+  kernel: string;
+  kind: SubmitKind;
+  rememberKeys: string[];
+}
 
 /** A command without arguments, for `describedBy`. */
 const NO_ARGS = { args: { type: 'object' as const, properties: {} } };
@@ -39,19 +51,16 @@ export function addRunCommands(
   const { commands, serviceManager } = app;
   const { model, notebooks, browsers, openTask, reportError } = options;
 
-  const askOptions = async (dialog: {
-    title: string;
-    description: string;
-    name: string;
-    kernel: string;
-  }) => {
+  const askOptions = async (dialog: IDialogText) => {
     const { askSubmitOptions } = await import('./submit');
     return askSubmitOptions({
       title: dialog.title,
       description: dialog.description,
       defaultName: dialog.name,
       defaultKernel: dialog.kernel,
-      kernelspecs: serviceManager.kernelspecs.specs
+      kernelspecs: serviceManager.kernelspecs.specs,
+      kind: dialog.kind,
+      rememberKeys: dialog.rememberKeys
     });
   };
 
@@ -72,7 +81,7 @@ export function addRunCommands(
 
   const submit = async (
     source: ITaskSubmission,
-    dialog: { title: string; description: string; name: string; kernel: string }
+    dialog: IDialogText
   ): Promise<ITask | null> => {
     const chosen = await askOptions(dialog);
     if (!chosen) {
@@ -132,7 +141,9 @@ export function addRunCommands(
               path
             ),
         name: PathExt.basename(path).replace(/\.ipynb$/i, ''),
-        kernel: notebookKernel(nb)
+        kernel: notebookKernel(nb),
+        kind: 'notebook',
+        rememberKeys: [path]
       });
     }
   });
@@ -176,7 +187,10 @@ export function addRunCommands(
             base
           ),
           name: trans._n('%2 (%1 cell)', '%2 (%1 cells)', cells.length, base),
-          kernel: notebookKernel(nb)
+          kernel: notebookKernel(nb),
+          kind: 'cells',
+          // the cells of a notebook remember apart from the whole notebook
+          rememberKeys: [`cells:${localPath(nb.context.path)}`]
         }
       );
     }
@@ -228,7 +242,13 @@ export function addRunCommands(
             ? trans.__('Runs %1 in a fresh kernel.', first)
             : trans.__('Runs %1 files, each as its own task.', paths.length),
         name: paths.length === 1 ? PathExt.basename(first) : '',
-        kernel: ''
+        kernel: '',
+        kind: paths.every(isScript)
+          ? 'script'
+          : paths.some(isScript)
+            ? 'files'
+            : 'notebook',
+        rememberKeys: paths
       });
       if (!chosen) {
         return null;
@@ -242,8 +262,11 @@ export function addRunCommands(
             : chosen.name
               ? `${chosen.name} ${base}`
               : base;
+        // arguments are a script's: a notebook refuses them
+        const { args, ...common } = chosen;
+        const options = isScript(path) && args ? { ...common, args } : common;
         try {
-          const task = await TaskAPI.submit({ path, ...chosen, name });
+          const task = await TaskAPI.submit({ path, ...options, name });
           model.track(task);
           created.push(task);
         } catch (error) {

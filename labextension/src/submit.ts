@@ -1,20 +1,28 @@
 /**
- * The "Run as task" dialog: kernel, timeout, parameters (JSON) and tags.
+ * The "Run as task" dialog: the options the `%%taskrun` magic and the REST
+ * API have (kernel, timeouts, parameters, tags, environment, working folder,
+ * priority, memory limit and, for scripts, command-line arguments). The
+ * parameters hint says what parameters are for what runs (a notebook's cell
+ * tagged "parameters", variables set before a script). The last values are
+ * remembered per file (submitform.ts).
  */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { KernelSpec } from '@jupyterlab/services';
-import type { PartialJSONObject } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
 import { trans } from './i18n';
-import { ITaskSubmission } from './models';
+import {
+  IRawValues,
+  loadRemembered,
+  parseSubmitValues,
+  remember,
+  SubmitKind,
+  SubmitOptions
+} from './submitform';
 import { h } from './utils';
 
-/** The options the dialog adds to a submission. */
-export type SubmitOptions = Pick<
-  ITaskSubmission,
-  'name' | 'kernel_name' | 'timeout' | 'parameters' | 'tags'
->;
+export type { SubmitKind, SubmitOptions } from './submitform';
+export { parseSubmitValues } from './submitform';
 
 export interface ISubmitDialogOptions {
   /** Dialog title, e.g. `Run “analysis.ipynb” as a task` */
@@ -25,34 +33,175 @@ export interface ISubmitDialogOptions {
   /** Preselected kernel (e.g. the notebook's); '' = server default */
   defaultKernel: string;
   kernelspecs: KernelSpec.ISpecModels | null | undefined;
+  /** What runs: a notebook, a `.py` script, cells, or several files */
+  kind?: SubmitKind;
+  /** The files whose last values are remembered (the first one's are shown) */
+  rememberKeys?: string[];
 }
 
-interface IRawValues {
-  name: string;
-  kernel: string;
-  timeout: string;
-  parameters: string;
-  tags: string;
+/** What the parameters are for each kind of run (see execution/submission.py). */
+function parametersHint(kind: SubmitKind): string {
+  switch (kind) {
+    case 'script':
+      return trans.__(
+        'JSON object: each key becomes a Python variable, set before the first line of the script runs. Command-line arguments go in Arguments.'
+      );
+    case 'cells':
+      return trans.__(
+        'JSON object: each key becomes a variable, set before the first cell runs.'
+      );
+    case 'files':
+      return trans.__(
+        'JSON object: in a notebook, injected after the cell tagged “parameters” (first when there is none); in a script, variables set before its first line.'
+      );
+    default:
+      return trans.__(
+        'JSON object, injected as a cell after the cell tagged “parameters” (first when there is none).'
+      );
+  }
 }
-
-const LAST_KEY = 'jupyter-taskrun:last-submit-options';
 
 class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
   constructor(options: ISubmitDialogOptions, initial: IRawValues) {
     super();
+    const kind = options.kind ?? 'notebook';
     this.addClass('jp-TaskRun-submitDialog');
-    const node = this.node;
-    node.appendChild(
+    this.node.dataset.kind = kind;
+    this.node.appendChild(
       h('p', 'jp-TaskRun-submitDescription', options.description)
     );
+    const grid = h('div', 'jp-TaskRun-form');
+    const field = (
+      label: string,
+      key: keyof IRawValues,
+      input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement,
+      hint = ''
+    ) => {
+      input.name = NAMES[key];
+      input.classList.add('jp-mod-styled');
+      input.value = initial[key];
+      const l = h('label', 'jp-TaskRun-formLabel', label);
+      input.id = `jp-TaskRun-field-${input.name}-${Private.nextId()}`;
+      l.htmlFor = input.id;
+      const box = h('div', 'jp-TaskRun-formField');
+      box.appendChild(input);
+      if (hint) {
+        box.appendChild(h('div', 'jp-TaskRun-formHint', hint));
+      }
+      grid.append(l, box);
+      this._inputs[key] = input;
+    };
+    const text = (placeholder = '') => {
+      const input = h('input');
+      input.placeholder = placeholder;
+      input.spellcheck = false;
+      return input;
+    };
+    const number = (placeholder: string, step = 'any') => {
+      const input = text(placeholder);
+      input.type = 'number';
+      input.step = step;
+      return input;
+    };
+    const area = (placeholder: string) => {
+      const input = h('textarea');
+      input.rows = 3;
+      input.placeholder = placeholder;
+      input.spellcheck = false;
+      return input;
+    };
 
-    this._name = h('input', 'jp-mod-styled');
-    this._name.name = 'name';
-    this._name.value = initial.name;
-    this._name.placeholder = options.defaultName;
+    field(trans.__('Name'), 'name', text(options.defaultName));
+    field(
+      trans.__('Kernel'),
+      'kernel',
+      this._kernelSelect(options, initial.kernel)
+    );
+    if (kind === 'script' || kind === 'files') {
+      field(
+        trans.__('Arguments'),
+        'args',
+        text('--epochs 10 --out "my results"'),
+        kind === 'files'
+          ? trans.__(
+              'For .py scripts only: sys.argv[1:], split as a shell does (quotes keep spaces).'
+            )
+          : trans.__(
+              'sys.argv[1:], split as a shell does (quotes keep spaces).'
+            )
+      );
+    }
+    field(
+      trans.__('Parameters'),
+      'parameters',
+      area('{"alpha": 0.5, "epochs": 10}'),
+      parametersHint(kind)
+    );
+    field(
+      trans.__('Timeout (s)'),
+      'timeout',
+      number(trans.__('none')),
+      trans.__('Whole task; empty for no limit.')
+    );
+    field(
+      trans.__('Cell timeout (s)'),
+      'cellTimeout',
+      number(trans.__('none')),
+      trans.__('Each cell; empty for no limit.')
+    );
+    field(
+      trans.__('Environment'),
+      'env',
+      area('OMP_NUM_THREADS=4\nDATA_DIR=/data'),
+      trans.__("One KEY=VALUE per line, added to the kernel's environment.")
+    );
+    field(
+      trans.__('Working folder'),
+      'cwd',
+      text(
+        kind === 'cells' || kind === 'notebook'
+          ? trans.__('server root')
+          : trans.__("the file's folder")
+      ),
+      trans.__('Relative to the server root.')
+    );
+    const priority = number('0', '1');
+    priority.min = '-1000';
+    priority.max = '1000';
+    field(
+      trans.__('Priority'),
+      'priority',
+      priority,
+      trans.__('-1000 to 1000; higher runs first among queued tasks.')
+    );
+    field(
+      trans.__('Memory limit'),
+      'memoryLimit',
+      text(trans.__('server default')),
+      trans.__('e.g. 2 GiB or 512M (units of 1024), or bytes.')
+    );
+    field(
+      trans.__('Tags'),
+      'tags',
+      text('nightly, experiment-1'),
+      trans.__('Comma separated.')
+    );
+    this.node.appendChild(grid);
+  }
 
-    this._kernel = h('select', 'jp-mod-styled');
-    this._kernel.name = 'kernel_name';
+  getValue(): IRawValues {
+    const out = {} as IRawValues;
+    for (const key of Object.keys(NAMES) as Array<keyof IRawValues>) {
+      out[key] = this._inputs[key]?.value ?? '';
+    }
+    return out;
+  }
+
+  private _kernelSelect(
+    options: ISubmitDialogOptions,
+    initial: string
+  ): HTMLSelectElement {
+    const select = h('select');
     const specs = options.kernelspecs;
     const defaultName = specs?.default ?? '';
     const defaultSpec = defaultName
@@ -66,151 +215,42 @@ class SubmitBody extends Widget implements Dialog.IBodyWidget<IRawValues> {
         : trans.__('Server default')
     );
     serverDefault.value = '';
-    this._kernel.appendChild(serverDefault);
+    select.appendChild(serverDefault);
     const names = Object.keys(specs?.kernelspecs ?? {}).sort();
     for (const name of names) {
       const spec = specs?.kernelspecs[name];
       const option = h('option', '', spec?.display_name ?? name);
       option.value = name;
-      this._kernel.appendChild(option);
+      select.appendChild(option);
     }
-    if (initial.kernel && !names.includes(initial.kernel)) {
-      const option = h('option', '', initial.kernel);
-      option.value = initial.kernel;
-      this._kernel.appendChild(option);
+    if (initial && !names.includes(initial)) {
+      const option = h('option', '', initial);
+      option.value = initial;
+      select.appendChild(option);
     }
-    this._kernel.value = initial.kernel;
-
-    this._timeout = h('input', 'jp-mod-styled');
-    this._timeout.name = 'timeout';
-    this._timeout.type = 'number';
-    this._timeout.min = '0';
-    this._timeout.step = 'any';
-    this._timeout.placeholder = trans.__('none');
-    this._timeout.value = initial.timeout;
-
-    this._parameters = h('textarea', 'jp-mod-styled');
-    this._parameters.name = 'parameters';
-    this._parameters.rows = 3;
-    // eslint-disable-next-line jupyter/no-untranslated-string -- an example value, not prose
-    this._parameters.placeholder = '{"alpha": 0.5, "epochs": 10}';
-    this._parameters.value = initial.parameters;
-    this._parameters.spellcheck = false;
-
-    this._tags = h('input', 'jp-mod-styled');
-    this._tags.name = 'tags';
-    // eslint-disable-next-line jupyter/no-untranslated-string -- example tags, not prose
-    this._tags.placeholder = 'nightly, experiment-1';
-    this._tags.value = initial.tags;
-
-    const grid = h('div', 'jp-TaskRun-form');
-    const field = (label: string, input: HTMLElement, hint = '') => {
-      const l = h('label', 'jp-TaskRun-formLabel', label);
-      const id = `jp-TaskRun-field-${input.getAttribute('name')}-${Private.nextId()}`;
-      input.id = id;
-      l.htmlFor = id;
-      const box = h('div', 'jp-TaskRun-formField');
-      box.appendChild(input);
-      if (hint) {
-        box.appendChild(h('div', 'jp-TaskRun-formHint', hint));
-      }
-      grid.append(l, box);
-    };
-    field(trans.__('Name'), this._name);
-    field(trans.__('Kernel'), this._kernel);
-    field(
-      trans.__('Timeout (s)'),
-      this._timeout,
-      trans.__('Whole task; empty for no limit.')
-    );
-    field(
-      trans.__('Parameters'),
-      this._parameters,
-      trans.__('JSON object, injected after the cell tagged “parameters”.')
-    );
-    field(trans.__('Tags'), this._tags, trans.__('Comma separated.'));
-    node.appendChild(grid);
+    return select;
   }
 
-  getValue(): IRawValues {
-    return {
-      name: this._name.value,
-      kernel: this._kernel.value,
-      timeout: this._timeout.value,
-      parameters: this._parameters.value,
-      tags: this._tags.value
-    };
-  }
-
-  private _name: HTMLInputElement;
-  private _kernel: HTMLSelectElement;
-  private _timeout: HTMLInputElement;
-  private _parameters: HTMLTextAreaElement;
-  private _tags: HTMLInputElement;
+  private _inputs: {
+    [K in keyof IRawValues]?:
+      HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
+  } = {};
 }
 
-/** Turn the raw form values into submission options, or explain what is wrong. */
-export function parseSubmitValues(
-  raw: IRawValues,
-  defaultName: string
-): { options: SubmitOptions } | { error: string } {
-  const options: SubmitOptions = {};
-  options.name = raw.name.trim() || defaultName;
-  if (raw.kernel) {
-    options.kernel_name = raw.kernel;
-  }
-  const timeout = raw.timeout.trim();
-  if (timeout) {
-    const value = Number(timeout);
-    if (!Number.isFinite(value) || value <= 0) {
-      return {
-        error: trans.__('Timeout must be a positive number of seconds.')
-      };
-    }
-    options.timeout = value;
-  }
-  const params = raw.parameters.trim();
-  if (params) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(params);
-    } catch (e) {
-      return {
-        error: trans.__(
-          'Parameters are not valid JSON: %1',
-          (e as Error).message
-        )
-      };
-    }
-    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      return {
-        error: trans.__(
-          'Parameters must be a JSON object, e.g. {"alpha": 0.5}.'
-        )
-      };
-    }
-    const bad = Object.keys(parsed).filter(
-      k => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)
-    );
-    if (bad.length) {
-      return {
-        error: trans.__(
-          'Parameter names must be Python identifiers: %1',
-          bad.join(', ')
-        )
-      };
-    }
-    options.parameters = parsed as PartialJSONObject;
-  }
-  const tags = raw.tags
-    .split(',')
-    .map(t => t.trim())
-    .filter(Boolean);
-  if (tags.length) {
-    options.tags = [...new Set(tags)];
-  }
-  return { options };
-}
+/** The `name` attribute of each field: the API's field names (tests find them so). */
+const NAMES: { [K in keyof IRawValues]: string } = {
+  name: 'name',
+  kernel: 'kernel_name',
+  timeout: 'timeout',
+  cellTimeout: 'cell_timeout',
+  parameters: 'parameters',
+  tags: 'tags',
+  env: 'env',
+  cwd: 'cwd',
+  priority: 'priority',
+  memoryLimit: 'memory_limit',
+  args: 'args'
+};
 
 /**
  * Ask for the submission options. Resolves to null when cancelled; invalid
@@ -219,14 +259,9 @@ export function parseSubmitValues(
 export async function askSubmitOptions(
   options: ISubmitDialogOptions
 ): Promise<SubmitOptions | null> {
-  const last = loadLast();
-  let values: IRawValues = {
-    name: '',
-    kernel: options.defaultKernel,
-    timeout: last.timeout ?? '',
-    parameters: '',
-    tags: last.tags ?? ''
-  };
+  const kind = options.kind ?? 'notebook';
+  const keys = options.rememberKeys ?? [];
+  let values = loadRemembered(keys[0] ?? '', { kernel: options.defaultKernel });
   for (;;) {
     const body = new SubmitBody(options, values);
     const result = await showDialog<IRawValues>({
@@ -242,33 +277,13 @@ export async function askSubmitOptions(
       return null;
     }
     values = result.value;
-    const parsed = parseSubmitValues(values, options.defaultName);
+    const parsed = parseSubmitValues(values, options.defaultName, kind);
     if ('error' in parsed) {
       await showErrorMessage(trans.__('Invalid task options'), parsed.error);
       continue;
     }
-    saveLast({ timeout: values.timeout, tags: values.tags });
+    remember(keys, values);
     return parsed.options;
-  }
-}
-
-function loadLast(): { timeout?: string; tags?: string } {
-  try {
-    const raw = window.localStorage.getItem(LAST_KEY);
-    const value = raw ? (JSON.parse(raw) as unknown) : {};
-    return value && typeof value === 'object'
-      ? (value as { timeout?: string; tags?: string })
-      : {};
-  } catch {
-    return {};
-  }
-}
-
-function saveLast(value: { timeout: string; tags: string }): void {
-  try {
-    window.localStorage.setItem(LAST_KEY, JSON.stringify(value));
-  } catch {
-    // not important
   }
 }
 
