@@ -99,26 +99,8 @@ export interface ITask {
   exit_code?: number | null;
 }
 
-/** What `POST /taskrun/api/tasks` accepts: exactly one source plus options. */
-export interface ITaskSubmission {
-  code?: string;
-  cells?: string[];
-  path?: string;
-  notebook?: PartialJSONObject;
-  name?: string;
-  kernel_name?: string;
-  parameters?: PartialJSONObject;
-  timeout?: number;
-  cell_timeout?: number;
-  env?: { [key: string]: string };
-  cwd?: string;
-  tags?: string[];
-  priority?: number;
-  memory_limit?: number;
-  resources?: { [key: string]: number };
-  /** a script's command-line arguments, `sys.argv[1:]` (with `code` or a `.py` path) */
-  args?: string[];
-}
+/** POST /taskrun/api/tasks: generated from the one submission schema (jupyter_taskrun/schemas/submission.json). */
+export type { ITaskSubmission } from './generated/submission';
 
 /** `DELETE /taskrun/api/tasks?status=…&before=…`: what was deleted (the caller's tasks only). */
 export interface IClearResult {
