@@ -68,7 +68,12 @@ class Subscription(Generic[T]):
         waiter = self._waiter = loop.create_future()
         timer = None
         if timeout is not None:
-            timer = loop.call_later(max(0.0, timeout), lambda: waiter.done() or waiter.set_result(False))
+
+            def expire() -> None:
+                if not waiter.done():
+                    waiter.set_result(False)
+
+            timer = loop.call_later(max(0.0, timeout), expire)
         try:
             return await waiter
         finally:

@@ -37,6 +37,8 @@ class RunningTask:
     stop_reason: str | None = None
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
+    #: stopped by the server stopping (not by a cancel or a timeout)
+    interrupted: bool = False
 
 
 def encode_notebook(nb: Any) -> bytes:
@@ -70,11 +72,15 @@ class Dispatcher:
         return not self._dispatching.is_set()
 
     def interrupt_all(self, reason: str) -> list[RunningTask]:
-        """Server stop: mark every running task to end ``failed`` with ``reason`` and kill its kernel."""
+        """Server stop: kill every dispatched task's kernel; one not already stopping (a cancel or
+        a timeout keeps its own outcome) is marked to end ``failed`` with ``reason``, unless the
+        restart policy re-queues it (``recovery.py``: ``RunningTask.interrupted`` tells it apart)."""
         interrupted = list(self.running.values())  # taken first: a runner's cleanup removes itself
         for running in interrupted:
-            running.stop_status = TaskStatus.FAILED
-            running.stop_reason = reason
+            if running.stop_status is None:
+                running.stop_status = TaskStatus.FAILED
+                running.stop_reason = reason
+                running.interrupted = True
             self.service.executor_impl.kill(running.task.id)
         return interrupted
 
@@ -98,7 +104,7 @@ class Dispatcher:
             return
         self.log.warning("taskrun: task %s did not stop within %.1f s; ending it", task.id, wait)
         self.service.executor_impl.kill(task.id)
-        self.recorder.finish(task, running.stop_status or TaskStatus.CANCELLED, reason=running.stop_reason)
+        self.end_stopped(running, TaskStatus.CANCELLED)
         if running.future is not None and not running.future.done():
             running.future.cancel()  # its cleanup (kill, reap, release the slot) still runs
 
@@ -137,6 +143,14 @@ class Dispatcher:
                     self.running.pop(task_id, None)
                     self.fail_safely(task_id, f"internal error while dispatching: {type(e).__name__}: {e}")
 
+    def end_stopped(self, running: RunningTask, status: TaskStatus = TaskStatus.FAILED, reason: str | None = None) -> None:
+        """End a task as its stop asked (``status``/``reason`` if none was asked); one the server's
+        stop interrupted goes to the restart policy, which may re-queue it (``recovery.py``)."""
+        if running.interrupted:
+            self.service.restart_policy.interrupted(running.task)
+            return
+        self.recorder.finish(running.task, running.stop_status or status, reason=running.stop_reason or reason)
+
     def fail_safely(self, task_id: str, reason: str) -> None:
         """End a task ``failed`` whatever state the service is in; never raises."""
         try:
@@ -165,7 +179,7 @@ class Dispatcher:
             reason = running.stop_reason or f"internal error {when}: {type(e).__name__}: {e}"
             if not task.status.is_terminal:
                 try:
-                    finish(task, running.stop_status or TaskStatus.FAILED, reason=reason[:2000])
+                    self.end_stopped(running, reason=reason[:2000])
                 except Exception:
                     self.log.exception("taskrun: could not record the failure of %s", task.id)
         finally:
@@ -232,18 +246,18 @@ class Dispatcher:
                     executor.kill(task.id)  # cancelled while its kernel was starting
 
             if running.stop_status is not None:
-                recorder.finish(task, running.stop_status, reason=running.stop_reason)
+                self.end_stopped(running)
                 return
             try:
                 result = await executor.run(job, emit, on_kernel)
             except asyncio.CancelledError:
                 raise
             except TaskRunError as e:
-                recorder.finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or str(e))
+                self.end_stopped(running, reason=str(e))
                 return
             except Exception as e:  # a broken task must never take the server down
                 self.log.exception("taskrun: task %s failed in the executor", task.id)
-                recorder.finish(task, running.stop_status or TaskStatus.FAILED, reason=running.stop_reason or f"{type(e).__name__}: {e}")
+                self.end_stopped(running, reason=f"{type(e).__name__}: {e}")
                 return
             notebook_blob = await asyncio.to_thread(encode_notebook, result.notebook)
             self._complete(task, running, result, notebook_blob)
@@ -268,8 +282,8 @@ class Dispatcher:
             self.log.error("taskrun: could not store the notebook of %s: %s", task.id, e)
         outcome = result.outcome
         if running.stop_status is not None:
-            # the kill we sent made the kernel "die": report what the user asked for instead
-            recorder.finish(task, running.stop_status, reason=running.stop_reason)
+            # the kill we sent made the kernel "die": report what the user (or the server's stop) asked for instead
+            self.end_stopped(running)
             return
         task.exit_code = outcome.exit_code
         if outcome.result is not None:

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import TaskRunError
+from ..errors import TaskRunError, TaskStateConflict
 from ..models import EventType, Task, TaskEvent, TaskStatus, check_transition
 from .broker import ALL_TASKS, EventBroker
-from .store import TaskStore
+from .store import TaskStore, set_task_attempt
 from .telemetry import TaskTelemetry
 
 
@@ -59,14 +59,41 @@ class TaskRecorder:
 
     # ------------------------------------------------------------------ status
 
-    def set_status(self, task: Task, status: TaskStatus, *, reason: str | None = None, error: dict[str, Any] | None = None) -> None:
+    def set_status(
+        self,
+        task: Task,
+        status: TaskStatus,
+        *,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         check_transition(task.status, status)
+        self._record_status(task, status, reason, error, extra)
+
+    def requeue(self, task: Task, attempt: int, reason: str) -> None:
+        """Put a task that a server stop interrupted back in line as run number ``attempt``
+        (the restart policy, ``recovery.py``). The one move back to ``queued``: the status
+        machine (``models.TRANSITIONS``) lists forward moves only, so this does not ask it."""
+        if task.status != TaskStatus.RUNNING:
+            raise TaskStateConflict(f"only a running task is re-queued, not a {task.status.value} one")
+        # what the interrupted run left belongs to no run any more
+        task.started_at = task.finished_at = task.kernel_pid = task.exit_code = None
+        task.progress = task.error = task.result = None
+        task.metrics = {}
+        set_task_attempt(task, attempt)
+        self._record_status(task, TaskStatus.QUEUED, reason, None, {"attempt": attempt})
+
+    def _record_status(
+        self, task: Task, status: TaskStatus, reason: str | None, error: dict[str, Any] | None, extra: dict[str, Any] | None
+    ) -> None:
         task.status = status
         data: dict[str, Any] = {"status": status.value}
         if reason:
             data["reason"] = reason
         if error:
             data["error"] = error
+        data.update(extra or {})
         self.emit(task, EventType.STATUS, data)
         self.record_change("status", task.id, task.to_dict())
         self.flush()

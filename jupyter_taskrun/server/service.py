@@ -7,6 +7,8 @@ streams (``follow``, ``follow_changes``) and status. Its parts, one module each:
     dispatch.py  Dispatcher: queued task -> slot -> executor -> outcome (a running task's lifecycle)
     recorder.py  TaskRecorder: status changes and events, persisted (one tx per loop turn) then published
     follow.py    replay-then-live streams over the broker and the store (no gap, no duplicate)
+    recovery.py  RestartPolicy: start-up recovery; interrupted tasks failed, or re-queued if they opted in
+    cleanup.py   TaskCleaner: deleting finished tasks (one, a filtered batch, retention pruning)
 
 Event flow for every task:
 
@@ -26,6 +28,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
@@ -35,15 +38,17 @@ from traitlets.config import LoggingConfigurable
 from .._version import __version__
 from ..errors import InvalidSubmission, StoreBusy, TaskNotFound, TaskRunError, TaskStateConflict, TooManyStreams, UnknownKernel
 from ..execution.executor import Executor, ExecutorContext, LocalExecutor
-from ..execution.kernels import KERNEL_MARKER_ENV, KernelLauncher, kill_marked_processes, task_base_env
+from ..execution.kernels import KERNEL_MARKER_ENV, KernelLauncher, task_base_env
 from ..execution.outputs import fold_outputs
 from ..execution.submission import parameters_source, resolve_path
-from ..models import EventType, Task, TaskEvent, TaskStatus, TaskSubmission
+from ..models import TERMINAL_STATUSES, EventType, Task, TaskEvent, TaskStatus, TaskSubmission
 from .broker import ALL_TASKS, EventBroker
+from .cleanup import MAX_CLEAR, ClearResult, TaskCleaner
 from .dispatch import Dispatcher, RunningTask
 from .follow import FeedItem, Follower, FollowItem, changes, task_events, until_terminal
 from .queue import TaskQueue
 from .recorder import TaskRecorder
+from .recovery import INTERRUPTED, RestartPolicy
 from .store import TaskStore
 from .telemetry import TaskTelemetry
 
@@ -160,6 +165,19 @@ class TaskRun(LoggingConfigurable):
         help="Seconds a cancelled or timed-out task's runner may take to end after its kernel was told to stop; "
         "then the task is ended anyway (its runner is abandoned and its kernel killed).",
     )
+    requeue_interrupted = Bool(
+        False,
+        config=True,
+        help="Re-queue every task that was running when the server stopped, at-least-once (like Celery's "
+        "acks_late): it runs again from the start, its 'attempt' counting the runs. Off: only tasks "
+        "submitted with requeue_on_restart: true are re-queued; the others fail 'interrupted'.",
+    )
+    max_requeue_attempts = Int(
+        3,
+        config=True,
+        help="How many times one task is re-queued after server stops (requeue_interrupted or "
+        "requeue_on_restart); the next interruption fails it 'interrupted'. 0: never re-queue.",
+    )
     emit_task_events = Bool(
         False,
         config=True,
@@ -181,6 +199,8 @@ class TaskRun(LoggingConfigurable):
         self.recorder = TaskRecorder(self.store, self.broker, self.telemetry, self.log, on_status=self._update_gauges)
         self.executor_impl: Executor = self._make_executor()
         self.dispatcher = Dispatcher(self)
+        self.restart_policy = RestartPolicy(self)
+        self.cleaner = TaskCleaner(self)
         self._bg: set[asyncio.Task[Any]] = set()
         self._started = False
         self._starting: asyncio.Future[None] | None = None
@@ -271,7 +291,7 @@ class TaskRun(LoggingConfigurable):
             return
         self._starting = asyncio.get_running_loop().create_future()
         try:
-            await self._recover()
+            await self.restart_policy.recover()
             if self.stopped:  # stop() ran while we recovered: start nothing (no kernels after stop)
                 return
             await self.executor_impl.start()
@@ -282,38 +302,18 @@ class TaskRun(LoggingConfigurable):
         finally:
             self._starting.set_result(None)
 
-    async def _recover(self) -> None:
-        # orphans of a server that died without cleaning up (SIGKILL): kill by marker
-        killed = await asyncio.to_thread(self._kill_orphans)
-        if self.stopped:
-            return  # the store is closed
-        if killed:
-            self.log.warning("taskrun: killed %d orphan kernel process(es) of a previous server", len(killed))
-        for task in self.store.tasks_with_status(TaskStatus.RUNNING):
-            self.recorder.active[task.id] = task
-            self.recorder.finish(task, TaskStatus.FAILED, reason="interrupted: server stopped while the task was running")
-        for task in self.store.tasks_with_status(TaskStatus.QUEUED):
-            self.recorder.active[task.id] = task
-            self.queue.put(task.id, task.priority, force=True)
-        self.recorder.flush()
-
-    def _kill_orphans(self) -> builtins.list[int]:
-        return kill_marked_processes(prefix=self.server_marker + ":")
-
     async def stop(self) -> None:
-        """Stop dispatching, end running tasks as interrupted, kill every kernel, close the store."""
+        """Stop dispatching, end running tasks as interrupted (or re-queue them: ``recovery.py``),
+        kill every kernel, close the store."""
         if self.stopped:
             return
         self.stopped = True
-        interrupted = self.dispatcher.interrupt_all("interrupted: server stopped while the task was running")
+        interrupted = self.dispatcher.interrupt_all(INTERRUPTED)
         for t in list(self._bg):
             if t is not asyncio.current_task():
                 t.cancel()
         await asyncio.gather(*[t for t in self._bg if t is not asyncio.current_task()], return_exceptions=True)
-        for running in interrupted:
-            task = running.task
-            if not task.status.is_terminal:  # queued → failed is legal too (stopped before it ran)
-                self.recorder.finish(task, TaskStatus.FAILED, reason=running.stop_reason)
+        self.restart_policy.on_stop(interrupted)
         self.dispatcher.running.clear()
         await self.executor_impl.stop()
         self.recorder.flush()
@@ -453,18 +453,19 @@ class TaskRun(LoggingConfigurable):
         return task
 
     async def delete(self, task_id: str) -> None:
-        await self._when_store_free(self._delete_now, task_id)
+        """Delete a finished task with its events and artifacts (``cleanup.py``)."""
+        await self._when_store_free(self.cleaner.delete_one, task_id)
 
-    def _delete_now(self, task_id: str) -> None:
-        task = self.get(task_id)
-        if not task.status.is_terminal:
-            raise TaskStateConflict(f"task {task_id} is {task.status.value}; cancel it before deleting")
-        self.recorder.flush()
-        self.store.delete_task(task_id)
-        self.recorder.active.pop(task_id, None)
-        self.recorder.record_change("deleted", task_id, {"owner": task.owner})
-        self.recorder.flush()
-        self.broker.close_key(task_id)
+    async def clear_finished(
+        self,
+        owner: str | None,
+        statuses: Iterable[TaskStatus | str] = TERMINAL_STATUSES,
+        before: float | None = None,
+        limit: int = MAX_CLEAR,
+    ) -> ClearResult:
+        """Delete ``owner``'s finished tasks (None: everyone's) with one of ``statuses``, finished
+        before ``before`` (epoch seconds), oldest first, at most ``limit`` (``cleanup.py``)."""
+        return await self.cleaner.clear_finished(owner, statuses, before, limit)
 
     async def wait(self, task_id: str, timeout: float | None) -> Task:
         """Return the task once it ends, or as it is after ``timeout`` seconds."""
@@ -610,18 +611,4 @@ class TaskRun(LoggingConfigurable):
 
     def prune(self, now: float | None = None) -> int:
         """Delete finished tasks older than ``retain_days``; returns how many."""
-        if self.retain_days <= 0:
-            return 0
-        cutoff = (now or time.time()) - self.retain_days * 86400
-        count = 0
-        while True:
-            ids = self.store.finished_before(cutoff)
-            if not ids:
-                break
-            for task_id, owner in ids:
-                self.store.delete_task(task_id)
-                self.recorder.record_change("deleted", task_id, {"owner": owner})
-                count += 1
-        self.store.prune_changes(keep=100_000)
-        self.recorder.flush()
-        return count
+        return self.cleaner.prune(now)

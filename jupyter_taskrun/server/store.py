@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     rerun_of     TEXT,
     last_seq     INTEGER NOT NULL DEFAULT 0,
     kernel_pid   INTEGER,
-    exit_code    INTEGER
+    exit_code    INTEGER,
+    attempt      INTEGER NOT NULL DEFAULT 1   -- 1 + how often a restart re-queued the task
 );
 CREATE INDEX IF NOT EXISTS tasks_status_n ON tasks (status, n);
 CREATE INDEX IF NOT EXISTS tasks_owner_n ON tasks (owner, n);
@@ -91,12 +92,12 @@ CREATE TABLE IF NOT EXISTS changes (
 _TASK_COLUMNS = (
     "id, name, status, owner, kernel_name, source_kind, submission, tags, priority, created_at, "
     "started_at, finished_at, progress, error, metrics, result, executor, worker, rerun_of, last_seq, kernel_pid, "
-    "exit_code"
+    "exit_code, attempt"
 )
 _TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
 
 #: columns added after a schema was first created: ``ALTER TABLE`` adds them to an older store
-_ADDED_COLUMNS = {"exit_code": "INTEGER"}
+_ADDED_COLUMNS = {"exit_code": "INTEGER", "attempt": "INTEGER NOT NULL DEFAULT 1"}
 
 
 #: seconds a client is told to wait (``Retry-After``) when the store cannot write (disk full, I/O error)
@@ -151,6 +152,16 @@ def _create_private(path: str) -> None:
                 os.chmod(path + suffix, 0o600)
         except OSError:
             pass
+
+
+def task_attempt(task: Task) -> int:
+    """Which run of the task this is: 1, plus one per re-queue after a server stop (``recovery.py``)."""
+    return int(getattr(task, "attempt", 1) or 1)
+
+
+def set_task_attempt(task: Task, attempt: int) -> None:
+    # an attribute until ``models.Task`` declares the field (then this is a plain assignment)
+    setattr(task, "attempt", int(attempt or 1))  # noqa: B010
 
 
 def _dumps(value: Any) -> str | None:
@@ -260,7 +271,7 @@ class TaskStore:
         except sqlite3.Error:
             pass
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row | tuple]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as e:
@@ -288,11 +299,11 @@ class TaskStore:
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE tasks SET name=?, status=?, started_at=?, finished_at=?, progress=?, error=?, "
-                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=?, exit_code=? WHERE id=?",
+                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=?, exit_code=?, attempt=? WHERE id=?",
                 (
                     task.name, task.status.value, task.started_at, task.finished_at, _dumps(task.progress),
                     _dumps(task.error), _dumps(task.metrics), _dumps(task.result), task.worker,
-                    task.last_seq, task.kernel_pid, task.exit_code, task.id,
+                    task.last_seq, task.kernel_pid, task.exit_code, task_attempt(task), task.id,
                 ),
             )  # fmt: skip
             if cur.rowcount == 0:
@@ -304,18 +315,20 @@ class TaskStore:
             t.id, t.name, t.status.value, t.owner, t.kernel_name, t.source_kind, _dumps(t.submission),
             _dumps(t.tags), t.priority, t.created_at, t.started_at, t.finished_at, _dumps(t.progress),
             _dumps(t.error), _dumps(t.metrics), _dumps(t.result), t.executor, t.worker, t.rerun_of,
-            t.last_seq, t.kernel_pid, t.exit_code,
+            t.last_seq, t.kernel_pid, t.exit_code, task_attempt(t),
         )  # fmt: skip
 
     @staticmethod
     def _task_from_row(r: tuple) -> Task:
-        return Task(
+        task = Task(
             id=r[0], name=r[1], status=TaskStatus(r[2]), owner=r[3], kernel_name=r[4], source_kind=r[5],
             submission=_loads(r[6]), tags=_loads(r[7]), priority=r[8], created_at=r[9], started_at=r[10],
             finished_at=r[11], progress=_loads(r[12]), error=_loads(r[13]), metrics=_loads(r[14]) or {},
             result=_loads(r[15]), executor=r[16], worker=r[17], rerun_of=r[18], last_seq=r[19],
             kernel_pid=r[20], exit_code=r[21],
         )  # fmt: skip
+        set_task_attempt(task, r[22])
+        return task
 
     def get_task(self, task_id: str) -> Task:
         rows = self._query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id=?", (task_id,))
@@ -391,13 +404,22 @@ class TaskStore:
         return dict(self._query("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
 
     def delete_task(self, task_id: str) -> None:
+        if not self.delete_tasks([task_id]):
+            raise TaskNotFound(f"no task with id {task_id!r}")
+
+    def delete_tasks(self, task_ids: list[str]) -> list[str]:
+        """Delete tasks with their tags, events and artifacts in one transaction; returns the ids
+        that were there (an id already gone is skipped, not an error)."""
+        deleted: list[str] = []
         with self.transaction() as db:
-            cur = db.execute("DELETE FROM tasks WHERE id=?", (task_id,))
-            if cur.rowcount == 0:
-                raise TaskNotFound(f"no task with id {task_id!r}")
-            db.execute("DELETE FROM task_tags WHERE task_id=?", (task_id,))
-            db.execute("DELETE FROM events WHERE task_id=?", (task_id,))
-            db.execute("DELETE FROM artifacts WHERE task_id=?", (task_id,))
+            for task_id in task_ids:
+                if db.execute("DELETE FROM tasks WHERE id=?", (task_id,)).rowcount == 0:
+                    continue
+                db.execute("DELETE FROM task_tags WHERE task_id=?", (task_id,))
+                db.execute("DELETE FROM events WHERE task_id=?", (task_id,))
+                db.execute("DELETE FROM artifacts WHERE task_id=?", (task_id,))
+                deleted.append(task_id)
+        return deleted
 
     def finished_before(self, cutoff: float, limit: int = 500) -> list[tuple[str, str]]:
         """(id, owner) of finished tasks older than ``cutoff``."""
@@ -405,6 +427,23 @@ class TaskStore:
             "SELECT id, owner FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit)
         )
         return [(r[0], r[1]) for r in rows]
+
+    def finished_tasks(
+        self, statuses: Iterable[TaskStatus], *, owner: str | None = None, before: float | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """(id, owner) of tasks with one of the (finished) ``statuses``, oldest first; only
+        ``owner``'s (None: everyone's), only those finished before ``before`` (None: any time)."""
+        values = [s.value for s in statuses]
+        sql = f"SELECT id, owner FROM tasks WHERE status IN ({', '.join('?' * len(values))}) AND finished_at IS NOT NULL"
+        params: list[Any] = list(values)
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        if before is not None:
+            sql += " AND finished_at < ?"
+            params.append(before)
+        params.append(limit)
+        return [(r[0], r[1]) for r in self._query(sql + " ORDER BY n ASC LIMIT ?", params)]
 
     # -- events --------------------------------------------------------------
 

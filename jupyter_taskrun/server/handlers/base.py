@@ -6,6 +6,7 @@ import getpass
 import json
 import logging
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -25,7 +26,7 @@ from ...errors import (
 )
 from ...models import Task, TaskStatus
 from ..service import TaskRun
-from ..store import SQLITE_MAX_INT
+from ..store import SQLITE_MAX_INT, task_attempt
 
 AUTH_RESOURCE = "taskrun"
 
@@ -84,8 +85,11 @@ def scrubbed_summary(handler: web.RequestHandler) -> str:
 
 
 def log_refusal(handler: web.RequestHandler, value: BaseException | None) -> bool:
-    """Log an expected refusal (a domain error or an HTTP 4xx) as one INFO line without traceback.
+    """Log an expected refusal (a domain error or an HTTP 4xx) without traceback.
 
+    A 4xx gets one line in the server log, jupyter_server's access line (WARNING, "404 GET
+    /taskrun/api/tasks/... (user@ip)"); its message goes to the client, and to the log at DEBUG.
+    A refused 5xx (503: the store is busy) logs its message at WARNING beside the access line.
     Returns False for anything else (a real bug), which the caller logs with its traceback.
     """
     if isinstance(value, TaskRunError):
@@ -98,9 +102,26 @@ def log_refusal(handler: web.RequestHandler, value: BaseException | None) -> boo
             except (TypeError, ValueError):
                 pass
         log = getattr(handler, "log", None) or logging.getLogger("jupyter_taskrun")
-        log.info("taskrun: %s %s -> %d %s", handler.request.method, handler.request.path, value.status_code, message)
+        level = logging.DEBUG if value.status_code < 500 else logging.WARNING
+        log.log(level, "taskrun: %s %s -> %d %s", handler.request.method, handler.request.path, value.status_code, message)
         return True
     return False
+
+
+def query_time(raw: str | None, name: str) -> float | None:
+    """An ISO 8601 time from a query (``2026-05-01T12:00:00Z``, a date, an offset; no zone: UTC)
+    as epoch seconds; None when absent; 400 when it is not one."""
+    if raw is None:
+        return None
+    try:
+        if not raw.isascii() or not raw[:4].isdigit():
+            raise ValueError
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise TaskRunHTTPError(400, f"'{name}' must be an ISO 8601 time such as 2026-05-01T12:00:00Z", "invalid") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 def http_error(e: TaskRunError) -> TaskRunHTTPError:
@@ -149,7 +170,7 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
     def taskrun(self) -> TaskRun:
         return self.settings["taskrun"]
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare
         await super().prepare()
         self._body_parts = []
         limit = self.taskrun.max_request_bytes
@@ -258,6 +279,7 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
 
     def task_json(self, task: Task) -> dict[str, Any]:
         data = task.to_dict()
+        data.setdefault("attempt", task_attempt(task))  # until models.Task.to_dict carries it
         if task.status == TaskStatus.QUEUED:
             # a user sees their place among their own queued tasks, not how busy others are;
             # someone else's task is only visible to an admin (taskrun:all), who sees the whole queue

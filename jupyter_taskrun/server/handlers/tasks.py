@@ -14,16 +14,21 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ...errors import InvalidSubmission, TaskStateConflict
-from ...models import TaskStatus
 from ...execution.submission import resolve_path
-from .base import TaskRunHandler, TaskRunHTTPError
+from ...models import TaskStatus
+from ..cleanup import MAX_CLEAR
+from .base import TaskRunHandler, TaskRunHTTPError, query_time
 
 _STATUSES = {s.value for s in TaskStatus}
 MAX_WAIT = 3600.0
 
 
+#: query parameters ``DELETE /tasks`` knows (and the credentials a request may carry in its URL)
+_CLEAR_PARAMS = {"status", "before", "owner", "limit", "token", "_xsrf"}
+
+
 class TasksHandler(TaskRunHandler):
-    """``/taskrun/api/tasks``: list and submit."""
+    """``/taskrun/api/tasks``: list, submit, and delete finished tasks by filter."""
 
     @web.authenticated
     @authorized
@@ -54,6 +59,23 @@ class TasksHandler(TaskRunHandler):
         wait = self.query_number("wait", None, maximum=MAX_WAIT)
         task = await self.taskrun.submit(self.json_body(), owner=self.username)
         await self._reply_created(task, wait)
+
+    @web.authenticated
+    @authorized
+    async def delete(self) -> None:
+        """``?status=completed,failed&before=<ISO 8601>&limit=N``: the caller's finished tasks;
+        an admin (``taskrun:all``) may name another user with ``owner``."""
+        unknown = sorted(set(self.request.query_arguments) - _CLEAR_PARAMS)
+        if unknown:
+            raise InvalidSubmission(f"unknown query parameter(s): {', '.join(unknown)}; use status, before, owner, limit")
+        owner = self.query("owner") or self.username
+        if owner != self.username and not await self.sees_all():
+            raise TaskRunHTTPError(403, "you may only delete your own tasks", "forbidden")
+        statuses = [s for s in (self.query("status") or "").split(",") if s]
+        before = query_time(self.query("before"), "before")
+        limit = int(self.query_number("limit", MAX_CLEAR, minimum=1, maximum=MAX_CLEAR, integer=True))
+        result = await self.taskrun.clear_finished(owner, statuses, before, limit)
+        self.write_json(result.to_dict())
 
     async def _reply_created(self, task: Any, wait: float | None) -> None:
         base = self.base_url.rstrip("/")
