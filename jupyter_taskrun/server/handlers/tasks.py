@@ -65,7 +65,10 @@ class TasksHandler(TaskRunHandler):
     async def delete(self) -> None:
         """``?status=completed,failed&before=<ISO 8601>&limit=N``: the caller's finished tasks;
         an admin (``taskrun:all``) may name another user with ``owner``."""
-        unknown = sorted(set(self.request.query_arguments) - _CLEAR_PARAMS)
+        # JupyterLab's ServerConnection appends a blank ``&<milliseconds>`` cache-buster to requests:
+        # a valueless all-digit key is that, not a filter
+        query = self.request.query_arguments
+        unknown = sorted(k for k in set(query) - _CLEAR_PARAMS if not (k.isdigit() and not any(query[k])))
         if unknown:
             raise InvalidSubmission(f"unknown query parameter(s): {', '.join(unknown)}; use status, before, owner, limit")
         owner = self.query("owner") or self.username
