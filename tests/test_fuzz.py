@@ -238,9 +238,10 @@ async def test_lone_surrogates_are_refused_not_500(api, db_path):
     before = db_count(db_path)
     s = "\\ud800"
     nb = (
-        '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "%s", "outputs": [], "execution_count": null}]}'
-        % s
-    )  # noqa: UP031 (braces of JSON)
+        '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": "'
+        + s
+        + '", "outputs": [], "execution_count": null}]}'
+    )
     bodies = [
         ("tasks", f'{{"cells": ["1", "{s}"]}}'), ("tasks", f'{{"code": "1", "kernel_name": "{s}"}}'),
         ("tasks", f'{{"code": "1", "env": {{"A": "{s}"}}}}'), ("tasks", f'{{"code": "1", "env": {{"{s}": "x"}}}}'),

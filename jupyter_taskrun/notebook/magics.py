@@ -141,7 +141,7 @@ class TaskRunMagics(Magics):
     @argument("--wait", "-w", action="store_true", help="block until the task ends; raise TaskFailedError if it fails")
     @argument("--quiet", "-q", action="store_true", help="do not show the task panel")
     @argument("--as", dest="var", metavar="VAR", help="bind a TaskHandle to this variable")
-    @cell_magic("taskrun")
+    @cell_magic("taskrun")  # type: ignore[arg-type]  # IPython's decorators are untyped
     def taskrun_cell(self, line: str, cell: str) -> None:
         """Run this cell as a background task in a fresh kernel and show a live panel.
 
@@ -178,6 +178,7 @@ class TaskRunMagics(Magics):
         handle = TaskHandle(self.client, task)
         self.last = handle
         if args.var:
+            assert self.shell is not None  # a registered magic always has its shell
             self.shell.user_ns[args.var] = handle
         if not args.quiet:
             self._show_panel(task)
@@ -197,9 +198,11 @@ class TaskRunMagics(Magics):
         from IPython.display import display
 
         print("%%taskrun: already inside a task: this cell runs inline, as part of it", file=sys.stderr, flush=True)
-        ns = self.shell.user_ns
+        shell = self.shell
+        assert shell is not None  # a registered magic always has its shell
+        ns = shell.user_ns
         ns.update(params)
-        tree = ast.parse(self.shell.transform_cell(cell), "<%%taskrun inline>")
+        tree = ast.parse(shell.transform_cell(cell), "<%%taskrun inline>")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         exec(compile(tree, "<%%taskrun inline>", "exec"), ns)  # noqa: S102 - the user's own cell
         if last is not None:
@@ -254,7 +257,7 @@ class TaskRunMagics(Magics):
         p.add_argument("--token")
         return parser
 
-    @line_magic("taskrun")
+    @line_magic("taskrun")  # type: ignore[arg-type]  # IPython's decorators are untyped
     def taskrun_line(self, line: str) -> Any:
         """Manage tasks made anywhere (REST, CLI, other notebooks).
 

@@ -38,9 +38,7 @@ SINGLE_USER_PROVIDERS = (IdentityProvider, PasswordIdentityProvider, LegacyIdent
 class OwnerScopedAuthorizer(AllowAllAuthorizer):
     """Allow what jupyter_server's default allows, but ``taskrun:all`` only to ``admin_users``."""
 
-    admin_users = Set(
-        Unicode(), config=True, help="Usernames that may see and control every user's tasks (taskrun:all)."
-    )
+    admin_users = Set(Unicode(), config=True, help="Usernames that may see and control every user's tasks (taskrun:all).")
 
     def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
         if resource == ALL_TASKS_RESOURCE:

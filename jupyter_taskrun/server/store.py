@@ -423,9 +423,7 @@ class TaskStore:
 
     def finished_before(self, cutoff: float, limit: int = 500) -> list[tuple[str, str]]:
         """(id, owner) of finished tasks older than ``cutoff``."""
-        rows = self._query(
-            "SELECT id, owner FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit)
-        )
+        rows = self._query("SELECT id, owner FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?", (cutoff, limit))
         return [(r[0], r[1]) for r in rows]
 
     def finished_tasks(
@@ -487,8 +485,7 @@ class TaskStore:
                 cell = e.data.get("cell_index")
                 key = (e.task_id, "clear", cell)
                 db.execute(
-                    "DELETE FROM events WHERE task_id=? AND seq>? AND seq<? AND type='output' "
-                    "AND json_extract(data, '$.cell_index') IS ?",
+                    "DELETE FROM events WHERE task_id=? AND seq>? AND seq<? AND type='output' AND json_extract(data, '$.cell_index') IS ?",
                     (e.task_id, self._marks.get(key, 0), e.seq, cell),
                 )
                 self._marks[key] = e.seq
@@ -505,10 +502,7 @@ class TaskStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [
-            TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=_load_event_data(r[3]))
-            for r in self._query(sql, params)
-        ]
+        return [TaskEvent(task_id=task_id, seq=r[0], type=r[1], time=r[2], data=_load_event_data(r[3])) for r in self._query(sql, params)]
 
     def iter_events(self, task_id: str, types: tuple[str, ...], batch: int = 2000) -> Iterator[TaskEvent]:
         """Stream a task's events of some types in pages, so a huge log never sits in memory at once."""
@@ -516,8 +510,7 @@ class TaskStore:
         marks = ", ".join("?" * len(types))
         while True:
             rows = self._query(
-                f"SELECT seq, type, time, data FROM events WHERE task_id=? AND seq>? AND type IN ({marks}) "
-                "ORDER BY seq LIMIT ?",
+                f"SELECT seq, type, time, data FROM events WHERE task_id=? AND seq>? AND type IN ({marks}) ORDER BY seq LIMIT ?",
                 [task_id, after, *types, batch],
             )
             for r in rows:
@@ -542,9 +535,7 @@ class TaskStore:
         return self.append_events([], changes=[(type, task_id, data)])[0]
 
     def read_changes(self, after: int = 0, limit: int = 1000) -> list[Change]:
-        rows = self._query(
-            "SELECT seq, type, task_id, time, data FROM changes WHERE seq>? ORDER BY seq LIMIT ?", (after, limit)
-        )
+        rows = self._query("SELECT seq, type, task_id, time, data FROM changes WHERE seq>? ORDER BY seq LIMIT ?", (after, limit))
         return [Change(seq=r[0], type=r[1], task_id=r[2], time=r[3], data=json.loads(r[4])) for r in rows]
 
     def last_change_seq(self) -> int:

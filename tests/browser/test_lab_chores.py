@@ -261,9 +261,7 @@ def test_run_dialog_options_hints_and_memory(lab_page: Any, api: Any, lab_server
 # ------------------------------------------------------------- open executed notebook
 
 
-def test_open_executed_notebook_once_without_kernel(
-    lab_page: Any, api: Any, lab_server: Any, artifacts_dir: Path
-) -> None:
+def test_open_executed_notebook_once_without_kernel(lab_page: Any, api: Any, lab_server: Any, artifacts_dir: Path) -> None:
     page = lab_page
     uid = uuid.uuid4().hex[:6]
     folder = f"chores-nb-{uid}"

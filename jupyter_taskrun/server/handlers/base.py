@@ -234,7 +234,9 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
         """A query value exactly as sent: tornado's default strip would turn '\x85' (a Python space) into ''."""
         return self.get_query_argument(name, default, strip=False)
 
-    def query_number(self, name: str, default: float | None = None, *, minimum: float = 0, maximum: float | None = None, integer: bool = False) -> Any:
+    def query_number(
+        self, name: str, default: float | None = None, *, minimum: float = 0, maximum: float | None = None, integer: bool = False
+    ) -> Any:
         raw = self.query(name)
         if raw is None:
             return default

@@ -101,7 +101,7 @@ class BatchHandler(TaskRunHandler):
         if isinstance(body, dict) and set(body) - {"tasks"}:
             raise InvalidSubmission(f"unknown field(s): {', '.join(sorted(set(body) - {'tasks'}))}")
         if not isinstance(items, list):
-            raise InvalidSubmission("the body must be {\"tasks\": [submission, ...]}")
+            raise InvalidSubmission('the body must be {"tasks": [submission, ...]}')
         tasks = await self.taskrun.submit_batch(items, owner=self.username)
         self.write_json({"tasks": [self.task_json(t) for t in tasks]}, 201)
 
@@ -173,7 +173,7 @@ def content_disposition(stem: str, suffix: str) -> str:
     stem = "".join(ch for ch in stem if ch.isprintable() and ch not in '/\\"') or "task"
     ascii_stem = re.sub(r"[^A-Za-z0-9._ ()-]+", "_", stem).strip(" ._") or "task"
     full = f"{stem}{suffix}"
-    return f'attachment; filename="{ascii_stem}{suffix}"; filename*=UTF-8\'\'{urllib.parse.quote(full, safe="")}'
+    return f"attachment; filename=\"{ascii_stem}{suffix}\"; filename*=UTF-8''{urllib.parse.quote(full, safe='')}"
 
 
 #: one path component / a whole path longer than this cannot be a file name (Linux NAME_MAX, PATH_MAX)
@@ -243,7 +243,7 @@ class NotebookHandler(TaskRunHandler):
         if not getattr(cm, "allow_hidden", False) and await ensure_async(cm.is_hidden(path)):
             raise TaskRunHTTPError(400, f"{path!r} is hidden; the server does not allow hidden files", "path-not-allowed")
         if not overwrite and await ensure_async(cm.exists(path)):
-            raise TaskRunHTTPError(409, f"{path!r} already exists; send \"overwrite\": true to replace it", "exists")
+            raise TaskRunHTTPError(409, f'{path!r} already exists; send "overwrite": true to replace it', "exists")
         model = {"type": "notebook", "format": "json", "content": nb}
         try:
             saved = await ensure_async(cm.save(model, path))
