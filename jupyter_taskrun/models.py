@@ -2,7 +2,9 @@
 
 Nothing here knows about HTTP or SQLite; ``TaskSubmission.from_dict`` is the one
 place where untrusted input is validated, so the REST API, the Python client,
-the magic and the CLI all get the same checks and messages.
+the magic and the CLI all get the same checks and messages. It validates against
+the one definition of a submission, ``schemas/submission.json`` (see ``schema.py``),
+plus the few checks JSON Schema cannot express (Unicode, finite numbers, depth).
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import enum
 import functools
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import schema
 from .errors import InvalidSubmission, InvalidTransition
 
 
@@ -81,12 +83,14 @@ def isotime(ts: float | None) -> str | None:
 # Submissions
 # ---------------------------------------------------------------------------
 
-SOURCE_KINDS = ("code", "cells", "path", "notebook")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_NAME_LEN = 200
-MAX_TAG_LEN = 64
-MAX_TAGS = 32
-MAX_ARGS = 1000
+#: the sources a submission gives exactly one of, in ``schemas/submission.json``'s order
+SOURCE_KINDS = schema.SOURCE_KINDS
+_PROPERTIES = schema.submission_definition()["properties"]
+# the definition's limits, named for Python callers
+MAX_NAME_LEN: int = _PROPERTIES["name"]["maxLength"]
+MAX_TAG_LEN: int = _PROPERTIES["tags"]["items"]["maxLength"]
+MAX_TAGS: int = _PROPERTIES["tags"]["maxItems"]
+MAX_ARGS: int = _PROPERTIES["args"]["maxItems"]
 #: nesting limit of ``parameters`` (objects/lists inside each other): deeper values are refused
 #: at submission with a 400 instead of overflowing the recursive translators at run time
 MAX_PARAMETER_DEPTH = 64
@@ -98,41 +102,9 @@ def _fail(msg: str) -> InvalidSubmission:
     return InvalidSubmission(msg)
 
 
-def _check_text(field_name: str, value: Any, *, max_len: int | None = None, allow_empty=False) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"'{field_name}' must be a string, not {type(value).__name__}")
-    if "\x00" in value:
-        raise _fail(f"'{field_name}' must not contain NUL characters")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON '\ud800' escape
-            raise _fail(f"'{field_name}' is not valid Unicode (lone surrogate)") from None
-    if not allow_empty and not value.strip():
-        raise _fail(f"'{field_name}' must not be empty")
-    if max_len is not None and len(value) > max_len:
-        raise _fail(f"'{field_name}' is longer than {max_len} characters")
-    return value
-
-
-def _check_number(field_name: str, value: Any, *, minimum: float = 0.0, integer=False) -> float | int | None:
-    if value is None:
-        return None
-    # bool is an int in Python; in JSON it is not a number
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(f"'{field_name}' must be a number, not {type(value).__name__}")
-    if integer and not float(value).is_integer():
-        raise _fail(f"'{field_name}' must be a whole number")
-    if not math.isfinite(value):
-        raise _fail(f"'{field_name}' must be finite")
-    if value <= minimum:
-        raise _fail(f"'{field_name}' must be greater than {minimum:g}")
-    return int(value) if integer else float(value)
-
-
 @dataclass
 class TaskSubmission:
-    """What a user asks to run: exactly one source plus options."""
+    """What a user asks to run: exactly one source plus options (see ``schemas/submission.json``)."""
 
     code: str | None = None
     cells: list[str] | None = None
@@ -152,10 +124,8 @@ class TaskSubmission:
     #: a script's command-line arguments: ``sys.argv[1:]`` (``.py`` paths only)
     args: list[str] = field(default_factory=list)
 
-    FIELDS = (
-        "code", "cells", "path", "notebook", "name", "kernel_name", "parameters", "timeout",
-        "cell_timeout", "env", "cwd", "tags", "priority", "memory_limit", "resources", "args",
-    )  # fmt: skip
+    #: every field a submission may carry (the definition's properties; tests check they match)
+    FIELDS = schema.FIELDS
 
     @property
     def source_kind(self) -> str:
@@ -166,93 +136,30 @@ class TaskSubmission:
 
     @classmethod
     def from_dict(cls, data: Any) -> TaskSubmission:
-        """Validate untrusted JSON; raise InvalidSubmission with a precise message."""
-        if not isinstance(data, dict):
-            raise _fail("a task submission must be a JSON object")
-        unknown = sorted(set(data) - set(cls.FIELDS))
-        if unknown:
-            raise _fail(f"unknown field(s): {', '.join(map(str, unknown))}")
-        sources = [k for k in SOURCE_KINDS if data.get(k) is not None]
-        if len(sources) != 1:
-            if not sources:
-                raise _fail("give exactly one of 'code', 'cells', 'path' or 'notebook'")
-            raise _fail(f"give exactly one source, not {' and '.join(sources)}")
-        sub = cls()
-        kind = sources[0]
-        value = data[kind]
-        if kind == "code":
-            sub.code = _check_text("code", value, allow_empty=True)
-        elif kind == "cells":
-            if not isinstance(value, list) or not value:
-                raise _fail("'cells' must be a non-empty list of strings")
-            sub.cells = [_check_text(f"cells[{i}]", c, allow_empty=True) for i, c in enumerate(value)]
-        elif kind == "path":
-            sub.path = _check_text("path", value, max_len=4096)
-            if not sub.path.endswith((".py", ".ipynb")):
-                raise _fail("'path' must name a .py script or a .ipynb notebook")
-        else:
-            sub.notebook = _check_notebook(value)
+        """Validate untrusted JSON; raise InvalidSubmission with a precise message.
 
-        if data.get("name") is not None:
-            sub.name = _check_text("name", data["name"], max_len=MAX_NAME_LEN)
-        if data.get("kernel_name") is not None:
-            sub.kernel_name = _check_text("kernel_name", data["kernel_name"], max_len=200)
-        params = data.get("parameters")
-        if params is not None:
-            if not isinstance(params, dict):
-                raise _fail("'parameters' must be an object")
-            for key in params:
-                if not key.isidentifier():
-                    raise _fail(f"parameter name {key!r} is not a Python identifier")
-            _check_json_value("parameters", params, max_depth=MAX_PARAMETER_DEPTH)
-            sub.parameters = params
-        sub.timeout = _check_number("timeout", data.get("timeout"))
-        sub.cell_timeout = _check_number("cell_timeout", data.get("cell_timeout"))
-        mem = _check_number("memory_limit", data.get("memory_limit"), integer=True)
-        sub.memory_limit = int(mem) if mem is not None else None
-        env = data.get("env")
-        if env is not None:
-            if not isinstance(env, dict):
-                raise _fail("'env' must be an object of strings")
-            for k, v in env.items():
-                if not _ENV_NAME.match(k):
-                    raise _fail(f"environment variable name {k!r} is not valid")
-                _check_text(f"env.{k}", v, allow_empty=True)
-            sub.env = dict(env)
-        if data.get("cwd") is not None:
-            sub.cwd = _check_text("cwd", data["cwd"], max_len=4096, allow_empty=True)
-        tags = data.get("tags")
-        if tags is not None:
-            if not isinstance(tags, list):
-                raise _fail("'tags' must be a list of strings")
-            if len(tags) > MAX_TAGS:
-                raise _fail(f"at most {MAX_TAGS} tags")
-            sub.tags = [_check_text("tag", t, max_len=MAX_TAG_LEN) for t in tags]
-            sub.tags = list(dict.fromkeys(sub.tags))
-        prio = data.get("priority")
-        if prio is not None:
-            if isinstance(prio, bool) or not isinstance(prio, int):
-                raise _fail("'priority' must be an integer")
-            if not -1000 <= prio <= 1000:
-                raise _fail("'priority' must be between -1000 and 1000")
-            sub.priority = prio
-        res = data.get("resources")
-        if res is not None:
-            if not isinstance(res, dict):
-                raise _fail("'resources' must be an object of numbers")
-            for k, v in res.items():
-                _check_text("resource name", k, max_len=100)
-                _check_number(f"resources.{k}", v, minimum=-1e-12)
-            sub.resources = {k: float(v) for k, v in res.items()}
-        args = data.get("args")
-        if args is not None:
-            if not isinstance(args, list):
-                raise _fail("'args' must be a list of strings")
-            if args and sub.code is None and not (sub.path or "").endswith(".py"):
-                raise _fail("'args' are a script's command-line arguments: give 'code' or a 'path' to a .py file")
-            if len(args) > MAX_ARGS:
-                raise _fail(f"at most {MAX_ARGS} args")
-            sub.args = [_check_text(f"args[{i}]", a, max_len=65536, allow_empty=True) for i, a in enumerate(args)]
+        The definition (``schemas/submission.json``) checks fields, types, NUL characters, limits and
+        exactly-one-source; the checks below add what JSON Schema cannot say.
+        """
+        data = schema.validate_submission(data)
+        _check_unicode_and_finite(data)
+        if "parameters" in data:
+            _check_json_value("parameters", data["parameters"], max_depth=MAX_PARAMETER_DEPTH)
+        if "notebook" in data:
+            _check_notebook(data["notebook"])
+        sub = cls(**data)
+        # copies, so a caller mutating its dict later does not change the submission
+        if sub.cells is not None:
+            sub.cells = list(sub.cells)
+        sub.env = dict(sub.env)
+        sub.tags = list(dict.fromkeys(sub.tags))
+        sub.args = list(sub.args)
+        sub.resources = {k: float(v) for k, v in sub.resources.items()}
+        # JSON has one kind of number: 2.0 is a valid integer, kept as an int
+        sub.priority = int(sub.priority)
+        sub.memory_limit = int(sub.memory_limit) if sub.memory_limit is not None else None
+        sub.timeout = float(sub.timeout) if sub.timeout is not None else None
+        sub.cell_timeout = float(sub.cell_timeout) if sub.cell_timeout is not None else None
         return sub
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,6 +184,49 @@ def json_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
+
+
+def _is_valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON '\ud800' escape
+        return False
+    return True
+
+
+_FLOAT_LIMIT = 2**1024  # the first integer a float cannot hold
+
+
+def _check_unicode_and_finite(data: dict[str, Any]) -> None:
+    """Every string valid Unicode, every number finite: what a JSON Schema cannot say.
+
+    ``parameters`` and ``notebook`` are left to ``_check_json_value``, which checks the same on any JSON.
+    """
+    stack: list[tuple[str, Any]] = [(name, value) for name, value in data.items() if name not in ("parameters", "notebook")]
+    while stack:
+        label, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_valid_unicode(value):
+                raise _fail(f"'{label}' is not valid Unicode (lone surrogate)")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _fail(f"'{label}' must be finite")
+        elif isinstance(value, int) and not -_FLOAT_LIMIT < value < _FLOAT_LIMIT:
+            raise _fail(f"'{label}' is too large")  # a JSON integer past any float: float() would overflow
+        elif isinstance(value, list):
+            try:
+                if all(map(str.isascii, value)):
+                    continue  # the common case, e.g. 2000 ASCII cells, without a Python loop per item
+            except TypeError:  # not only strings: look at each item
+                pass
+            stack.extend((f"{label}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_valid_unicode(key):
+                    raise _fail(f"a key of '{label}' is not valid Unicode (lone surrogate)")
+                stack.append((f"{label}.{key}", item))
 
 
 def _check_json_value(field_name: str, value: Any, *, max_depth: int | None = None) -> None:
