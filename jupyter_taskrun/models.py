@@ -38,9 +38,7 @@ class TaskStatus(str, enum.Enum):
         return self.value
 
 
-TERMINAL_STATUSES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT}
-)
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT})
 ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
 
 #: The only legal moves; terminal states are final.
@@ -123,6 +121,8 @@ class TaskSubmission:
     resources: dict[str, float] = field(default_factory=dict)
     #: a script's command-line arguments: ``sys.argv[1:]`` (``.py`` paths only)
     args: list[str] = field(default_factory=list)
+    #: queue it again if the server stops while it runs (``server/recovery.py``)
+    requeue_on_restart: bool = False
 
     #: every field a submission may carry (the definition's properties; tests check they match)
     FIELDS = schema.FIELDS
@@ -166,7 +166,7 @@ class TaskSubmission:
         """The submission as given (defaults left out), so a rerun repeats it exactly."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value is None or value == {} or value == [] or (key == "priority" and value == 0):
+            if value is None or value is False or value == {} or value == [] or (key == "priority" and value == 0):
                 continue
             out[key] = value
         return out
@@ -292,6 +292,8 @@ class Task:
     #: (0 for ``sys.exit()``), 1 for an uncaught exception, the kernel's exit status when it
     #: died (``-signal`` when killed); ``None`` while running or when nothing ran
     exit_code: int | None = None
+    #: which run this is: 1, plus one per re-queue after a server stop (``server/recovery.py``)
+    attempt: int = 1
 
     @property
     def is_active(self) -> bool:
@@ -320,6 +322,7 @@ class Task:
             "rerun_of": self.rerun_of,
             "last_event_id": self.last_seq,
             "exit_code": self.exit_code,
+            "attempt": self.attempt,
         }
 
 

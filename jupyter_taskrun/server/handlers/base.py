@@ -231,7 +231,10 @@ class TaskRunHandler(ExtensionHandlerMixin, APIHandler):
             raise TaskRunHTTPError(400, f"malformed JSON: {e}", "invalid") from None
 
     def query(self, name: str, default: str | None = None) -> str | None:
-        """A query value exactly as sent: tornado's default strip would turn '\x85' (a Python space) into ''."""
+        """A query value exactly as sent: tornado's default strip would turn '\x85' (a Python space) into ''.
+        Given twice, it is refused: which one was meant is not ours to guess."""
+        if len(self.request.query_arguments.get(name, ())) > 1:
+            raise TaskRunHTTPError(400, f"query parameter '{name}' is given more than once", "invalid")
         return self.get_query_argument(name, default, strip=False)
 
     def query_number(

@@ -64,6 +64,13 @@ export interface ITaskSubmission {
    * 'path'). At most 65536 characters each; at most 1000 items.
    */
   args?: string[];
+  /**
+   * If the server stops while the task runs, queue it again at the next start
+   * (at-least-once: it runs again from the start, at most
+   * c.TaskRun.max_requeue_attempts times). Default false: it fails
+   * 'interrupted'.
+   */
+  requeue_on_restart?: boolean;
 }
 
 /** The fields of which a submission gives exactly one. */
