@@ -36,6 +36,7 @@ from .panel_transport import (
     RenderThrottle,
     TaskFollower,
     short_error,
+    stop_following,
     sync_and_async_clients,
 )
 from .panel_view import STATUS_COLORS
@@ -209,12 +210,7 @@ class TaskPanel(widgets.VBox):
 
     def stop(self) -> None:
         """Stop following (closes the event stream); the panel keeps what it shows."""
-        fut, self._future = getattr(self, "_future", None), None
-        if fut is not None and not fut.done():
-            fut.cancel()
-        bg = getattr(self, "_bg", None)
-        if bg is not None:
-            bg.call(self.throttle.cancel)
+        stop_following(self)
 
     def close(self) -> None:
         if not hasattr(self, "lock"):  # failed half-way through __init__

@@ -133,9 +133,23 @@ class FollowHost(Protocol):
     def render(self) -> None: ...  # takes the lock
 
 
-class TaskFollower:
-    """Follows one task for a ``TaskPanel`` (the host: also ``task_id``, ``done_event``,
-    ``set_notice(text, error=)`` and ``clear_notice(text)``) until it ends."""
+def stop_following(host: Any) -> None:
+    """Cancel a panel's follower (which closes its stream) and its pending render; the panel keeps
+    what it shows. ``host`` is a ``TaskPanel`` or ``TaskListPanel`` (``_future``, ``_bg``, ``throttle``)."""
+    fut, host._future = getattr(host, "_future", None), None
+    if fut is not None and not fut.done():
+        fut.cancel()
+    bg = getattr(host, "_bg", None)
+    if bg is not None:
+        bg.call(host.throttle.cancel)
+
+
+class _Follower:
+    """What both followers share: their host panel (``lock``, ``mode``, ``render()``) and its mode.
+
+    Their ``run`` loops stay written out: a task stream ends with the task, with 404/403 meaning
+    "gone", while the change feed never ends and only falls back to polling.
+    """
 
     def __init__(self, host: Any):
         self.host = host
@@ -144,6 +158,11 @@ class TaskFollower:
         with self.host.lock:
             self.host.mode = mode
             self.host.render()
+
+
+class TaskFollower(_Follower):
+    """Follows one task for a ``TaskPanel`` (the host: also ``task_id``, ``done_event``,
+    ``set_notice(text, error=)`` and ``clear_notice(text)``) until it ends."""
 
     async def run(self) -> None:
         host = self.host
@@ -282,16 +301,8 @@ class TaskFollower:
             await asyncio.sleep(min(host.poll_interval * (1 + failures), 30.0))
 
 
-class ChangeFollower:
+class ChangeFollower(_Follower):
     """Keeps a ``TaskListPanel``'s model current: the change feed, else re-listing every ``poll_interval`` s."""
-
-    def __init__(self, host: Any):
-        self.host = host
-
-    def _set_mode(self, mode: str) -> None:
-        with self.host.lock:
-            self.host.mode = mode
-            self.host.render()
 
     async def run(self) -> None:
         host = self.host

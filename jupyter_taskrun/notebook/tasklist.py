@@ -21,6 +21,7 @@ from .panel_transport import (
     BackgroundLoop,
     ChangeFollower,
     RenderThrottle,
+    stop_following,
     sync_and_async_clients,
 )
 
@@ -162,12 +163,7 @@ class TaskListPanel(widgets.VBox):
             self._future = self._bg.submit(ChangeFollower(self).run())
 
     def stop(self) -> None:
-        fut, self._future = getattr(self, "_future", None), None
-        if fut is not None and not fut.done():
-            fut.cancel()
-        bg = getattr(self, "_bg", None)
-        if bg is not None:
-            bg.call(self.throttle.cancel)
+        stop_following(self)
 
     def close(self) -> None:
         if not hasattr(self, "lock"):

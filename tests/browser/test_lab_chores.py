@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 import urllib.parse
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -23,55 +22,15 @@ from typing import Any
 import pytest
 
 from jupyter_taskrun.formatting import executed_notebook_name
+from tests.browser.labui import PANEL, open_panel, row, toolbar_button, unique, wait_enabled, wait_until
 
 pytestmark = pytest.mark.browser
 
-PANEL = "#jupyter-taskrun-panel"
-PANEL_TAB = '.lm-TabBar-tab[data-id="jupyter-taskrun-panel"]'
 DIALOG = ".jp-Dialog"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def open_panel(page: Any) -> Any:
-    panel = page.locator(PANEL)
-    if not panel.is_visible():
-        page.locator(PANEL_TAB).click()
-    panel.wait_for(state="visible")
-    page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="stream"]', timeout=15000)
-    return panel
-
-
-def row(page: Any, task_id: str) -> Any:
-    return page.locator(f'{PANEL} .jp-TaskRun-row[data-task-id="{task_id}"]')
 
 
 def visible_ids(page: Any) -> list[str]:
     return page.evaluate(f"() => [...document.querySelectorAll('{PANEL} .jp-TaskRun-row')].map(r => r.dataset.taskId)")
-
-
-def toolbar_button(page: Any, task_id: str, name: str) -> Any:
-    return page.locator(f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button')
-
-
-def wait_enabled(page: Any, task_id: str, name: str, timeout: float = 15000) -> None:
-    page.wait_for_selector(
-        f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button[aria-disabled="false"]',
-        timeout=timeout,
-    )
-
-
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s: {what} (last: {last!r})")
 
 
 def cancel_quietly(api: Any, *ids: str) -> None:

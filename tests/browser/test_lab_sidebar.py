@@ -10,34 +10,14 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser.labui import PANEL, PANEL_TAB, open_panel, row, toolbar_button, unique, wait_enabled
+
 pytestmark = pytest.mark.browser
-
-PANEL = "#jupyter-taskrun-panel"
-PANEL_TAB = '.lm-TabBar-tab[data-id="jupyter-taskrun-panel"]'
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def open_panel(page: Any) -> Any:
-    panel = page.locator(PANEL)
-    if not panel.is_visible():
-        page.locator(PANEL_TAB).click()
-    panel.wait_for(state="visible")
-    # the panel switches from standby to the live stream when shown
-    page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="stream"]', timeout=15000)
-    return panel
-
-
-def row(page: Any, task_id: str) -> Any:
-    return page.locator(f'{PANEL} .jp-TaskRun-row[data-task-id="{task_id}"]')
 
 
 def wait_row_status(page: Any, task_id: str, status: str, timeout: float = 60000) -> None:
@@ -49,18 +29,6 @@ def open_detail(page: Any, task_id: str) -> Any:
     detail = page.locator(f"#jupyter-taskrun-task-{task_id}")
     detail.wait_for(state="visible")
     return detail
-
-
-def toolbar_button(page: Any, task_id: str, name: str) -> Any:
-    """A toolbar button of a task's detail view, by its toolbar item name."""
-    return page.locator(f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button')
-
-
-def wait_enabled(page: Any, task_id: str, name: str, timeout: float = 15000) -> None:
-    page.wait_for_selector(
-        f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button[aria-disabled="false"]',
-        timeout=timeout,
-    )
 
 
 def run_from_palette(page: Any, command_id: str, query: str) -> None:

@@ -21,33 +21,15 @@ from typing import Any
 
 import pytest
 
+from tests.browser.labui import PANEL, open_panel, row, toolbar_button, unique, wait_until
+
 pytestmark = pytest.mark.browser
-
-PANEL = "#jupyter-taskrun-panel"
-PANEL_TAB = '.lm-TabBar-tab[data-id="jupyter-taskrun-panel"]'
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def open_panel(page: Any) -> Any:
-    panel = page.locator(PANEL)
-    if not panel.is_visible():
-        page.locator(PANEL_TAB).click()
-    panel.wait_for(state="visible")
-    page.wait_for_selector(f'{PANEL} .jp-TaskRun-live[data-mode="stream"]', timeout=15000)
-    return panel
 
 
 def close_panel(page: Any) -> None:
     if page.locator(PANEL).is_visible():
         page.locator('.lm-TabBar-tab[data-id="filebrowser"]').click()
     page.wait_for_selector(PANEL, state="hidden", timeout=10000)
-
-
-def row(page: Any, task_id: str) -> Any:
-    return page.locator(f'{PANEL} .jp-TaskRun-row[data-task-id="{task_id}"]')
 
 
 def open_detail(page: Any, task_id: str) -> Any:
@@ -58,23 +40,8 @@ def open_detail(page: Any, task_id: str) -> Any:
     return detail
 
 
-def toolbar_button(page: Any, task_id: str, name: str) -> Any:
-    return page.locator(f'#jupyter-taskrun-detail-{task_id} .jp-Toolbar-item[data-jp-item-name="{name}"] jp-button')
-
-
 def meta(detail: Any, field: str) -> str:
     return detail.locator(f'.jp-TaskRun-detailHeader dd[data-field="{field}"]').inner_text()
-
-
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s: {what} (last: {last!r})")
 
 
 def cancel_quietly(api: Any, *ids: str) -> None:
