@@ -223,16 +223,22 @@ def changes(service: TaskRun, after: int | None, owner: str | None, interval: fl
 
 
 async def until_terminal(service: TaskRun, task_id: str, timeout: float | None) -> Task:
-    """``TaskRun.wait``: the task once it ends, or as it is after ``timeout`` seconds (live only:
-    each wake-up re-reads the task, so a one-item queue is enough)."""
+    """``TaskRun.wait``: the task once it ends and all its events are stored (so that its logs and
+    outputs are whole when the waiter reads them, even while a full disk holds writes back), or as
+    it is after ``timeout`` seconds (live only: each wake-up re-reads the task, so a one-item
+    queue is enough; the broker publishes only what is stored, so the last wake-up comes after it)."""
+
+    def ended(task: Task) -> bool:
+        return task.status.is_terminal and not service.recorder.has_unwritten(task_id)
+
     task = service.get(task_id)
-    if task.status.is_terminal:
+    if ended(task):
         return task
     deadline = None if timeout is None else time.monotonic() + timeout
     with service.broker.subscribe(task_id, maxsize=1) as sub:
         while True:
             task = service.get(task_id)
-            if task.status.is_terminal:
+            if ended(task):
                 return task
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

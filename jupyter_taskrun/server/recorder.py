@@ -140,6 +140,11 @@ class TaskRecorder:
                     task.metrics[key] = data[key]
         self._schedule_flush()
 
+    def has_unwritten(self, task_id: str) -> bool:
+        """Events of this task still wait for the store (a disk-full recovery): its status in memory
+        is ahead of what its logs and outputs can show yet."""
+        return any(ev.task_id == task_id for ev in self._pending)
+
     def mark_dirty(self, task: Task) -> None:
         """The task row changed without an event (e.g. its kernel pid): write it with the next batch."""
         self._dirty[task.id] = task
