@@ -370,3 +370,39 @@ async def test_warm_pool_kernel_is_used_once(jp_serverapp, api, taskrun):
     # a task with its own env never gets a pooled kernel (its env would not apply)
     c = await api.run(code="import os\nprint(os.environ['X'])", env={"X": "1"})
     assert c["metrics"]["pooled_kernel"] is False
+
+
+async def test_a_kernel_that_loses_the_port_race_is_started_again(api, tmp_path):
+    """jupyter_client picks a kernel's ports before the kernel binds them; when another process takes
+    one in between, the kernel exits with "Address already in use" (seen in CI under load). That start
+    is retried with new ports instead of failing the task. The kernel here is a real ipykernel whose
+    first start fails exactly that way."""
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from jupyter_taskrun.execution.kernels import KernelLauncher
+
+    first = tmp_path / "first-start-happened"
+    script = tmp_path / "racy_ipykernel.py"  # "ipykernel" in its argv: launched as an ipykernel
+    script.write_text(
+        "import os, sys\n"
+        f"if not os.path.exists({str(first)!r}):\n"
+        f"    open({str(first)!r}, 'w').close()\n"
+        "    sys.stderr.write(\"zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:9')\\n\")\n"
+        "    sys.exit(1)\n"
+        "from ipykernel import kernelapp\n"
+        "kernelapp.launch_new_instance()\n"
+    )
+    spec_dir = tmp_path / "kernels" / "racy"
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, str(script), "-f", "{connection_file}"]
+    (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "racy", "language": "python"}))
+    launcher = KernelLauncher(KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    kernel = await launcher.start("racy")
+    try:
+        assert first.exists()  # the first start really failed
+        assert kernel.km.has_kernel and await kernel.km.is_alive()
+    finally:
+        await kernel.dispose()

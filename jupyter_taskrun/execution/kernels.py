@@ -41,6 +41,8 @@ warnings.filterwarnings("ignore", message="pass_fds overriding close_fds", categ
 #: Every task kernel carries this variable: how orphans of a crashed server, and
 #: daemons that left the kernel's process group, are found and killed.
 KERNEL_MARKER_ENV = TASK_KERNEL_ENV
+#: starts tried when a kernel loses the race for its ports
+PORT_RACE_ATTEMPTS = 3
 
 #: Server credentials a task kernel must not inherit.
 SECRET_ENV_VARS = (
@@ -277,6 +279,19 @@ class KernelLauncher:
         ]
 
     async def start(self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None) -> TaskKernel:
+        """A started, ready kernel. jupyter_client picks the kernel's ports before the kernel binds
+        them, so another process can take one in between ("Address already in use"): that start is
+        retried with new ports (a few times), not reported as the task's failure."""
+        for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+            try:
+                return await self._start_once(kernel_name, env=env, cwd=cwd)
+            except KernelStartError as e:
+                if attempt == PORT_RACE_ATTEMPTS or "Address already in use" not in str(e):
+                    raise
+                log.info("taskrun: a kernel lost a port race at start (attempt %d), starting it again", attempt)
+        raise AssertionError("unreachable")
+
+    async def _start_once(self, kernel_name: str, *, env: dict[str, str] | None, cwd: str | None) -> TaskKernel:
         t0 = time.monotonic()
         marker = f"{self.server_marker}:{uuid.uuid4().hex}"
         kernel_env = {**self.base_env, **(env or {}), KERNEL_MARKER_ENV: marker}

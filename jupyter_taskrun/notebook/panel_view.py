@@ -10,6 +10,7 @@ convention of ``jupyter_taskrun.formatting``. No ipywidgets, no I/O: ``TaskPanel
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 import urllib.parse
@@ -290,11 +291,17 @@ def mode_html(mode: str, detail: str, poll_interval: float) -> str:
 
 
 def notebook_link_html(base_url: str, path: str) -> str:
-    """Links to a saved executed notebook: open in Lab, and download."""
+    """Links to a saved executed notebook: open it, and download it.
+
+    In JupyterLab the jupyter-taskrun extension's command handles the click (Lab's command linker
+    reads the ``data-commandlinker-*`` attributes): the notebook opens as the Tasks detail view opens
+    it, without starting a kernel. Elsewhere the plain link opens it in a new tab."""
     quoted = "/".join(urllib.parse.quote(p, safe="") for p in path.split("/"))
     base = html.escape(base_url)
+    args = html.escape(json.dumps({"path": path}), quote=True)
     return (
         f'<span style="font-size:12px">saved <a class="taskrun-notebook-link" href="{base}lab/tree/{quoted}" '
+        f'data-commandlinker-command="taskrun:open-executed-notebook" data-commandlinker-args="{args}" '
         f'target="_blank" rel="noopener" style="{_LINK_STYLE};text-decoration:underline">'
         f'{html.escape(path)}</a> (<a href="{base}files/{quoted}" download style="{_LINK_STYLE}">download</a>)</span>'
     )

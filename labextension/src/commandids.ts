@@ -11,6 +11,8 @@ export namespace CommandIDs {
   export const rerunSelected = 'taskrun:rerun-selected';
   export const deleteSelected = 'taskrun:delete-selected';
   export const clearFinished = 'taskrun:clear-finished';
+  /** `{path}`: open a saved executed notebook as a record, without a kernel */
+  export const openExecutedNotebook = 'taskrun:open-executed-notebook';
   export const runNotebook = 'taskrun:run-notebook';
   export const runCells = 'taskrun:run-cells';
   export const runFile = 'taskrun:run-file';

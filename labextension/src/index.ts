@@ -361,6 +361,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.contextMenu.addItem({ command, selector: '.jp-TaskRun-row', rank })
     );
 
+    // the notebook panel's "saved …" link names this command (data-commandlinker-*), so that
+    // both views open an executed notebook the same way: without starting a kernel
+    commands.addCommand(CommandIDs.openExecutedNotebook, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            path: {
+              type: 'string',
+              description: trans.__('The notebook, relative to the server root')
+            }
+          },
+          required: ['path']
+        }
+      },
+      label: trans.__('Open Executed Notebook (No Kernel)'),
+      execute: async args => {
+        const path = typeof args.path === 'string' ? args.path : '';
+        if (path) {
+          await openPath(path);
+        }
+      }
+    });
     commands.addCommand(CommandIDs.clearFinished, {
       describedBy: NO_ARGS,
       label: trans.__('Clear Finished Tasks…'),

@@ -157,6 +157,17 @@ def test_taskrun_panel_renders_and_follows_a_task(lab_page: Any, lab_server: Any
     assert saved.endswith(".executed.ipynb") and (lab_server.root / saved).is_file()
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=str(artifacts_dir / "widget-panel-completed.png"))
+    # the link opens it as the Tasks detail view does (one behaviour): in Lab, without a kernel
+    link.click()
+    tab = page.locator(".lm-TabBar-tab", has_text=saved[:20])
+    tab.first.wait_for(timeout=30000)
+    page.locator(".jp-NotebookPanel:visible .jp-KernelName", has_text="No Kernel").first.wait_for(timeout=30000)
+    sessions = lab_server.api.get("api/sessions")
+    assert not [x for x in sessions if x.get("path", "").endswith(saved)], sessions
+    assert len(page.context.pages) == 1  # no new browser tab: Lab's command handled the click
+    page.screenshot(path=str(artifacts_dir / "widget-panel-executed-notebook.png"))
+    # back to the notebook that ran the task
+    page.locator(".lm-TabBar-tab", has_text="widget-panel-").first.click()
 
     # the failing task: error head and the task's traceback
     failed = shown_panel(page, 2)
