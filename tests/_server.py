@@ -79,6 +79,9 @@ class JupyterServer:
         env["JUPYTER_RUNTIME_DIR"] = str(self.runtime_dir)
         env["JUPYTER_CONFIG_DIR"] = str(self.config_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        # faulthandler on: a test that sees the server stall can SIGABRT it and read every thread's
+        # stack in server.log (``dump_stacks``)
+        env["PYTHONFAULTHANDLER"] = "1"
         return env
 
     def start(self) -> JupyterServer:
@@ -264,3 +267,17 @@ class TCPProxy:
         self._closed = True
         self.listener.close()
         self.drop()
+
+
+def dump_stacks(server: JupyterServer, lines: int = 120) -> str:
+    """Abort a stalled server and return the end of its log: faulthandler's stack of every thread."""
+    import signal
+    import time
+
+    try:
+        os.kill(server.proc.pid, signal.SIGABRT)
+    except (ProcessLookupError, AttributeError):
+        return ""
+    time.sleep(1.0)
+    text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])

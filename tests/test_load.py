@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from ._server import JupyterServer
+from ._server import JupyterServer, dump_stacks
 
 N = int(os.environ.get("TASKRUN_LOAD_N", "200"))
 GET_P99_LIMIT = float(os.environ.get("TASKRUN_LOAD_P99_MS", "100")) / 1000
@@ -176,7 +176,10 @@ def test_burst_of_submissions(tmp_path):
         c = Client(server)
         deadline = time.monotonic() + max(600, N * 2.0)
         while True:
-            _code, status = c.call("GET", "status")
+            try:
+                _code, status = c.call("GET", "status")
+            except TimeoutError:  # the server stopped answering: say where it is stuck
+                raise AssertionError(f"the server did not answer GET /status in 60 s; its stacks:\n{dump_stacks(server)}") from None
             if status["queued"] == 0 and status["running"] == 0:
                 break
             assert time.monotonic() < deadline, f"burst not done in time: {status}"
