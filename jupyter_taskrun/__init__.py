@@ -1,6 +1,6 @@
 """jupyter_taskrun: run code, scripts and notebooks as tracked background tasks from Jupyter.
 
-Importing this package must stay cheap: task kernels import it for ``progress()``.
+Importing this package must stay cheap: task kernels import it for ``progress()`` and ``record()``.
 Heavy parts (server extension, client, widgets) load on first use.
 """
 
@@ -10,8 +10,9 @@ from typing import Any
 
 from ._version import __version__
 from .progress import progress
+from .values import record
 
-__all__ = ["__version__", "progress", "TaskRunClient", "AsyncTaskRunClient", "load_ipython_extension"]
+__all__ = ["__version__", "progress", "record", "TaskRunClient", "AsyncTaskRunClient", "load_ipython_extension"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

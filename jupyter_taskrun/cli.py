@@ -4,6 +4,8 @@ Every command that takes a task (``show``, ``logs``, ``cancel``, ``wait``, ``dow
 ``rerun``) accepts what ``%taskrun`` accepts: a full id, a unique id prefix or a task name, through
 the one resolver (``jupyter_taskrun.client.resolve``). What is printed is built in
 ``cli_render`` (views and the live console); this module is the command line and the calls.
+``schedule add|list|show|pause|resume|run|rm`` lives in ``cli_schedule`` (its ``add`` takes
+``submit``'s options, ``add_task_options``).
 
 Exit codes: 0 on success; 1 when a task waited for (``--wait``/``--follow``/``wait``) did not
 complete (failed, cancelled, timed out), when a task reference matches no task or several, or
@@ -20,9 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import cli_results
 from .cli_render import Console, exit_code, is_terminal, list_lines, result_text, safe, show_lines, status_lines, summary
 from .client import TaskRunClient
-from .client.resolve import resolve_task
+from .client.resolve import resolve_schedule, resolve_task
 from .errors import TaskRunError
 from .formatting import executed_notebook_name, strip_ansi
 from .models import TaskStatus
@@ -169,7 +172,8 @@ def _source_from_file(client: TaskRunClient, file: str) -> tuple[dict[str, Any],
         raise UsageError(f"{file} is not a JSON notebook: {e}") from None
 
 
-def cmd_submit(client: TaskRunClient, args: argparse.Namespace) -> int:
+def task_submission(client: TaskRunClient, args: argparse.Namespace) -> dict[str, Any]:
+    """The submission ``add_task_options`` describes (``submit``, ``schedule add``); unset options are None."""
     if args.file and args.code is not None:
         raise UsageError("give FILE or -c CODE, not both")
     if not args.file and args.code is None:
@@ -178,7 +182,8 @@ def cmd_submit(client: TaskRunClient, args: argparse.Namespace) -> int:
         source, default_name = _source_from_file(client, args.file)
     else:
         source, default_name = {"code": args.code}, None
-    options = {
+    return {
+        **source,
         "name": args.name or default_name,
         "kernel_name": args.kernel,
         "timeout": args.timeout,
@@ -188,10 +193,14 @@ def cmd_submit(client: TaskRunClient, args: argparse.Namespace) -> int:
         "env": dict(args.env) if args.env else None,
         "priority": args.priority,
         "cwd": args.cwd,
-        "args": list(args.script_args) or None,
+        "args": list(getattr(args, "script_args", ())) or None,
+        "outputs": args.outputs or None,
+        "inputs": args.inputs or None,
     }
-    task = client.submit(**source, **options)
-    return _after_submit(client, task, args)
+
+
+def cmd_submit(client: TaskRunClient, args: argparse.Namespace) -> int:
+    return _after_submit(client, client.submit(**task_submission(client, args)), args)
 
 
 def _after_submit(client: TaskRunClient, task: dict[str, Any], args: argparse.Namespace) -> int:
@@ -217,7 +226,11 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
     limit = 20 if args.limit is None else args.limit
     tasks = []
     page_size = min(limit, 200) if limit else 200
-    for task in client.iter_tasks(args.status, args.tag, args.owner, args.name, page_size=page_size):
+    schedule = resolve_schedule(client, args.schedule)["id"] if args.schedule else None
+    tasks_found = client.iter_tasks(
+        args.status, args.tag, args.owner, args.name, page_size=page_size, schedule=schedule, sort=args.sort, where=args.where
+    )
+    for task in tasks_found:
         tasks.append(task)
         if limit and len(tasks) >= limit:
             break
@@ -227,7 +240,10 @@ def cmd_list(client: TaskRunClient, args: argparse.Namespace) -> int:
     if not tasks:
         print("no tasks", file=sys.stderr)
         return 0
-    for line in list_lines(tasks):
+    lines = list_lines(tasks)
+    if args.values:
+        lines = cli_results.with_value_columns(lines, tasks, args.values)
+    for line in lines:
         print(line)
     return 0
 
@@ -351,17 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("submit", "submit a .py/.ipynb file or a snippet of code as a task", cmd_submit)
     p.epilog = "Arguments after -- are the script's sys.argv[1:], as with python FILE ARG...: submit train.py -- --lr 0.1"
-    p.add_argument("file", nargs="?", metavar="FILE", help=".py script or .ipynb notebook ('-' reads code from stdin)")
-    p.add_argument("-c", "--code", help="code to run (one cell)")
-    p.add_argument("--name", help="task name")
-    p.add_argument("--kernel", help="kernel name (default: the server's default kernel)")
-    p.add_argument("--timeout", type=_positive, help="time limit for the whole task (s)")
-    p.add_argument("--cell-timeout", type=_positive, help="time limit per cell (s)")
-    p.add_argument("--tag", action="append", metavar="TAG", help="tag the task (repeatable)")
-    p.add_argument("--param", action="append", type=_param, metavar="K=V", help="parameter (value read as JSON if it parses; repeatable)")
-    p.add_argument("--env", action="append", type=_env, metavar="K=V", help="environment variable for the task (repeatable)")
-    p.add_argument("--priority", type=int, help="higher runs first (default 0)")
-    p.add_argument("--cwd", help="working directory, relative to the server root")
+    add_task_options(p)
     _add_wait_options(p)
 
     p = add("list", "list tasks, newest first", cmd_list)
@@ -374,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="only tasks with this tag")
     p.add_argument("--owner", help="only tasks of this owner")
     p.add_argument("--name", help="only tasks whose name starts with this")
+    p.add_argument("--schedule", metavar="SCHEDULE", help="only tasks this schedule made (an id, a unique id prefix or a name)")
     p.add_argument("--limit", type=int, help="how many tasks to show (default 20, 0 = all)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    cli_results.add_list_options(p)
 
     p = add("show", "show one task", cmd_show)
     _add_task_ref(p)
@@ -407,7 +415,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", "show the server's task runner status", cmd_status)
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    from . import cli_schedule  # here, not at the top: cli_schedule imports this module
+
+    cli_schedule.add_command(sub, common)
+    cli_results.add_commands(sub, common)
     return parser
+
+
+def add_task_options(p: argparse.ArgumentParser) -> None:
+    """What a task runs and how: the options of ``submit``, shared by ``schedule add`` (and ``%taskrun schedule add``)."""
+    p.add_argument("file", nargs="?", metavar="FILE", help=".py script or .ipynb notebook ('-' reads code from stdin)")
+    p.add_argument("-c", "--code", help="code to run (one cell)")
+    p.add_argument("--name", help="task name")
+    p.add_argument("--kernel", help="kernel name (default: the server's default kernel)")
+    p.add_argument("--timeout", type=_positive, help="time limit for the whole task (s)")
+    p.add_argument("--cell-timeout", type=_positive, help="time limit per cell (s)")
+    p.add_argument("--tag", action="append", metavar="TAG", help="tag the task (repeatable)")
+    p.add_argument("--param", action="append", type=_param, metavar="K=V", help="parameter (value read as JSON if it parses; repeatable)")
+    p.add_argument("--env", action="append", type=_env, metavar="K=V", help="environment variable for the task (repeatable)")
+    p.add_argument("--priority", type=int, help="higher runs first (default 0)")
+    p.add_argument("--cwd", help="working directory, relative to the server root")
+    p.add_argument("--outputs", action="append", metavar="GLOB", help="collect these files (relative to the cwd) when it ends (repeatable)")
+    p.add_argument("--inputs", action="append", metavar="PATH", help="a file or folder it reads, staged for a Dask worker (repeatable)")
+    p.set_defaults(script_args_allowed=True)
 
 
 def _add_task_ref(p: argparse.ArgumentParser, *, several: bool = False) -> None:
@@ -432,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         at = argv.index("--")
         argv, script_args = argv[:at], argv[at + 1 :]
     args = parser.parse_args(argv)
-    if script_args and args.command != "submit":
+    if script_args and not getattr(args, "script_args_allowed", False):
         parser.error("arguments after -- belong to a script: submit FILE -- ARG...")
     args.script_args = script_args
     try:

@@ -44,10 +44,26 @@ class TaskNotFound(TaskRunError):
     reason = "not-found"
 
 
+class ScheduleNotFound(TaskNotFound):
+    """No schedule has that id (or the caller may not see it)."""
+
+
 class TaskStateConflict(TaskRunError):
     """The task's status does not allow the operation (e.g. deleting a running task)."""
 
     reason = "conflict"
+
+
+class VariableNotReady(TaskStateConflict):
+    """A task's variables are asked for before it has ended (``variables_out``)."""
+
+    reason = "not-ready"
+
+
+class VariableUnavailable(TaskStateConflict):
+    """A requested variable came back with an error instead of bytes (missing, unpicklable, over a cap)."""
+
+    reason = "variable-error"
 
 
 class InvalidTransition(TaskStateConflict):

@@ -65,6 +65,12 @@ class EventType(str, enum.Enum):
     TRUNCATED = "truncated"
     #: a cell's displayed outputs were cleared (``clear_output``), at the moment nbclient clears them
     CLEAR = "clear"
+    #: one attempt to deliver the task's webhook (``callback_url``), recorded after the task ended
+    NOTIFICATION = "notification"
+    #: ``record(name, value, step)`` from task code (``values.py``): {"name", "value", "step"}
+    VALUE = "value"
+    #: the task's ``outputs`` files, collected when it ended (``execution/artifacts.py``)
+    ARTIFACTS = "artifacts"
 
     def __str__(self) -> str:
         return self.value
@@ -123,6 +129,15 @@ class TaskSubmission:
     args: list[str] = field(default_factory=list)
     #: queue it again if the server stops while it runs (``server/recovery.py``)
     requeue_on_restart: bool = False
+    #: an http(s) URL POSTed a signed summary when the task ends (``server/webhooks.py``)
+    callback_url: str | None = None
+    #: notebook variables in ({name: base64 pickle}) and names to send back (``server/variables.py``)
+    variables_in: dict[str, str] = field(default_factory=dict)
+    variables_out: list[str] = field(default_factory=list)
+    #: globs relative to the task's cwd: files collected into its artifacts when it ends (``execution/artifacts.py``)
+    outputs: list[str] = field(default_factory=list)
+    #: server-root-relative files or folders inside the task's cwd, staged into a Dask task's folder
+    inputs: list[str] = field(default_factory=list)
 
     #: every field a submission may carry (the definition's properties; tests check they match)
     FIELDS = schema.FIELDS
@@ -154,6 +169,10 @@ class TaskSubmission:
         sub.env = dict(sub.env)
         sub.tags = list(dict.fromkeys(sub.tags))
         sub.args = list(sub.args)
+        sub.outputs = list(dict.fromkeys(sub.outputs))
+        sub.inputs = list(dict.fromkeys(sub.inputs))
+        sub.variables_in = dict(sub.variables_in)
+        sub.variables_out = list(dict.fromkeys(sub.variables_out))
         sub.resources = {k: float(v) for k, v in sub.resources.items()}
         # JSON has one kind of number: 2.0 is a valid integer, kept as an int
         sub.priority = int(sub.priority)
@@ -294,6 +313,11 @@ class Task:
     exit_code: int | None = None
     #: which run this is: 1, plus one per re-queue after a server stop (``server/recovery.py``)
     attempt: int = 1
+    #: the schedule that made this task, and the cron time it fired for (None: run now / not scheduled)
+    schedule_id: str | None = None
+    scheduled_for: float | None = None
+    #: the latest value ``record()`` recorded per name (``values.py``)
+    values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_active(self) -> bool:
@@ -323,6 +347,9 @@ class Task:
             "last_event_id": self.last_seq,
             "exit_code": self.exit_code,
             "attempt": self.attempt,
+            "schedule_id": self.schedule_id,
+            "scheduled_for": isotime(self.scheduled_for),
+            "values": dict(self.values),
         }
 
 

@@ -35,6 +35,7 @@ README = ROOT / "README.md"
 NOT_IN_A_CLONE = {
     ".git", "node_modules", ".venv", "venv", "__pycache__", ".pytest_cache", "build", "dist",
     ".ci/.venv", "jupyter_taskrun/labextension", "labextension/lib", "labextension/.yarn",
+    "jupyter_taskrun/static/swagger",
 }  # fmt: skip
 
 

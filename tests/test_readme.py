@@ -10,9 +10,9 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def curl_examples() -> str:
+def curl_examples(heading: str = "### curl examples") -> str:
     text = README.read_text()
-    section = text.split("### curl examples", 1)[1]
+    section = text.split(heading, 1)[1]
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
@@ -31,3 +31,18 @@ def test_readme_curl_examples_run(server_factory):
     resumed = out.split("event: end", 1)[1]
     assert "id: 4\n" in resumed and "id: 3\n" not in resumed.split("id: 4\n")[0]
     assert '"samples"' in out  # metrics
+
+
+def test_readme_schedule_examples_run(server_factory):
+    script = curl_examples("### Schedules with curl")
+    server = server_factory(taskrun={"kernel_pool_size": 0})
+    env = {**os.environ, "URL": server.url.rstrip("/"), "TOKEN": server.token}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "every day at 03:00 (Europe/Berlin)" in proc.stderr
+    out = proc.stdout
+    assert '"description": "every 15 minutes (UTC)"' in out
+    assert out.count('"schedule_id": "') >= 2  # the run-now task, and the same task in the history
+    assert '"enabled": false' in out and '"enabled": true' in out
+    status, body = server.request("GET", "taskrun/api/schedules")
+    assert status == 200 and b'"schedules": []' in body

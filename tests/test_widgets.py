@@ -145,7 +145,7 @@ def test_panel_follows_queued_running_completed(client):
         assert panel.rerun_button.get_state()["disabled"] is False
         assert panel.error_view.layout.display == "none"
         assert panel.result == {"data": {"text/plain": "{'answer': 42}"}, "cell_index": 0}
-        assert panel.layout.border_left.startswith("4px solid #2e7d32")
+        assert panel.layout.border_left == "4px solid var(--jp-success-color1, #388e3c)"  # the theme's success colour
     finally:
         panel.close()
         client.wait(blocker["id"], timeout=60)

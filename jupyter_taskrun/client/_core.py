@@ -7,8 +7,8 @@ once, and the two clients differ only in how bytes move.
 
 Guarantees:
 
-* request URLs are ``<server>/taskrun/api/<path>``; task ids are percent-encoded as one path
-  segment (an empty or non-string id is a ``ValueError`` before any request); ``None`` query values
+* request URLs are ``<server>/taskrun/api/<path>``; task and schedule ids are percent-encoded as one
+  path segment (an empty or non-string id is a ``ValueError`` before any request); ``None`` query values
   are dropped, booleans become ``true``/``false``, lists (several statuses) become comma lists;
 * every request carries ``Accept``, ``User-Agent`` and, when there is a token,
   ``Authorization: token …``; ``POST``s without a body send an empty one;
@@ -169,6 +169,24 @@ def task_path(task_id: str, suffix: str = "") -> str:
     return "tasks/" + urllib.parse.quote(task_id, safe="") + suffix
 
 
+def schedule_path(schedule_id: str, suffix: str = "") -> str:
+    if not isinstance(schedule_id, str) or not schedule_id:
+        raise ValueError("a schedule id must be a non-empty string")
+    return "schedules/" + urllib.parse.quote(schedule_id, safe="") + suffix
+
+
+def schedule_body(task: dict[str, Any], cron: str, name: str | None, timezone: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body of ``POST /schedules``: the task as one submission (``None`` options left out,
+    a ``path`` made a string), the schedule's own fields without the ``None`` ones."""
+    if not isinstance(task, dict):
+        raise TypeError("task must be a submission dict, e.g. {'code': 'print(1)'} or {'path': 'nightly.ipynb'}")
+    fields = dict(task)
+    path = fields.pop("path", None)
+    body: dict[str, Any] = {"task": submission(None, None, path, None, fields), "cron": cron}
+    body.update({key: value for key, value in {"name": name, "timezone": timezone, **options}.items() if value is not None})
+    return body
+
+
 class Api:
     """The API's calls (documented on ``TaskRunClient``)."""
 
@@ -186,9 +204,11 @@ class Api:
         return ApiCall("GET", task_path(task_id))
 
     @staticmethod
-    def list_tasks(status, tag, owner, name, limit, cursor) -> ApiCall:
-        params = {"status": status, "tag": tag, "owner": owner, "name": name, "limit": limit, "cursor": cursor}
-        return ApiCall("GET", "tasks", params)
+    def list_tasks(status, tag, owner, name, limit, cursor, schedule=None, sort=None, where=None) -> ApiCall:
+        params = {"status": status, "tag": tag, "owner": owner, "name": name, "limit": limit, "cursor": cursor, "schedule": schedule}
+        if isinstance(where, (list, tuple)):  # several conditions: all must hold
+            where = ",".join(where)
+        return ApiCall("GET", "tasks", {**params, "sort": sort, "where": where})
 
     @staticmethod
     def cancel(task_id: str) -> ApiCall:
@@ -226,6 +246,72 @@ class Api:
     @staticmethod
     def status() -> ApiCall:
         return ApiCall("GET", "status")
+
+    # -- recorded values, output files, HTML (server/results.py) ---------------------
+
+    @staticmethod
+    def values(task_id: str) -> ApiCall:
+        return ApiCall("GET", task_path(task_id, "/values"))
+
+    @staticmethod
+    def files(task_id: str) -> ApiCall:
+        return ApiCall("GET", task_path(task_id, "/files"))
+
+    @staticmethod
+    def download_file(task_id: str, path: str) -> ApiCall:
+        if not isinstance(path, str) or not path:
+            raise ValueError("a file path must be a non-empty string")
+        return ApiCall("GET", task_path(task_id, "/files/" + urllib.parse.quote(path, safe="/")), result=raw_result)
+
+    @staticmethod
+    def notebook_html(task_id: str, no_input: bool) -> ApiCall:
+        params = {"format": "html", "no_input": 1 if no_input else None}
+        return ApiCall("GET", task_path(task_id, "/notebook"), params, result=text_result)
+
+    # -- variables (variables_out) ----------------------------------------------
+
+    @staticmethod
+    def variables(task_id: str) -> ApiCall:
+        return ApiCall("GET", task_path(task_id, "/variables"))
+
+    @staticmethod
+    def variable_bytes(task_id: str, name: str) -> ApiCall:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a variable name must be a non-empty string")
+        return ApiCall("GET", task_path(task_id, "/variables/" + urllib.parse.quote(name, safe="")), result=raw_result)
+
+    # -- schedules -------------------------------------------------------------
+
+    @staticmethod
+    def create_schedule(task, cron: str, name: str | None, timezone: str | None, options: dict[str, Any]) -> ApiCall:
+        return ApiCall("POST", "schedules", body=schedule_body(task, cron, name, timezone, options))
+
+    @staticmethod
+    def list_schedules(owner: str | None) -> ApiCall:
+        return ApiCall("GET", "schedules", {"owner": owner}, result=json_field("schedules"))
+
+    @staticmethod
+    def get_schedule(schedule_id: str) -> ApiCall:
+        return ApiCall("GET", schedule_path(schedule_id))
+
+    @staticmethod
+    def update_schedule(schedule_id: str, fields: dict[str, Any]) -> ApiCall:
+        # None is sent as null here: in a PATCH it clears a field (end_at, max_runs, callback_url)
+        if not fields:
+            raise ValueError("update_schedule needs at least one field to change")
+        return ApiCall("PATCH", schedule_path(schedule_id), body=dict(fields))
+
+    @staticmethod
+    def run_schedule(schedule_id: str) -> ApiCall:
+        return ApiCall("POST", schedule_path(schedule_id, "/run"))
+
+    @staticmethod
+    def delete_schedule(schedule_id: str) -> ApiCall:
+        return ApiCall("DELETE", schedule_path(schedule_id), result=no_result)
+
+    @staticmethod
+    def preview_schedule(cron: str, timezone: str | None) -> ApiCall:
+        return ApiCall("GET", "schedules/preview", {"cron": cron, "timezone": timezone})
 
 
 @dataclass(frozen=True)

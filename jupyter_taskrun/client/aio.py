@@ -181,8 +181,12 @@ class AsyncTaskRunClient(ClientBase):
         name: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        *,
+        schedule: str | None = None,
+        sort: str | None = None,
+        where: str | builtins.list[str] | None = None,
     ) -> dict[str, Any]:
-        return await self._call(Api.list_tasks(status, tag, owner, name, limit, cursor))
+        return await self._call(Api.list_tasks(status, tag, owner, name, limit, cursor, schedule, sort, where))
 
     async def iter_tasks(
         self,
@@ -191,10 +195,14 @@ class AsyncTaskRunClient(ClientBase):
         owner: str | None = None,
         name: str | None = None,
         page_size: int | None = None,
+        *,
+        schedule: str | None = None,
+        sort: str | None = None,
+        where: str | builtins.list[str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         cursor = None
         while True:
-            page = await self.list(status, tag, owner, name, page_size, cursor)
+            page = await self.list(status, tag, owner, name, page_size, cursor, schedule=schedule, sort=sort, where=where)
             for task in page.get("tasks", []):
                 yield task
             cursor = page.get("next_cursor")
@@ -232,6 +240,56 @@ class AsyncTaskRunClient(ClientBase):
 
     async def status(self) -> dict[str, Any]:
         return await self._call(Api.status())
+
+    async def values(self, task_id: str) -> dict[str, Any]:
+        return await self._call(Api.values(task_id))
+
+    async def files(self, task_id: str) -> dict[str, Any]:
+        return await self._call(Api.files(task_id))
+
+    async def download_file(self, task_id: str, path: str) -> bytes:
+        return await self._call(Api.download_file(task_id, path))
+
+    async def notebook_html(self, task_id: str, *, no_input: bool = False) -> str:
+        return await self._call(Api.notebook_html(task_id, no_input))
+
+    async def variables(self, task_id: str) -> dict[str, Any]:
+        return await self._call(Api.variables(task_id))
+
+    async def variable_bytes(self, task_id: str, name: str) -> bytes:
+        return await self._call(Api.variable_bytes(task_id, name))
+
+    # -- schedules (documented on TaskRunClient) ---------------------------------
+
+    async def create_schedule(
+        self, task: dict[str, Any], cron: str, *, name: str | None = None, timezone: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """See ``TaskRunClient.create_schedule``."""
+        return await self._call(Api.create_schedule(task, cron, name, timezone, options))
+
+    async def list_schedules(self, owner: str | None = None) -> builtins.list[dict[str, Any]]:
+        return await self._call(Api.list_schedules(owner))
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._call(Api.get_schedule(schedule_id))
+
+    async def update_schedule(self, schedule_id: str, **fields: Any) -> dict[str, Any]:
+        return await self._call(Api.update_schedule(schedule_id, fields))
+
+    async def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._call(Api.update_schedule(schedule_id, {"enabled": False}))
+
+    async def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._call(Api.update_schedule(schedule_id, {"enabled": True}))
+
+    async def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._call(Api.run_schedule(schedule_id))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._call(Api.delete_schedule(schedule_id))
+
+    async def preview_schedule(self, cron: str, timezone: str | None = None) -> dict[str, Any]:
+        return await self._call(Api.preview_schedule(cron, timezone))
 
     # -- waiting and streaming -----------------------------------------------
 

@@ -18,6 +18,10 @@ Only the newest ``MAX_SCANNED`` tasks the caller can see are searched for prefix
 Both errors are ``TaskRefError``, a ``jupyter_taskrun.errors.TaskRunError`` and a ``LookupError``,
 with ``ref`` and ``candidates``; their message is one line, fit for a terminal or a notebook.
 Server refusals other than "no task with this id" (403, 5xx, connection lost) propagate unchanged.
+
+``resolve_schedule`` applies the same rules to schedules (``client.get_schedule`` /
+``client.list_schedules``; every schedule the caller can see is searched), raising
+``NoSuchSchedule`` / ``AmbiguousScheduleRef``, which are ``TaskRefError`` too.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from typing import Any
 
 from ..errors import TaskRunError
 
-__all__ = ["MAX_SCANNED", "AmbiguousTaskRef", "NoSuchTask", "TaskRefError", "resolve_task"]
+__all__ = [
+    "MAX_SCANNED",
+    "AmbiguousScheduleRef",
+    "AmbiguousTaskRef",
+    "NoSuchSchedule",
+    "NoSuchTask",
+    "TaskRefError",
+    "resolve_schedule",
+    "resolve_task",
+]
 
 #: how many of the newest tasks are searched for an id prefix or a name
 MAX_SCANNED = 5000
@@ -56,6 +69,16 @@ class NoSuchTask(TaskRefError):
 
 class AmbiguousTaskRef(TaskRefError):
     """Several tasks' ids start with this prefix."""
+
+    reason = "ambiguous"
+
+
+class NoSuchSchedule(TaskRefError):
+    """No schedule has this id, an id starting with it, or this name."""
+
+
+class AmbiguousScheduleRef(TaskRefError):
+    """Several schedules' ids start with this prefix."""
 
     reason = "ambiguous"
 
@@ -106,3 +129,34 @@ def resolve_task(client: Any, ref: str) -> dict[str, Any]:
         return by_name[0]  # newest first: the latest run of that name
     where = f" among the newest {MAX_SCANNED} tasks" if scanned >= MAX_SCANNED else ""
     raise NoSuchTask(ref, f"no task {ref!r}: no task has this id, an id starting with it, or this name{where}")
+
+
+def resolve_schedule(client: Any, ref: str) -> dict[str, Any]:
+    """The schedule ``ref`` means: the rules of ``resolve_task``, over ``client.list_schedules()``."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise NoSuchSchedule(ref, "give a schedule id, a unique id prefix or a schedule name")
+    if _FULL_ID.fullmatch(ref.lower()):
+        try:
+            return client.get_schedule(ref.lower())
+        except TaskRunError as e:
+            if not _is_not_found(e):
+                raise
+    schedules = client.list_schedules()  # newest first
+    prefix = ref.lower()
+    by_id = [s for s in schedules if str(s.get("id", "")).lower().startswith(prefix)]
+    if len(by_id) == 1:
+        return by_id[0]
+    if by_id:
+        shown = ", ".join(_describe_schedule(s) for s in by_id[:_SHOWN_CANDIDATES])
+        more = f" and {len(by_id) - _SHOWN_CANDIDATES} more" if len(by_id) > _SHOWN_CANDIDATES else ""
+        raise AmbiguousScheduleRef(ref, f"{ref!r} is the start of {len(by_id)} schedule ids ({shown}{more}); give more of the id", by_id)
+    by_name = [s for s in schedules if s.get("name") == ref]
+    if by_name:
+        return by_name[0]
+    raise NoSuchSchedule(ref, f"no schedule {ref!r}: no schedule has this id, an id starting with it, or this name")
+
+
+def _describe_schedule(schedule: dict[str, Any]) -> str:
+    name = schedule.get("name")
+    return f"{str(schedule.get('id', '?'))[:12]}" + (f" {name!r}" if name else "")

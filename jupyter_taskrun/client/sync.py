@@ -133,13 +133,18 @@ class TaskRunClient(ClientBase):
         name: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        *,
+        schedule: str | None = None,
+        sort: str | None = None,
+        where: str | builtins.list[str] | None = None,
     ) -> dict[str, Any]:
         """One page of tasks, newest first: ``{"tasks": [...], "next_cursor": str | None}``.
 
-        ``status`` may be one status or several (a list); ``name`` matches a prefix; pass the
-        previous page's ``next_cursor`` as ``cursor`` for the next page (see ``iter_tasks``).
+        ``status`` may be one status or several (a list); ``name`` matches a prefix; ``schedule``
+        (a schedule id) keeps the tasks that schedule made, its history; pass the previous page's
+        ``next_cursor`` as ``cursor`` for the next page (see ``iter_tasks``).
         """
-        return self._call(Api.list_tasks(status, tag, owner, name, limit, cursor))
+        return self._call(Api.list_tasks(status, tag, owner, name, limit, cursor, schedule, sort, where))
 
     def iter_tasks(
         self,
@@ -148,11 +153,15 @@ class TaskRunClient(ClientBase):
         owner: str | None = None,
         name: str | None = None,
         page_size: int | None = None,
+        *,
+        schedule: str | None = None,
+        sort: str | None = None,
+        where: str | builtins.list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every matching task, newest first, following ``next_cursor`` page by page."""
         cursor = None
         while True:
-            page = self.list(status, tag, owner, name, page_size, cursor)
+            page = self.list(status, tag, owner, name, page_size, cursor, schedule=schedule, sort=sort, where=where)
             yield from page.get("tasks", [])
             cursor = page.get("next_cursor")
             if not cursor:
@@ -202,6 +211,82 @@ class TaskRunClient(ClientBase):
     def status(self) -> dict[str, Any]:
         """Server status: version, executor, capacity, running, queued, max_queued."""
         return self._call(Api.status())
+
+    def values(self, task_id: str) -> dict[str, Any]:
+        """What the task ``record()``ed: ``{"task_id", "values": {name: latest}, "series": {name: [{"value",
+        "step", "time", "seq"}, ...]}}`` (every recording, in order)."""
+        return self._call(Api.values(task_id))
+
+    def files(self, task_id: str) -> dict[str, Any]:
+        """The task's ``outputs`` files: ``{"task_id", "outputs", "collected", "files": [{"path", "size",
+        "sha256", "content_type"}], "refused": [{"path", "size", "reason"}], "missing": [pattern]}``."""
+        return self._call(Api.files(task_id))
+
+    def download_file(self, task_id: str, path: str) -> bytes:
+        """One collected output file's bytes, exactly as the task wrote them."""
+        return self._call(Api.download_file(task_id, path))
+
+    def notebook_html(self, task_id: str, *, no_input: bool = False) -> str:
+        """The executed notebook as HTML (nbconvert); ``no_input=True``: the report, without code."""
+        return self._call(Api.notebook_html(task_id, no_input))
+
+    def variables(self, task_id: str) -> dict[str, Any]:
+        """What the task sends back (``variables_out``): ``{"ready", "requested", "variables": [{"name",
+        "size", "type", "error"}], "inputs": [...]}``."""
+        return self._call(Api.variables(task_id))
+
+    def variable_bytes(self, task_id: str, name: str) -> bytes:
+        """One variable's pickle, as the task kernel made it (load it only if you trust the task:
+        ``TaskHandle.get`` does); HTTP 409 while the task runs or when the variable has an error."""
+        return self._call(Api.variable_bytes(task_id, name))
+
+    # -- schedules -------------------------------------------------------------
+
+    def create_schedule(
+        self, task: dict[str, Any], cron: str, *, name: str | None = None, timezone: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Run ``task`` (a submission as ``submit`` takes it, e.g. ``{"path": "nightly.ipynb",
+        "parameters": {...}}``) at the times of ``cron``; returns the schedule (with ``description``
+        and ``next_runs``).
+
+        ``cron`` is 5 fields (``"0 3 * * *"``) or an alias (``@daily``, ``@hourly``, ...) in
+        ``timezone`` (an IANA name; default: the server's zone). Options: ``enabled`` (False: created
+        paused), ``start_at``, ``end_at`` (ISO 8601), ``max_runs``, ``overlap`` (``"skip"``,
+        ``"queue"``, ``"cancel_previous"``), ``catch_up`` (``"skip"``, ``"run_once"``),
+        ``callback_url``. Bad input is ``TaskRunHTTPError`` 400 naming the field; nothing is stored.
+        """
+        return self._call(Api.create_schedule(task, cron, name, timezone, options))
+
+    def list_schedules(self, owner: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Every schedule the caller may see, newest first (an admin: everyone's, or ``owner``'s)."""
+        return self._call(Api.list_schedules(owner))
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._call(Api.get_schedule(schedule_id))
+
+    def update_schedule(self, schedule_id: str, **fields: Any) -> dict[str, Any]:
+        """Change some of the fields ``create_schedule`` sets (``task``, ``cron``, ``timezone``,
+        ``name``, ...); ``None`` clears a field (``end_at=None``). Returns the schedule."""
+        return self._call(Api.update_schedule(schedule_id, fields))
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """No more runs until ``resume_schedule``; returns the schedule (``next_runs`` empty)."""
+        return self._call(Api.update_schedule(schedule_id, {"enabled": False}))
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._call(Api.update_schedule(schedule_id, {"enabled": True}))
+
+    def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Run the schedule's task now, whatever its ``overlap`` says; returns the new task."""
+        return self._call(Api.run_schedule(schedule_id))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; the tasks it made are kept (and keep their ``schedule_id``)."""
+        self._call(Api.delete_schedule(schedule_id))
+
+    def preview_schedule(self, cron: str, timezone: str | None = None) -> dict[str, Any]:
+        """``{"cron", "timezone", "description", "next_runs"}`` of a cron, without storing anything."""
+        return self._call(Api.preview_schedule(cron, timezone))
 
     # -- waiting and streaming -----------------------------------------------
 

@@ -40,6 +40,7 @@ from typing import Any
 from traitlets import Bool, Float, Int, Unicode
 
 from ..errors import ExecutorUnavailable, TaskRunError
+from .artifacts import read_inputs
 from .dask_connection import SchedulerConnection
 from .dask_worker import worker_main, worker_stop
 from .executor import Executor, ExecutorContext, JobResult, KernelCallback, TaskJob
@@ -205,6 +206,11 @@ class DaskExecutor(Executor):
     async def run(self, job: TaskJob, emit: Emit, on_kernel: KernelCallback) -> JobResult:
         state = self._tasks.setdefault(job.task_id, _TaskState())
         lost: list[str] = []
+        if job.inputs and job.staged_inputs is None:  # the worker cannot read the server's files: send them
+            try:
+                job.staged_inputs = await asyncio.to_thread(read_inputs, job.context["cwd"], job.inputs, job.max_staged_input_bytes)
+            except (OSError, ValueError) as e:
+                raise TaskRunError(f"cannot stage the task's inputs: {e}") from None
         try:
             while True:
                 client = await self._ready_client(state)

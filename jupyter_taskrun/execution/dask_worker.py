@@ -31,6 +31,7 @@ import uuid
 from typing import Any
 
 from ..models import TaskStatus
+from .artifacts import stage_inputs
 from .executor import JobResult, TaskJob, run_job_in_kernel
 from .kernels import KERNEL_MARKER_ENV, KernelLauncher, task_base_env
 from .runner import RunOutcome
@@ -223,9 +224,11 @@ class _WorkerRun:
         launcher = _launcher(self.settings)
         cwd = job.context.get("cwd")
         tmp = None
-        if not cwd or not os.path.isdir(cwd):
-            # the server's folder does not exist here (no shared file system): a scratch one
+        if not cwd or not os.path.isdir(cwd) or job.inputs or job.outputs:
+            # the server's folder does not exist here (no shared file system), or the task moves
+            # files in and out (artifacts.py): a scratch one, laid out as its cwd on the server
             tmp = cwd = tempfile.mkdtemp(prefix="taskrun-")
+            stage_inputs(tmp, job.staged_inputs or {})
         job.context = {**job.context, "cwd": cwd}
         watcher = asyncio.ensure_future(self._watch_key())
         kernel = None

@@ -21,6 +21,9 @@ from typing import Any
 import nbformat
 from traitlets.config import LoggingConfigurable
 
+from ..models import TaskStatus
+from . import variables
+from .artifacts import Caps, Collected, collect_outputs
 from .kernels import KernelLauncher, KernelPool, TaskKernel
 from .runner import Emit, NotebookRunner, RunOutcome
 from .submission import setup_code
@@ -43,6 +46,18 @@ class TaskJob:
     max_notebook_stream_bytes: int = 4 * 1024 * 1024
     metrics_interval: float = 0.5
     resources: dict[str, float] = field(default_factory=dict)
+    #: pickled notebook variables to restore before the first cell, and names to send back (``variables.py``)
+    variables_in: dict[str, bytes] = field(default_factory=dict)
+    variables_out: list[str] = field(default_factory=list)
+    max_variable_bytes: int = 32 * 1024 * 1024
+    max_task_variable_bytes: int = 128 * 1024 * 1024
+    #: ``outputs`` globs, collected from the task's cwd once its kernel is gone (``artifacts.py``)
+    outputs: list[str] = field(default_factory=list)
+    artifact_caps: Caps = field(default_factory=Caps)
+    #: ``inputs``, relative to the cwd; a Dask task gets their bytes as ``staged_inputs`` (path -> bytes)
+    inputs: list[str] = field(default_factory=list)
+    staged_inputs: dict[str, bytes] | None = None
+    max_staged_input_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -51,6 +66,10 @@ class JobResult:
     notebook: dict[str, Any]
     metrics: dict[str, Any]
     worker: str | None = None
+    #: one entry per ``variables_out`` name once the task completed (``variables.collect``); None: not collected
+    variables: list[dict[str, Any]] | None = None
+    #: the ``outputs`` files (None: the task asked for none)
+    artifacts: Collected | None = None
 
 
 KernelCallback = Callable[[int | None], None]
@@ -125,7 +144,7 @@ async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log
         kernel,
         nb,
         emit,
-        setup_code=setup_code(context),
+        setup_code=variables.join_setup(setup_code(context), variables.restore_code(list(job.variables_in), job.variables_out)),
         cell_timeout=job.cell_timeout,
         max_output_bytes=job.max_output_bytes,
         max_notebook_stream_bytes=job.max_notebook_stream_bytes,
@@ -135,12 +154,20 @@ async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log
     )
     runner.is_script = bool(context.get("file"))
     try:
+        await variables.stage_inputs(kernel, job.variables_in)
         outcome = await runner.run()
+        sent_back = None
+        if job.variables_out and outcome.status == TaskStatus.COMPLETED and kernel.is_alive():
+            sent_back = await variables.collect(kernel, job.variables_out, job.max_variable_bytes, job.max_task_variable_bytes)
         metrics = runner.metrics_summary()
         metrics["kernel_start"] = round(kernel.start_seconds, 6)
-        return JobResult(outcome=outcome, notebook=dict(runner.nb), metrics=metrics)
+        result = JobResult(outcome=outcome, notebook=dict(runner.nb), metrics=metrics, variables=sent_back)
     finally:
         kernel.kill_now()
+    cwd = job.context.get("cwd") or kernel.cwd
+    if job.outputs and cwd:  # after the kill: no file changes while it is read
+        result.artifacts = await asyncio.to_thread(collect_outputs, cwd, job.outputs, job.artifact_caps)
+    return result
 
 
 class LocalExecutor(Executor):

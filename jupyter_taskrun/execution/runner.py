@@ -8,6 +8,7 @@ of the store, HTTP or Dask - it reports through ``emit(type, data)``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # progress() sends a display message with PROGRESS_MIME; intercepted here, never shown.
 from ..progress import PROGRESS_MIME  # noqa: E402
+from ..values import VALUE_MIME, value_event  # noqa: E402  (record(): the same, as ``value`` events)
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -129,6 +131,9 @@ class TaskNotebookClient(NotebookClient):
             return self.add_stream(outs, cell_index, name, text)
         if msg_type == "display_data" and PROGRESS_MIME in content.get("data", {}):
             runner.emit_progress(content["data"][PROGRESS_MIME])
+            return None
+        if msg_type == "display_data" and VALUE_MIME in content.get("data", {}):
+            runner.emit_value(content["data"][VALUE_MIME])
             return None
         clearing = self.clear_before_next_output and not self._hooked(msg)
         out = super().output(outs, msg, display_id, cell_index)
@@ -306,6 +311,12 @@ class NotebookRunner:
         if state != self._last_progress:
             self._last_progress = state
             self.emit(EventType.PROGRESS, state)
+
+    def emit_value(self, raw: Any) -> None:
+        """A ``record()`` message: checked again (``values.value_event``), counted as output."""
+        data = value_event(raw)
+        if data is not None and self._count(len(json.dumps(data, default=str))):
+            self.emit(EventType.VALUE, data)
 
     # -- the durable channel (durable.py) ----------------------------------------
 

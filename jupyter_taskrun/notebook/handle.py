@@ -12,9 +12,11 @@ from typing import Any
 
 from ..models import TERMINAL_STATUSES, TaskStatus
 
-__all__ = ["TaskFailedError", "TaskHandle", "decode_result"]
+__all__ = ["RESULT_NAME", "TaskFailedError", "TaskHandle", "VariableError", "decode_result"]
 
 _TERMINAL = {s.value for s in TERMINAL_STATUSES}
+#: the reserved ``variables_out`` name of the last expression's object (as ``execution/variables.py`` says)
+RESULT_NAME = "@result"
 
 
 def decode_result(result: dict[str, Any] | None) -> Any:
@@ -41,6 +43,13 @@ def decode_result(result: dict[str, Any] | None) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
+
+
+def _not_requested(name: str, requested: list[str]) -> str:
+    if name == RESULT_NAME:
+        return "the task was not asked to send back its last expression's object (%%taskrun asks for it; a REST task needs '@result' in variables_out); h.result has its displayed value"
+    asked = ", ".join(n for n in requested if n != RESULT_NAME) or "none"
+    return f"the task was not asked to send back {name!r} (its --out / variables_out: {asked})"
 
 
 class TaskFailedError(RuntimeError):
@@ -79,6 +88,24 @@ class TaskFailedError(RuntimeError):
             lines.append(f"--- traceback in task {self.task_id[:8]} ---")
             lines.extend(self.remote_traceback)
         return lines
+
+
+class VariableError(RuntimeError):
+    """A variable could not go into a task (``--in``) or come back from it (``--out``, ``get``, ``pull``).
+
+    The message names every variable concerned and why: not in the notebook, not picklable,
+    not defined when the task ended, over a size cap, not loadable in this kernel.
+    ``errors`` maps each name to its reason; ``task_id`` is the task's (None before submission).
+    """
+
+    def __init__(self, message: str, *, errors: dict[str, str] | None = None, task_id: str | None = None):
+        super().__init__(message)
+        self.errors = dict(errors or {})
+        self.task_id = task_id
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the message, not a traceback through this module."""
+        return [f"\x1b[0;31mVariableError\x1b[0m: {self}"]
 
 
 class TaskHandle:
@@ -154,6 +181,75 @@ class TaskHandle:
         if task.get("status") != TaskStatus.COMPLETED.value:
             raise TaskFailedError(task)
         return decode_result(task.get("result"))
+
+    # -- variables (``%%taskrun --out``; ipyparallel's get / pull) ---------------------
+
+    def variables(self) -> dict[str, Any]:
+        """What the task sends back: ``{"ready", "requested", "variables": [{"name", "size", "type", "error"}], ...}``."""
+        return self.client.variables(self.id)
+
+    def get(self, name: str | None = None, timeout: float | None = None) -> Any:
+        """Wait for the task, then return the variable ``name`` it sent back (``--out name``),
+        unpickled here; no name: the last expression's Python object (``h.result`` is its display).
+
+        Raises ``TaskFailedError`` if the task did not complete, ``VariableError`` naming the
+        variable when it has none to give (not defined at the end, not picklable, over a cap).
+        """
+        key = RESULT_NAME if name is None else name
+        return self._load([key], timeout)[key]
+
+    def pull(
+        self, names: str | list[str] | None = None, *, namespace: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> list[str]:
+        """Wait for the task, then assign the variables it sent back (default: every ``--out`` name)
+        in ``namespace`` (default: the notebook's). All or nothing: if one cannot be loaded, a
+        ``VariableError`` names each that failed and none is assigned. Returns the names assigned."""
+        wanted = [names] if isinstance(names, str) else list(names) if names is not None else None
+        values = self._load(wanted, timeout)
+        if namespace is None:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is None:
+                raise VariableError("pull() assigns into the notebook's namespace: outside IPython, pass namespace=")
+            namespace = shell.user_ns
+        namespace.update(values)
+        return list(values)
+
+    def _load(self, names: list[str] | None, timeout: float | None) -> dict[str, Any]:
+        import pickle
+
+        task = self.wait(timeout)
+        if task.get("status") != TaskStatus.COMPLETED.value:
+            raise TaskFailedError(task)
+        listing = self.client.variables(self.id)
+        requested = list(listing.get("requested") or [])
+        if names is None:
+            names = [n for n in requested if n != RESULT_NAME]
+            if not names:
+                raise VariableError(f"task {self.id[:8]} sends back no variables (give %%taskrun --out NAME ...)", task_id=self.id)
+        entries = {e["name"]: e for e in listing.get("variables") or []}
+        errors: dict[str, str] = {}
+        for name in names:
+            if name not in requested:
+                errors[name] = _not_requested(name, requested)
+            elif (entries.get(name) or {}).get("error"):
+                errors[name] = entries[name]["error"]
+        values: dict[str, Any] = {}
+        if not errors:
+            for name in names:
+                data = self.client.variable_bytes(self.id, name)
+                try:
+                    values[name] = pickle.loads(data)  # noqa: S301 - the owner's own task made it (the server serves it to them only)
+                except Exception as e:
+                    label = "the last expression's value" if name == RESULT_NAME else repr(name)
+                    errors[name] = f"cannot unpickle {label} in this kernel: {type(e).__name__}: {e}"
+        if errors:
+            assigned = " (nothing was assigned)" if len(names) > 1 else ""
+            raise VariableError(
+                f"task {self.name!r} ({self.id[:8]}): " + "; ".join(errors.values()) + assigned, errors=errors, task_id=self.id
+            )
+        return values
 
     # -- artifacts and actions ------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """IPython magics: ``%%taskrun`` runs a cell as a background task, ``%taskrun`` manages tasks.
 
+``%%taskrun --cron ...`` and ``%taskrun schedule ...`` (schedules) live in ``schedule_magic.py``.
+
 Load with ``%load_ext jupyter_taskrun``. The magics are clients of the server's REST/SSE
 API (``TaskRunClient``), so they see every task, whoever made it (REST, CLI, another
 notebook). The server is found via ``JUPYTER_TASKRUN_URL``/``JUPYTER_TASKRUN_TOKEN`` or
@@ -22,19 +24,22 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
 from ..progress import TASK_KERNEL_ENV
-from .handle import TaskFailedError, TaskHandle, decode_result
+from .handle import RESULT_NAME, TaskFailedError, TaskHandle, VariableError, decode_result
+from .schedule_magic import add_schedule_command, run_schedule_command, schedule_cell, schedule_cell_options, wants_schedule
 
-__all__ = ["TaskFailedError", "TaskHandle", "TaskRunMagics", "load_ipython_extension", "parse_assignments"]
+__all__ = ["TaskFailedError", "TaskHandle", "TaskRunMagics", "VariableError", "load_ipython_extension", "parse_assignments"]
 
 _TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
 CELL_USAGE = (
     "usage: %%taskrun [--name N] [--kernel K] [--timeout S] [--cell-timeout S] [--tag T ...] "
-    "[--priority P] [--param k=v ...] [--env K=V ...] [--cwd DIR] [--wait] [--quiet] [--as VAR]"
+    "[--priority P] [--param k=v ...] [--env K=V ...] [--cwd DIR] [--in VAR ...] [--out VAR ...] [--wait] [--quiet] [--as VAR] "
+    '[--cron "*/15 * * * *" [--tz ZONE] ...: schedule the cell instead]'
 )
 LINE_USAGE = (
     "usage: %taskrun list [--status S] [--tag T] [--limit N] | show [ID] | logs [ID] [--stream S] | "
-    "cancel [ID] | rerun [ID] | wait [ID] [--timeout S] | panel [ID] | connect [URL] [--token T]"
+    "cancel [ID] | rerun [ID] | wait [ID] [--timeout S] | panel [ID] | connect [URL] [--token T] | "
+    "schedule add|list|show|pause|resume|run|rm ..."
 )
 
 
@@ -138,9 +143,12 @@ class TaskRunMagics(Magics):
     @argument("--param", action="append", nargs="+", metavar="K=V", help="parameters, values parsed as JSON when valid")
     @argument("--env", action="append", nargs="+", metavar="K=V", help="environment variables for the task kernel")
     @argument("--cwd", help="working folder of the task, relative to the server root (default: this kernel's)")
+    @argument("--in", dest="vars_in", action="append", nargs="+", metavar="VAR", help="notebook variables sent into the task (pickled)")
+    @argument("--out", dest="vars_out", action="append", nargs="+", metavar="VAR", help="task variables sent back when it completes")
     @argument("--wait", "-w", action="store_true", help="block until the task ends; raise TaskFailedError if it fails")
     @argument("--quiet", "-q", action="store_true", help="do not show the task panel")
-    @argument("--as", dest="var", metavar="VAR", help="bind a TaskHandle to this variable")
+    @argument("--as", dest="var", metavar="VAR", help="bind a TaskHandle (with --cron: the schedule) to this variable")
+    @schedule_cell_options()  # --cron, --tz, ...: schedule the cell instead of running it (schedule_magic.py)
     @cell_magic("taskrun")  # type: ignore[arg-type]  # IPython's decorators are untyped
     def taskrun_cell(self, line: str, cell: str) -> None:
         """Run this cell as a background task in a fresh kernel and show a live panel.
@@ -149,6 +157,12 @@ class TaskRunMagics(Magics):
         the task ends and a failure is raised as ``TaskFailedError`` naming the task.
         ``--as h`` binds a ``TaskHandle``: ``h.status``, ``h.wait()``, ``h.logs()``,
         ``h.outputs()``, ``h.cancel()``, ``h.result`` (the last expression's value).
+        ``--in df cfg`` sends notebook variables into the task (pickled with cloudpickle, restored
+        before the cell runs); ``--out model scores`` names variables the task sends back when it
+        completes: with ``--wait`` they are assigned here at the end, else ``h.pull()`` assigns them
+        and ``h.get("model")`` returns one (``h.get()``: the last expression's object).
+        With ``--cron "*/15 * * * *"`` (and ``--tz``, ``--overlap``, ...) the cell is not run but
+        scheduled: it runs as a task at those times (``%taskrun schedule list`` shows them).
         """
         try:
             args = self.taskrun_cell.parser.parse_args(_split(line))
@@ -160,21 +174,24 @@ class TaskRunMagics(Magics):
             raise UsageError(f"--as needs a Python variable name, not {args.var!r}")
         params = parse_assignments(_flatten(args.param), "--param", json_values=True)
         env = parse_assignments(_flatten(args.env), "--env", json_values=False)
-        if os.environ.get(TASK_KERNEL_ENV):
-            self._run_inline(cell, params)
+        vars_in, vars_out = _flatten(args.vars_in), _flatten(args.vars_out)
+        for option, names in (("--in", vars_in), ("--out", vars_out)):
+            bad = [n for n in names if not n.isidentifier()]
+            if bad:
+                raise UsageError(f"{option} needs Python variable names, not {bad[0]!r}")
+        if wants_schedule(args):
+            if vars_in or vars_out:
+                raise UsageError("--in/--out are for a cell run now, not for a --cron schedule")
+            schedule_cell(self, args, cell, params, env)
             return
-        options: dict[str, Any] = {
-            "name": args.name,
-            "kernel_name": args.kernel,
-            "timeout": args.timeout,
-            "cell_timeout": args.cell_timeout,
-            "tags": _flatten(args.tag) or None,
-            "priority": args.priority,
-            "parameters": params or None,
-            "env": env or None,
-            "cwd": args.cwd if args.cwd is not None else self._default_cwd(),
-        }
-        task = self._call(self.client.submit, cell, **options)
+        if os.environ.get(TASK_KERNEL_ENV):
+            self._run_inline(cell, params)  # the same kernel: --in/--out variables are already here
+            return
+        options = self._cell_task_options(args, params, env)
+        payloads, sizes = self._pickle_inputs(vars_in)
+        options["variables_in"] = payloads or None
+        options["variables_out"] = [*dict.fromkeys(vars_out), RESULT_NAME]  # RESULT_NAME: for h.get()
+        task = self._submit_with_variables(cell, options, sizes)
         handle = TaskHandle(self.client, task)
         self.last = handle
         if args.var:
@@ -187,6 +204,70 @@ class TaskRunMagics(Magics):
             if final.get("status") != "completed":
                 # with the panel shown, its error view already has the traceback: not twice
                 raise TaskFailedError(final, show_remote_traceback=args.quiet)
+            if vars_out:
+                self._call(handle.pull, vars_out, namespace=self.shell.user_ns if self.shell is not None else None)
+
+    def _pickle_inputs(self, names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """``--in`` variables, pickled here with cloudpickle (base64 for JSON), and their sizes;
+        a ``VariableError`` naming the variable when one is missing or cannot be pickled."""
+        if not names:
+            return {}, {}
+        import base64
+
+        try:
+            import cloudpickle
+        except ImportError:
+            raise VariableError(
+                "--in pickles variables with cloudpickle, which this kernel cannot import (pip install cloudpickle)"
+            ) from None
+        assert self.shell is not None  # a registered magic always has its shell
+        ns = self.shell.user_ns
+        payloads: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for name in dict.fromkeys(names):
+            if name not in ns:
+                raise VariableError(f"--in {name}: there is no variable {name!r} in this notebook", errors={name: "not defined"})
+            value = ns[name]
+            try:
+                data = cloudpickle.dumps(value)
+            except Exception as e:
+                kind = f"{type(value).__module__}.{type(value).__qualname__}"
+                reason = f"cannot pickle {name!r} ({kind}): {type(e).__name__}: {e}"
+                raise VariableError(f"--in {name}: {reason}", errors={name: reason}) from None
+            sizes[name] = len(data)
+            payloads[name] = base64.b64encode(data).decode("ascii")
+        return payloads, sizes
+
+    def _submit_with_variables(self, cell: str, options: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
+        """Submit (refusals become UsageErrors, as ``_call`` makes them); a body too large because
+        of ``--in`` variables says which they are and how big."""
+        from ..client import TaskRunConnectionError, TaskRunHTTPError
+        from ..formatting import format_bytes
+
+        try:
+            return self.client.submit(cell, **options)
+        except TaskRunHTTPError as e:
+            message = f"the server refused: {_http_message(e)} (HTTP {e.status})"
+            if e.status == 413 and sizes:
+                listed = ", ".join(f"{n} ({format_bytes(b)} pickled)" for n, b in sizes.items())
+                message += f"; the --in variables travel in the request: {listed} (c.TaskRun.max_request_bytes bounds it)"
+            raise UsageError(message) from None
+        except TaskRunConnectionError as e:
+            raise UsageError(str(e)) from None
+
+    def _cell_task_options(self, args: Any, params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+        """The submission options of a ``%%taskrun`` cell (also a ``--cron`` schedule's task)."""
+        return {
+            "name": args.name,
+            "kernel_name": args.kernel,
+            "timeout": args.timeout,
+            "cell_timeout": args.cell_timeout,
+            "tags": _flatten(args.tag) or None,
+            "priority": args.priority,
+            "parameters": params or None,
+            "env": env or None,
+            "cwd": args.cwd if args.cwd is not None else self._default_cwd(),
+        }
 
     def _run_inline(self, cell: str, params: dict[str, Any]) -> None:
         """Inside a task's own kernel (a notebook that uses ``%%taskrun``, run as a task): run the
@@ -255,6 +336,7 @@ class TaskRunMagics(Magics):
         p = sub.add_parser("connect")
         p.add_argument("url", nargs="?")
         p.add_argument("--token")
+        add_schedule_command(sub)
         return parser
 
     @line_magic("taskrun")  # type: ignore[arg-type]  # IPython's decorators are untyped
@@ -266,6 +348,8 @@ class TaskRunMagics(Magics):
         ``%taskrun rerun ID``, ``%taskrun wait ID``, ``%taskrun panel [ID]`` (no ID: the
         live task list), ``%taskrun connect URL --token T``. ID may be a unique prefix or
         a task name; omitted, it is the last task ``%%taskrun`` submitted here.
+        ``%taskrun schedule add|list|show|pause|resume|run|rm ...``: schedules, with the verbs
+        and options of ``jupyter taskrun schedule``.
         """
         if not line.strip():
             raise UsageError(LINE_USAGE)
@@ -278,6 +362,8 @@ class TaskRunMagics(Magics):
             raise UsageError(LINE_USAGE)
         if command == "connect":
             return self._connect(args.url, args.token)
+        if command == "schedule":
+            return run_schedule_command(self, args)
         if command == "list":
             return self._list(args)
         if command == "panel" and args.id is None:

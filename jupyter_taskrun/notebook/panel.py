@@ -14,6 +14,10 @@ script-free HTML in one ``widgets.HTML``, never in a ``widgets.Output`` (which L
 trusted). ``clear`` events drop a cell's shown outputs (``clear_output``); the log keeps everything.
 Widget traits are only ever written under the panel's lock.
 
+Theme and keyboard: colours are JupyterLab's ``--jp-*`` variables (``panel_view.PANEL_STYLE``, which
+the panel carries in a hidden ``widgets.HTML``), so it follows Light, Dark and high-contrast
+themes; every control is a real button or link (Tab, Enter, Space) named by its text and tooltip.
+
 For tests and for replaying a finished task: ``TaskPanel(client, task_id, start=False)`` then
 ``panel.apply_event(event)`` for each event, and inspect ``child.get_state()``.
 """
@@ -123,7 +127,9 @@ class TaskPanel(widgets.VBox):
         self.queue_label = html("taskrun-queue")
         self.mode_label = html()
         header = row([self.title_html, self.queue_label, self.elapsed_label, self.badge], width="100%", grid_gap="10px")
-        self.progress_bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=widgets.Layout(flex="1 1 auto", width="auto"))
+        self.progress_bar = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, tooltip="Task progress", layout=widgets.Layout(flex="1 1 auto", width="auto")
+        )
         self.progress_bar.add_class("taskrun-progress")
         self.progress_label = html(min_width="14em")
         self.progress_row = row([self.progress_bar, self.progress_label], width="100%", grid_gap="8px", display="none")
@@ -132,7 +138,7 @@ class TaskPanel(widgets.VBox):
             value=True,
             description="Follow",
             icon="arrow-down",
-            tooltip="Follow the end of the log",
+            tooltip="Follow the end of the log (off: the log stays where you scrolled it)",
             layout=widgets.Layout(width="auto", height="24px"),
         )
         self.follow_toggle.observe(self._on_follow, "value")
@@ -152,9 +158,9 @@ class TaskPanel(widgets.VBox):
         self.cancel_button = widgets.Button(
             description="Cancel", icon="stop", button_style="danger", layout=btn, tooltip="Cancel this task"
         )
-        self.rerun_button = widgets.Button(description="Rerun", icon="redo", layout=btn, tooltip="Run this task again")
+        self.rerun_button = widgets.Button(description="Rerun", icon="redo", layout=btn, tooltip="Run this task again, as a new task")
         self.notebook_button = widgets.Button(
-            description="Open executed notebook", icon="book", layout=btn, tooltip="Save the executed notebook next to this one"
+            description="Open executed notebook", icon="book", layout=btn, tooltip="Save the executed notebook next to this one and link it"
         )
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.rerun_button.on_click(lambda _b: self.rerun())
@@ -171,8 +177,11 @@ class TaskPanel(widgets.VBox):
             "layout", widgets.Layout(width="100%", padding="6px 10px", border="1px solid var(--jp-border-color2, #ddd)", grid_gap="6px")
         )
         footer = row([self.metrics_view, self.mode_label], justify_content="space-between", width="100%")
+        # the theme's classes (a <style> applies wherever it sits; the box itself takes no room)
+        self.style_view = widgets.HTML(view.PANEL_STYLE, layout=widgets.Layout(display="none"))
         super().__init__(
-            [header, self.progress_row, self.log_box, self.outputs_view, self.error_view, footer, actions, self.rerun_box], **kwargs
+            [self.style_view, header, self.progress_row, self.log_box, self.outputs_view, self.error_view, footer, actions, self.rerun_box],
+            **kwargs,
         )
         self.add_class("taskrun-panel")
 
@@ -399,7 +408,7 @@ class TaskPanel(widgets.VBox):
         model, status = self.model, self.model.status
         self.title_html.value = view.title_html(model)
         self.badge.value = view.status_html(model)
-        self.layout.border_left = f"4px solid {STATUS_COLORS.get(status, '#6b7280')}"
+        self.layout.border_left = f"4px solid {STATUS_COLORS.get(status, STATUS_COLORS['queued'])}"
         self.elapsed_label.value = view.elapsed_html(model)
         self.queue_label.value = view.queue_html(model)
         bar = view.progress_bar_state(model)

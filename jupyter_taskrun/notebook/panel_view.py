@@ -5,6 +5,12 @@ reasons, paths) is HTML-escaped here; rich outputs and tracebacks go through the
 (``panel_render``), never a trusted renderer. Durations and byte sizes follow the one
 convention of ``jupyter_taskrun.formatting``. No ipywidgets, no I/O: ``TaskPanel`` and
 ``TaskListPanel`` put these strings into ``widgets.HTML`` values.
+
+Colours are JupyterLab's theme variables (``--jp-*``, with the Light theme's value as fallback
+for front-ends without them), never fixed: the panels read well in Light, Dark and high
+contrast. ``PANEL_STYLE`` (a ``<style>`` the panels carry once) themes their classes: text and
+background, the stderr and error tints, a visible keyboard focus. Scrolling boxes (log,
+traceback) are focusable and named, so they scroll from the keyboard.
 """
 
 from __future__ import annotations
@@ -20,22 +26,63 @@ from ..formatting import EMPTY, format_bytes, format_duration
 from .panel_model import TERMINAL, LogBuffer, TaskListModel, TaskPanelModel, parse_time
 from .panel_render import ansi_to_html
 
-__all__ = ["STATUS_COLORS", "badge_html", "fmt_number", "log_html", "sparkline_svg"]
+__all__ = ["PANEL_STYLE", "STATUS_COLORS", "badge_html", "fmt_number", "log_html", "sparkline_svg"]
 
-#: badge colours (white text on these)
+#: each status's accent (the panel's left border, list progress bars, the error head), a CSS value
 STATUS_COLORS = {
-    "queued": "#6b7280",
-    "running": "#1565c0",
-    "completed": "#2e7d32",
-    "failed": "#c62828",
-    "cancelled": "#ef6c00",
-    "timed_out": "#6a1b9a",
+    "queued": "var(--jp-layout-color4, #757575)",
+    "running": "var(--jp-brand-color1, #1976d2)",
+    "completed": "var(--jp-success-color1, #388e3c)",
+    "failed": "var(--jp-error-color1, #d32f2f)",
+    "cancelled": "var(--jp-warn-color1, #f57c00)",
+    "timed_out": "var(--jp-error-color0, #b71c1c)",
 }
+#: badge backgrounds: each theme's strongest shade, under its inverse text colour (>= 3.8:1 in Light and Dark)
+BADGE_COLORS = {
+    "queued": "var(--jp-layout-color4, #757575)",
+    "running": "var(--jp-brand-color0, #0d47a1)",
+    "completed": "var(--jp-success-color0, #1b5e20)",
+    "failed": "var(--jp-error-color0, #b71c1c)",
+    "cancelled": "var(--jp-warn-color0, #e65100)",
+    "timed_out": "var(--jp-error-color0, #b71c1c)",
+}
+CPU_COLOR = "var(--jp-brand-color1, #1976d2)"
+MEMORY_COLOR = "var(--jp-warn-color1, #f57c00)"
 BAR_STYLES = {"completed": "success", "failed": "danger", "timed_out": "danger", "cancelled": "warning"}
 MONO = "var(--jp-code-font-family, SFMono-Regular, Menlo, Consolas, monospace)"
 #: a progress bar drawn on stderr (tqdm & co): not an error, so not drawn like one
 _PROGRESS_LINE = re.compile(r"\d{1,3}%\|[^\n]*\||\d+(?:\.\d+)?[kMGTP]?(?:it|B)?\s*\[\d+:\d\d(?::\d\d)?(?:<|,)")
-_LINK_STYLE = "color:var(--jp-content-link-color,#1565c0)"
+_LINK_STYLE = "color:var(--jp-content-link-color,#0d47a1)"
+
+#: the panels' stylesheet (their classes only); a tint is the theme's colour mixed into transparency
+PANEL_STYLE = """<style>
+.taskrun-panel, .taskrun-list-panel {
+  color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87));
+  background: var(--jp-layout-color1, #fff);
+}
+.taskrun-panel :focus-visible, .taskrun-list-panel :focus-visible {
+  outline: 2px solid var(--jp-brand-color1, #1976d2);
+  outline-offset: 1px;
+}
+.taskrun-logbox, .taskrun-traceback-text {
+  background: var(--jp-layout-color2, #eee);
+  color: var(--jp-content-font-color1, rgba(0, 0, 0, 0.87));
+  border: 1px solid var(--jp-border-color2, #e0e0e0);
+  border-radius: 4px;
+}
+.taskrun-stderr {
+  color: var(--jp-error-color1, #d32f2f);
+  background: rgba(211, 47, 47, 0.08);
+  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, transparent);
+}
+.taskrun-error-head {
+  padding: 2px 8px;
+  background: rgba(211, 47, 47, 0.06);
+  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 8%, transparent);
+}
+.taskrun-tag { border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; padding: 0 5px; }
+.taskrun-table td { padding: 2px 8px; border-top: 1px solid var(--jp-border-color2, #e0e0e0); }
+</style>"""
 
 
 def fmt_number(x: Any) -> str:
@@ -48,9 +95,10 @@ def fmt_number(x: Any) -> str:
 
 
 def badge_html(status: str) -> str:
-    color = STATUS_COLORS.get(status, "#6b7280")
+    color = BADGE_COLORS.get(status, BADGE_COLORS["queued"])
     return (
-        f'<span class="taskrun-status" data-status="{html.escape(status)}" style="background:{color};color:#fff;'
+        f'<span class="taskrun-status" data-status="{html.escape(status)}" style="background:{color};'
+        "color:var(--jp-ui-inverse-font-color0,#fff);"
         "border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;letter-spacing:.02em;"
         f'white-space:nowrap">{html.escape(status.replace("_", " "))}</span>'
     )
@@ -84,10 +132,11 @@ def sparkline_svg(samples: list[dict[str, Any]], width: int = 180, height: int =
     title = f"CPU now {cpus[-1]:.0f}% (peak {max(cpus):.0f}%), memory now {format_bytes(rsss[-1])} (peak {format_bytes(max(rsss))})"
     return (
         f'<svg class="taskrun-sparkline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        'role="img" style="vertical-align:middle;background:var(--jp-layout-color2,#f5f5f5);border-radius:3px">'
+        f'role="img" aria-label="{html.escape(title)}" style="vertical-align:middle;background:var(--jp-layout-color2,#eee);border-radius:3px">'
         f"<title>{html.escape(title)}</title>"
-        f'<polyline fill="none" stroke="#ef6c00" stroke-width="1.5" points="{line(rsss, rss_lo, rss_hi)}"/>'
-        f'<polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{line(cpus, cpu_lo, cpu_hi)}"/>'
+        # colours as style, not attributes: a presentation attribute cannot use var()
+        f'<polyline fill="none" style="stroke:{MEMORY_COLOR}" stroke-width="1.5" points="{line(rsss, rss_lo, rss_hi)}"/>'
+        f'<polyline fill="none" style="stroke:{CPU_COLOR}" stroke-width="1.5" points="{line(cpus, cpu_lo, cpu_hi)}"/>'
         "</svg>"
     )
 
@@ -106,9 +155,7 @@ def title_html(model: TaskPanelModel) -> str:
     if t.get("kernel_name"):
         meta.append(html.escape(t["kernel_name"]))
     for tag in t.get("tags") or []:
-        meta.append(
-            f'<span style="border:1px solid var(--jp-border-color1,#ccc);border-radius:8px;padding:0 5px">#{html.escape(tag)}</span>'
-        )
+        meta.append(f'<span class="taskrun-tag">#{html.escape(tag)}</span>')
     if model.cell_index is not None and model.status == "running" and t.get("source_kind") in ("cells", "notebook", "path"):
         meta.append(f"cell {model.cell_index}")
     if meta:
@@ -180,10 +227,7 @@ def log_html(log: LogBuffer) -> str:
         if stream == "stderr" and _PROGRESS_LINE.search(text):
             out.append('<span class="taskrun-progress-line" data-stream="stderr" style="display:block">' + line + "</span>")
         elif stream == "stderr":
-            out.append(
-                '<span class="taskrun-stderr" style="color:var(--jp-error-color1,#c62828);'
-                'background:rgba(198,40,40,.07);display:block">' + line + "</span>"
-            )
+            out.append('<span class="taskrun-stderr" style="display:block">' + line + "</span>")
         else:
             out.append('<span style="display:block">' + line + "</span>")
     return "".join(out)
@@ -192,16 +236,17 @@ def log_html(log: LogBuffer) -> str:
 def log_header_html(model: TaskPanelModel) -> str:
     log = model.log_buffer
     dropped = f" · earlier {format_bytes(log.dropped)} not shown" if log.dropped else ""
-    trunc = f' · <span style="color:var(--jp-warn-color1,#ef6c00)">{html.escape(model.truncated)}</span>' if model.truncated else ""
+    trunc = f' · <span style="color:var(--jp-warn-color1,#f57c00)">{html.escape(model.truncated)}</span>' if model.truncated else ""
     return f'<span style="font-size:12px"><b>Log</b>{dropped}{trunc}</span>'
 
 
 def log_box_html(log: LogBuffer) -> str:
     # column-reverse keeps the view pinned to the newest line as it grows
     return (
-        '<div class="taskrun-logbox" style="display:flex;flex-direction:column-reverse;max-height:15em;'
-        "overflow:auto;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px;"
-        'border:1px solid var(--jp-border-color2,#e0e0e0)"><pre style="margin:0;padding:4px 8px;'
+        # focusable and named: a keyboard user scrolls it with the arrow keys
+        '<div class="taskrun-logbox" tabindex="0" role="region" aria-label="Task log" '
+        'style="display:flex;flex-direction:column-reverse;max-height:15em;overflow:auto">'
+        '<pre style="margin:0;padding:4px 8px;'
         # never shrunk to the box (Lab styles <pre> with overflow: then the box would not scroll)
         "flex:0 0 auto;overflow:visible;"
         f'font-family:{MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;word-break:break-word">'
@@ -231,8 +276,8 @@ def metrics_html(model: TaskPanelModel, now: float | None = None) -> str:
     text = " · ".join(f'{k} <b data-metric="{k}">{v}</b>' for k, v in items)
     spark = sparkline_svg(list(model.samples))
     legend = (
-        '<span style="font-size:10px;opacity:.75"><span style="color:#1565c0">━ CPU</span> '
-        '<span style="color:#ef6c00">━ memory</span></span>'
+        f'<span style="font-size:10px;opacity:.75"><span style="color:{CPU_COLOR}">━ CPU</span> '
+        f'<span style="color:{MEMORY_COLOR}">━ memory</span></span>'
         if spark
         else ""
     )
@@ -248,7 +293,7 @@ def error_head_html(model: TaskPanelModel) -> str:
     if not model.done or status == "completed":
         return ""
     err = model.error or {}
-    color = STATUS_COLORS.get(status, "#c62828")
+    color = STATUS_COLORS.get(status, STATUS_COLORS["failed"])
     if status == "failed" and err.get("ename") and err.get("ename") not in ("failed", "TaskFailed"):
         head = f"{html.escape(str(err.get('ename')))}: {html.escape(str(err.get('evalue') or ''))}"
     else:
@@ -261,28 +306,23 @@ def error_head_html(model: TaskPanelModel) -> str:
         head = html.escape(reason[:1].upper() + reason[1:])
     elif reason and reason.lower() not in plain_head.lower():
         detail = f'<div class="taskrun-error-reason" style="opacity:.85">{html.escape(reason)}</div>'
-    return (
-        f'<div class="taskrun-error-head" style="border-left:3px solid {color};padding:2px 8px;'
-        f'background:rgba(198,40,40,.05)"><b style="color:{color}">{head}</b>{detail}</div>'
-    )
+    return f'<div class="taskrun-error-head" style="border-left:3px solid {color}"><b style="color:{color}">{head}</b>{detail}</div>'
 
 
 def traceback_html(traceback: list[Any]) -> str:
     """Escaped text (ANSI colours kept as spans), never a trusted output."""
     return (
-        '<pre class="taskrun-traceback-text" style="margin:0;padding:4px 8px;overflow:auto;'
+        '<pre class="taskrun-traceback-text" tabindex="0" aria-label="Traceback" style="margin:0;padding:4px 8px;overflow:auto;'
         f"font-family:{MONO};font-size:12px;line-height:1.35;white-space:pre-wrap;"
-        'word-break:break-word;background:var(--jp-layout-color2,#f7f7f7);border-radius:4px">'
-        + ansi_to_html("\n".join(str(line).rstrip("\n") for line in traceback))
-        + "</pre>"
+        'word-break:break-word">' + ansi_to_html("\n".join(str(line).rstrip("\n") for line in traceback)) + "</pre>"
     )
 
 
 def mode_html(mode: str, detail: str, poll_interval: float) -> str:
     """``● live`` / ``● polling every Ns`` while a task is followed ("" otherwise)."""
     modes = {
-        "stream": ("● live", "var(--jp-success-color1,#2e7d32)"),
-        "poll": (f"● polling every {poll_interval:g}s", "var(--jp-warn-color1,#ef6c00)"),
+        "stream": ("● live", STATUS_COLORS["completed"]),
+        "poll": (f"● polling every {poll_interval:g}s", "var(--jp-warn-color1,#f57c00)"),
     }
     if mode not in modes:
         return ""
@@ -308,7 +348,7 @@ def notebook_link_html(base_url: str, path: str) -> str:
 
 
 def notice_html(text: str, *, error: bool) -> str:
-    color = "var(--jp-error-color1,#c62828)" if error else "inherit"
+    color = "var(--jp-error-color1,#d32f2f)" if error else "inherit"
     return f'<span style="font-size:12px;color:{color};margin-left:6px">{html.escape(text)}</span>'
 
 
@@ -322,7 +362,7 @@ def list_header_html(counts: dict[str, Any], mode: str, poll_interval: float) ->
         '<div style="display:flex;gap:12px;align-items:baseline"><b style="font-size:13px">Tasks</b>'
         f'<span class="taskrun-counts" style="font-size:12px">{int(counts.get("running") or 0)} running · '
         f"{int(counts.get('queued') or 0)} queued{capacity}"
-        f'</span><span style="font-size:11px;color:#2e7d32">{live}</span></div>'
+        f'</span><span style="font-size:11px;color:{STATUS_COLORS["completed"]}">{live}</span></div>'
     )
 
 
@@ -330,8 +370,9 @@ def _list_progress_html(status: str, p: dict[str, Any]) -> str:
     if p and p.get("total"):
         frac = max(0.0, min(1.0, float(p.get("value") or 0) / float(p["total"])))
         return (
-            '<div style="width:90px;height:7px;background:var(--jp-layout-color3,#ddd);border-radius:4px;display:inline-block">'
-            f'<div style="width:{frac * 100:.0f}%;height:100%;background:{STATUS_COLORS.get(status, "#1565c0")};border-radius:4px"></div></div>'
+            # decorative: the percentage beside it says the same
+            '<div aria-hidden="true" style="width:90px;height:7px;background:var(--jp-layout-color3,#bdbdbd);border-radius:4px;display:inline-block">'
+            f'<div style="width:{frac * 100:.0f}%;height:100%;background:{STATUS_COLORS.get(status, STATUS_COLORS["running"])};border-radius:4px"></div></div>'
             f' <span style="font-size:11px">{frac * 100:.0f}%</span>'
         )
     if p:
@@ -359,8 +400,7 @@ def list_table_html(model: TaskListModel, now: float | None = None) -> str:
     body = "".join(rows) or '<tr><td colspan="6" style="opacity:.7;padding:4px 8px">no tasks yet</td></tr>'
     return (
         '<table class="taskrun-table" style="border-collapse:collapse;font-size:12px;width:100%">'
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        "<style>.taskrun-table td{padding:2px 8px;border-top:1px solid var(--jp-border-color2,#eee)}</style>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" + PANEL_STYLE
     )
 
 

@@ -7,6 +7,7 @@ import asyncio
 from jupyter_server.extension.application import ExtensionApp
 
 from ..execution.dask_executor import DaskExecutor
+from .activity import ActivityReporter
 from .auth import warn_if_not_isolated
 from .handlers import handler_routes
 from .service import TaskRun
@@ -36,6 +37,10 @@ class TaskRunApp(ExtensionApp):
             event_logger=getattr(serverapp, "event_logger", None),
         )
         self.settings.update({"taskrun": self.taskrun})
+        # work in flight counts as server activity (JupyterHub's idle culler reads it)
+        self.activity = ActivityReporter(self.taskrun, serverapp.web_app.settings["last_activity_times"], self.log)
+        self._derive_public_url = not self.taskrun.public_url
+        self._set_public_url()
         # multi-user identities with an allow-all authorizer: every user controls every task
         self.taskrun.isolation_warning = warn_if_not_isolated(serverapp, self.log)
         # Inside an already running loop (tests, embedding) start now; a normal server
@@ -46,6 +51,7 @@ class TaskRunApp(ExtensionApp):
             return
         self._start_task = loop.create_task(self.taskrun.start())
         self._start_task.add_done_callback(self._start_done)
+        self.activity.start()
 
     def _start_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -54,8 +60,17 @@ class TaskRunApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(handler_routes())
 
+    def _set_public_url(self) -> None:
+        """Webhook payloads link to c.TaskRun.public_url; unset, to the server's own URL (base_url
+        included). Set again at start: with port 0 the port is known only once the server listens."""
+        if self._derive_public_url and self.serverapp is not None:
+            self.taskrun.public_url = self.serverapp.connection_url
+
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ARG002
+        self._set_public_url()
         await self.taskrun.start()
+        self.activity.start()
 
     async def stop_extension(self) -> None:
+        await self.activity.stop()
         await self.taskrun.stop()

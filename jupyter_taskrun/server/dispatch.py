@@ -208,6 +208,11 @@ class Dispatcher:
             max_notebook_stream_bytes=s.max_notebook_stream_bytes,
             metrics_interval=s.metrics_interval,
             resources=dict(sub.resources),
+            variables_in=s.variables.inputs_for(task),
+            variables_out=list(sub.variables_out),
+            max_variable_bytes=s.max_variable_bytes,
+            max_task_variable_bytes=s.max_task_variable_bytes,
+            **s.results.job_fields(sub, context),
         )
 
     async def _run_task(self, running: RunningTask) -> None:
@@ -280,6 +285,14 @@ class Dispatcher:
             self.service.store.put_artifact(task.id, "notebook", blob)
         except TaskRunError as e:
             self.log.error("taskrun: could not store the notebook of %s: %s", task.id, e)
+        try:
+            self.service.variables.store_outputs(task, result.variables)
+        except TaskRunError as e:
+            self.log.error("taskrun: could not store the variables of %s: %s", task.id, e)
+        try:
+            self.service.results.keep_artifacts(task, result.artifacts)
+        except TaskRunError as e:
+            self.log.error("taskrun: could not store the output files of %s: %s", task.id, e)
         outcome = result.outcome
         if running.stop_status is not None:
             # the kill we sent made the kernel "die": report what the user (or the server's stop) asked for instead

@@ -46,6 +46,8 @@ class TaskRecorder:
         self.log = log
         #: called after every status change (the service updates its gauges)
         self.on_status = on_status
+        #: called with each task that has just ended (webhooks, schedules); a listener's error is logged, never raised
+        self.on_terminal: list[Callable[[Task], None]] = []
         #: tasks not yet terminal, by id: the copy the running code updates
         self.active: dict[str, Task] = {}
         self._pending: list[TaskEvent] = []
@@ -81,6 +83,7 @@ class TaskRecorder:
         task.started_at = task.finished_at = task.kernel_pid = task.exit_code = None
         task.progress = task.error = task.result = None
         task.metrics = {}
+        task.values = {}
         set_task_attempt(task, attempt)
         self._record_status(task, TaskStatus.QUEUED, reason, None, {"attempt": attempt})
 
@@ -120,6 +123,12 @@ class TaskRecorder:
         self.set_status(task, status, reason=reason, error=error)
         self.active.pop(task.id, None)
         self._progress_change_at.pop(task.id, None)
+        self._progress_change_at.pop("values:" + task.id, None)
+        for listener in self.on_terminal:
+            try:
+                listener(task)
+            except Exception:  # one listener's bug must not fail the task's end or the others
+                self.log.exception("taskrun: on_terminal listener %r failed for task %s", listener, task.id)
 
     # ------------------------------------------------------------------ events
 
@@ -134,6 +143,13 @@ class TaskRecorder:
             if now - self._progress_change_at.get(task.id, 0.0) >= self.PROGRESS_FEED_INTERVAL:
                 self._progress_change_at[task.id] = now
                 self.record_change("progress", task.id, {"progress": data, "id": task.id, "owner": task.owner})
+        elif type == EventType.VALUE:
+            task.values[data["name"]] = data["value"]
+            now = time.monotonic()
+            key = "values:" + task.id
+            if now - self._progress_change_at.get(key, 0.0) >= self.PROGRESS_FEED_INTERVAL:  # list views: a few a second
+                self._progress_change_at[key] = now
+                self.record_change("values", task.id, {"values": dict(task.values), "id": task.id, "owner": task.owner})
         elif type == EventType.METRICS:
             for key in ("cpu_user", "cpu_system", "peak_rss"):
                 if key in data:

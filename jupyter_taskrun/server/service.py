@@ -32,12 +32,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Bool, Dict, Enum, Float, Int, List, Type, Unicode, Union, default, observe
-from traitlets.config import LoggingConfigurable
 
 from .._version import __version__
 from ..errors import InvalidSubmission, StoreBusy, TaskNotFound, TaskRunError, TaskStateConflict, TooManyStreams, UnknownKernel
-from ..execution.executor import Executor, ExecutorContext, LocalExecutor
+from ..execution.executor import Executor, ExecutorContext
 from ..execution.kernels import KERNEL_MARKER_ENV, KernelLauncher, task_base_env
 from ..execution.outputs import fold_outputs
 from ..execution.submission import parameters_source, resolve_path
@@ -49,21 +47,13 @@ from .follow import FeedItem, Follower, FollowItem, changes, task_events, until_
 from .queue import TaskQueue
 from .recorder import TaskRecorder
 from .recovery import INTERRUPTED, RestartPolicy
+from .results import TaskResults
+from .scheduler import Scheduler
+from .settings import DEPRECATED_EXECUTOR_ALIASES, EXECUTOR_SHORTHANDS, TaskRunSettings  # noqa: F401  (EXECUTOR_SHORTHANDS: re-exported)
 from .store import TaskStore
 from .telemetry import TaskTelemetry
-
-#: ``c.TaskRun.executor`` values and the ``executor_class`` each stands for
-EXECUTOR_SHORTHANDS = {
-    "local": "jupyter_taskrun.execution.executor.LocalExecutor",
-    "dask": "jupyter_taskrun.execution.dask_executor.DaskExecutor",
-}
-
-#: deprecated ``c.TaskRun.<name>`` -> the ``c.DaskExecutor.<name>`` it maps to
-DEPRECATED_EXECUTOR_ALIASES = {
-    "dask_scheduler_address": "scheduler_address",
-    "dask_cluster_factory": "cluster_factory",
-    "retry_on_worker_loss": "retry_on_worker_loss",
-}
+from .variables import TaskVariables
+from .webhooks import WebhookNotifier
 
 
 def default_task_name(sub: TaskSubmission) -> str:
@@ -81,109 +71,11 @@ def default_task_name(sub: TaskSubmission) -> str:
     return "task"
 
 
-class TaskRun(LoggingConfigurable):
+class TaskRun(TaskRunSettings):
     """Runs submitted code as tracked tasks, each in its own fresh kernel.
 
     Configure in ``jupyter_server_config.py``, e.g. ``c.TaskRun.max_concurrent_tasks = 4``.
     """
-
-    max_concurrent_tasks = Int(2, config=True, help="How many tasks run at once (one kernel each).")
-    sandbox = Enum(
-        ["none", "bwrap"],
-        "none",
-        config=True,
-        help="Run each task kernel in a sandbox: 'bwrap' (Debian's bubblewrap) gives it a private /proc "
-        "and /tmp, hides the server's runtime and data folders (token, task store), and makes everything "
-        "but its working folder and sandbox_writable_paths read-only. See jupyter_taskrun/sandbox.py.",
-    )
-    sandbox_writable_paths = List(Unicode(), config=True, help="Absolute folders a sandboxed task may write besides its working folder.")
-    max_queued_tasks = Int(10_000, config=True, help="Bound of the waiting queue; submissions beyond it get 429 with Retry-After.")
-    db_path = Unicode(config=True, help="SQLite file holding tasks, events and artifacts.")
-
-    @default("db_path")
-    def _db_path_default(self) -> str:
-        return os.path.join(jupyter_data_dir(), "taskrun", "tasks.sqlite3")
-
-    default_kernel_name = Unicode("", config=True, help="Kernel for tasks that name none (empty: the server's default kernel).")
-    default_timeout = Float(0.0, config=True, help="Whole-task timeout in seconds for tasks that give none (0: no limit).")
-    default_cell_timeout = Float(0.0, config=True, help="Per-cell timeout in seconds when a task gives none (0: none).")
-    retain_days = Float(30.0, config=True, help="Finished tasks older than this many days are pruned (0: keep).")
-    kernel_pool_size = Union(
-        [Int(), Dict(value_trait=Int(), key_trait=Unicode())],
-        default_value=1,
-        config=True,
-        help="Warm kernels kept ready: an int for the default kernel, or {kernel_name: n}. 0 disables the pool.",
-    )
-    output_flush_interval = Float(0.005, config=True, help="Seconds between output flushes in task kernels (ipykernel's default is 0.2).")
-    interrupt_grace = Float(0.5, config=True, help="On cancel/timeout, seconds between interrupting a kernel and killing it.")
-    max_output_bytes = Int(64 * 1024 * 1024, config=True, help="Stored output per task; beyond it output is dropped with a marker event.")
-    max_notebook_stream_bytes = Int(
-        4 * 1024 * 1024, config=True, help="Stream text kept in the executed notebook (the logs keep up to max_output_bytes)."
-    )
-    memory_limit = Int(0, config=True, help="Default per-task memory limit in bytes for the kernel's process tree (0: none).")
-    metrics_interval = Float(0.5, config=True, help="Seconds between CPU/memory samples of a task's kernel.")
-    kernel_start_timeout = Float(60.0, config=True, help="Seconds a kernel may take to become ready.")
-    max_request_bytes = Int(16 * 1024 * 1024, config=True, help="Largest accepted request body in bytes.")
-    sse_keepalive_interval = Float(15.0, config=True, help="Seconds between SSE keep-alive comments.")
-    max_streams_per_user = Int(100, config=True, help="Live SSE/WebSocket streams one user may hold open at once.")
-    pass_server_credentials = Bool(
-        False, config=True, help="Let task kernels inherit the server's tokens (JUPYTER_TOKEN, ...). Off by default."
-    )
-    extra_secret_env = List(Unicode(), config=True, help="More environment variable names to strip from task kernels.")
-    executor_class = Type(
-        default_value=LocalExecutor,
-        klass=Executor,
-        config=True,
-        help="The Executor subclass that runs tasks: LocalExecutor (this machine), DaskExecutor (a Dask "
-        "cluster, settings c.DaskExecutor.*) or your own. Built once as executor_class(ExecutorContext, "
-        "parent=TaskRun), so its settings are its own traits. Unset: c.TaskRun.executor picks it; set, it wins.",
-    )
-
-    @default("executor_class")
-    def _executor_class_default(self) -> str:
-        return EXECUTOR_SHORTHANDS[self.executor]
-
-    executor = Enum(
-        list(EXECUTOR_SHORTHANDS),
-        "local",
-        config=True,
-        help="Shorthand for executor_class: 'local' (LocalExecutor) or 'dask' (DaskExecutor).",
-    )
-    dask_scheduler_address = Unicode("", config=True, help="Deprecated: use c.DaskExecutor.scheduler_address.")
-    dask_cluster_factory = Unicode("", config=True, help="Deprecated: use c.DaskExecutor.cluster_factory.")
-    retry_on_worker_loss = Bool(False, config=True, help="Deprecated: use c.DaskExecutor.retry_on_worker_loss.")
-    store_busy_timeout = Float(
-        5.0,
-        config=True,
-        help="Seconds a submission, rerun or delete waits for a database locked by another connection "
-        "before it is refused with 503 (the server keeps serving meanwhile).",
-    )
-    max_cells = Int(2000, config=True, help="Most cells one task may have ('cells', an inline or a file notebook); more: 400.")
-    stop_grace = Float(
-        5.0,
-        config=True,
-        help="Seconds a cancelled or timed-out task's runner may take to end after its kernel was told to stop; "
-        "then the task is ended anyway (its runner is abandoned and its kernel killed).",
-    )
-    requeue_interrupted = Bool(
-        False,
-        config=True,
-        help="Re-queue every task that was running when the server stopped, at-least-once (like Celery's "
-        "acks_late): it runs again from the start, its 'attempt' counting the runs. Off: only tasks "
-        "submitted with requeue_on_restart: true are re-queued; the others fail 'interrupted'.",
-    )
-    max_requeue_attempts = Int(
-        3,
-        config=True,
-        help="How many times one task is re-queued after server stops (requeue_interrupted or "
-        "requeue_on_restart); the next interruption fails it 'interrupted'. 0: never re-queue.",
-    )
-    emit_task_events = Bool(
-        False,
-        config=True,
-        help="Emit task status events (id, name, owner, reason) on jupyter_server's event bus. Off by default: "
-        "every user allowed to subscribe to /api/events/subscribe would see every user's tasks.",
-    )
 
     def __init__(self, *, root_dir: str, kernel_spec_manager: Any, default_kernel: str = "python3", event_logger: Any = None, **kw: Any):
         super().__init__(**kw)
@@ -201,6 +93,10 @@ class TaskRun(LoggingConfigurable):
         self.dispatcher = Dispatcher(self)
         self.restart_policy = RestartPolicy(self)
         self.cleaner = TaskCleaner(self)
+        self.webhooks = WebhookNotifier(self)
+        self.scheduler = Scheduler(self)
+        self.variables = TaskVariables(self)
+        self.results = TaskResults(self)  # recorded values, output files, HTML (results.py)
         self._bg: set[asyncio.Task[Any]] = set()
         self._started = False
         self._starting: asyncio.Future[None] | None = None
@@ -260,12 +156,6 @@ class TaskRun(LoggingConfigurable):
         cls = self.executor_class
         return cls(context, parent=self, log=self.log, **self._deprecated_executor_options(cls))
 
-    @observe(*DEPRECATED_EXECUTOR_ALIASES)
-    def _deprecated_executor_option(self, change: Any) -> None:
-        self.__dict__.setdefault("_deprecated_set", set()).add(change.name)
-        new = DEPRECATED_EXECUTOR_ALIASES[change.name]
-        self.log.warning("taskrun: c.TaskRun.%s is deprecated; use c.DaskExecutor.%s", change.name, new)
-
     def _deprecated_executor_options(self, cls: type[Executor]) -> dict[str, Any]:
         """The old ``c.TaskRun.dask_*`` values, as the executor's traits (its own settings win)."""
         own = self.config[cls.__name__] if cls.__name__ in self.config else {}
@@ -296,6 +186,7 @@ class TaskRun(LoggingConfigurable):
                 return
             await self.executor_impl.start()
             self._spawn(self.dispatcher.run_forever())
+            self._spawn(self.scheduler.run_forever())
             self._spawn(self._prune_forever())
             self._started = True
             self.log.info("taskrun: %s executor, %d concurrent, store %s", self.executor_impl.kind, self.max_concurrent_tasks, self.db_path)
@@ -314,6 +205,7 @@ class TaskRun(LoggingConfigurable):
                 t.cancel()
         await asyncio.gather(*[t for t in self._bg if t is not asyncio.current_task()], return_exceptions=True)
         self.restart_policy.on_stop(interrupted)
+        await self.webhooks.stop()  # before the store closes: each cancelled delivery records why
         self.dispatcher.running.clear()
         await self.executor_impl.stop()
         self.recorder.flush()
@@ -334,6 +226,9 @@ class TaskRun(LoggingConfigurable):
             resolve_path(self.root_dir, sub.path)
         if sub.cwd is not None:
             resolve_path(self.root_dir, sub.cwd or ".", want_dir=True)
+        self.webhooks.check_url(sub.callback_url)
+        self.variables.check(sub, language)
+        self.results.check(sub)
         return sub
 
     def check_cell_count(self, sub: TaskSubmission, nb: Any = None) -> None:
@@ -393,7 +288,12 @@ class TaskRun(LoggingConfigurable):
         """Validate every submission first; queue all or none."""
         return await self._when_store_free(self._submit_batch_now, items, owner, rerun_of)
 
-    def _submit_batch_now(self, items: list[Any], owner: str, rerun_of: str | None) -> builtins.list[Task]:
+    async def submit_scheduled(self, data: Any, owner: str, firing: Any) -> Task:
+        """A schedule's task (``scheduler.py``): ``firing`` stamps it and writes the schedule's new
+        state in the task's own transaction, so a firing is stored whole or not at all."""
+        return (await self._when_store_free(self._submit_batch_now, [data], owner, None, firing))[0]
+
+    def _submit_batch_now(self, items: list[Any], owner: str, rerun_of: str | None, firing: Any = None) -> builtins.list[Task]:
         if not isinstance(items, list) or not items:
             raise InvalidSubmission("'tasks' must be a non-empty list of submissions")
         subs = []
@@ -409,7 +309,15 @@ class TaskRun(LoggingConfigurable):
         # keep the feed in order (pending events go before these 'created' entries), and take no
         # new work while held-back events cannot be written (disk full: 503 with Retry-After)
         self.recorder.store_writable()
-        changes = self.store.insert_tasks(tasks)
+        with self.store.transaction():
+            if firing is not None:
+                for task in tasks:
+                    firing.stamp(task)
+            for task in tasks:
+                self.variables.store_inputs(task)  # input pickles become artifacts, not part of the task row
+            changes = self.store.insert_tasks(tasks)
+            if firing is not None:
+                changes += firing.commit(tasks)
         for task in tasks:
             self.recorder.active[task.id] = task
             self.queue.put(task.id, task.priority, force=True)
@@ -420,7 +328,7 @@ class TaskRun(LoggingConfigurable):
 
     async def rerun(self, task_id: str, owner: str = "") -> Task:
         old = self.get(task_id)
-        return (await self.submit_batch([old.submission], owner or old.owner, rerun_of=old.id))[0]
+        return (await self.submit_batch([self.variables.resubmission(old)], owner or old.owner, rerun_of=old.id))[0]
 
     def get(self, task_id: str) -> Task:
         if not isinstance(task_id, str):

@@ -92,12 +92,18 @@ CREATE TABLE IF NOT EXISTS changes (
 _TASK_COLUMNS = (
     "id, name, status, owner, kernel_name, source_kind, submission, tags, priority, created_at, "
     "started_at, finished_at, progress, error, metrics, result, executor, worker, rerun_of, last_seq, kernel_pid, "
-    "exit_code, attempt"
+    "exit_code, attempt, schedule_id, scheduled_for, recorded_values"
 )
 _TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
 
 #: columns added after a schema was first created: ``ALTER TABLE`` adds them to an older store
-_ADDED_COLUMNS = {"exit_code": "INTEGER", "attempt": "INTEGER NOT NULL DEFAULT 1"}
+_ADDED_COLUMNS = {
+    "exit_code": "INTEGER",
+    "attempt": "INTEGER NOT NULL DEFAULT 1",
+    "schedule_id": "TEXT",  # the schedule that made the task (server/schedule_store.py)
+    "scheduled_for": "REAL",  # the cron time it fired for: unique per schedule, so never fired twice
+    "recorded_values": "TEXT",  # the latest record()ed value per name, JSON (Task.values; server/results.py)
+}
 
 
 #: seconds a client is told to wait (``Retry-After``) when the store cannot write (disk full, I/O error)
@@ -162,6 +168,36 @@ def task_attempt(task: Task) -> int:
 def set_task_attempt(task: Task, attempt: int) -> None:
     # an attribute until ``models.Task`` declares the field (then this is a plain assignment)
     setattr(task, "attempt", int(attempt or 1))  # noqa: B010
+
+
+def _value_path(name: str) -> str:
+    """The JSON path of a recorded value (names never hold quotes: ``values.NAME_PATTERN``)."""
+    return f'$."{name}"'
+
+
+#: how a ``where_values`` operator compares: SQL operator, and the JSON types it applies to
+_NUMERIC = ("integer", "real")
+
+
+def _value_condition(name: str, op: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL for "the task's recorded ``name`` ``op`` ``value``"; a task without it never matches.
+
+    Numbers compare with numbers, strings with strings (by code point); ``true``/``false``/``null``
+    only with ``=`` and ``!=``; ``op`` ``"exists"`` asks only that the value was recorded."""
+    path = _value_path(name)
+    kind = "json_type(t.recorded_values, ?)"
+    got = "json_extract(t.recorded_values, ?)"
+    if op == "exists":
+        return f"{kind} IS NOT NULL", [path]
+    if value is None or isinstance(value, bool):
+        literal = "null" if value is None else ("true" if value else "false")
+        return (f"{kind} = ?" if op == "=" else f"{kind} IS NOT NULL AND {kind} != ?"), (
+            [path, literal] if op == "=" else [path, path, literal]
+        )
+    sql_op = {"=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}[op]
+    if isinstance(value, str):
+        return f"{kind} = 'text' AND {got} {sql_op} ?", [path, path, value]
+    return f"{kind} IN {_NUMERIC!r} AND {got} {sql_op} ?", [path, path, value]
 
 
 def _dumps(value: Any) -> str | None:
@@ -299,11 +335,11 @@ class TaskStore:
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE tasks SET name=?, status=?, started_at=?, finished_at=?, progress=?, error=?, "
-                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=?, exit_code=?, attempt=? WHERE id=?",
+                "metrics=?, result=?, worker=?, last_seq=?, kernel_pid=?, exit_code=?, attempt=?, recorded_values=? WHERE id=?",
                 (
                     task.name, task.status.value, task.started_at, task.finished_at, _dumps(task.progress),
                     _dumps(task.error), _dumps(task.metrics), _dumps(task.result), task.worker,
-                    task.last_seq, task.kernel_pid, task.exit_code, task_attempt(task), task.id,
+                    task.last_seq, task.kernel_pid, task.exit_code, task_attempt(task), _dumps(task.values or None), task.id,
                 ),
             )  # fmt: skip
             if cur.rowcount == 0:
@@ -315,7 +351,7 @@ class TaskStore:
             t.id, t.name, t.status.value, t.owner, t.kernel_name, t.source_kind, _dumps(t.submission),
             _dumps(t.tags), t.priority, t.created_at, t.started_at, t.finished_at, _dumps(t.progress),
             _dumps(t.error), _dumps(t.metrics), _dumps(t.result), t.executor, t.worker, t.rerun_of,
-            t.last_seq, t.kernel_pid, t.exit_code, task_attempt(t),
+            t.last_seq, t.kernel_pid, t.exit_code, task_attempt(t), t.schedule_id, t.scheduled_for, _dumps(t.values or None),
         )  # fmt: skip
 
     @staticmethod
@@ -325,7 +361,7 @@ class TaskStore:
             submission=_loads(r[6]), tags=_loads(r[7]), priority=r[8], created_at=r[9], started_at=r[10],
             finished_at=r[11], progress=_loads(r[12]), error=_loads(r[13]), metrics=_loads(r[14]) or {},
             result=_loads(r[15]), executor=r[16], worker=r[17], rerun_of=r[18], last_seq=r[19],
-            kernel_pid=r[20], exit_code=r[21],
+            kernel_pid=r[20], exit_code=r[21], schedule_id=r[23], scheduled_for=r[24], values=_loads(r[25]) or {},
         )  # fmt: skip
         set_task_attempt(task, r[22])
         return task
@@ -343,12 +379,24 @@ class TaskStore:
         tag: str | None = None,
         owner: str | None = None,
         name: str | None = None,
+        schedule: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        sort_value: tuple[str, bool] | None = None,
+        where_values: list[tuple[str, str, Any]] | None = None,
     ) -> tuple[list[Task], str | None]:
-        """Newest first; ``cursor`` is the opaque token returned as the second value."""
+        """Newest first; ``cursor`` is the opaque token returned as the second value.
+
+        ``sort_value`` = (name, descending) orders by a recorded value instead (tasks without it
+        last, ties newest first) and pages by position; ``where_values`` = [(name, op, value)]
+        keeps tasks whose recorded value compares so (see ``_value_condition``)."""
         where: list[str] = []
         params: list[Any] = []
+        offset = 0
+        if sort_value is not None and cursor is not None:
+            if not (cursor[:1] == "o" and cursor[1:].isascii() and cursor[1:].isdigit() and int(cursor[1:]) <= SQLITE_MAX_INT):
+                raise InvalidSubmission(f"invalid cursor {cursor!r}")
+            offset, cursor = int(cursor[1:]), None
         if cursor is not None:
             try:
                 before = int(cursor)
@@ -364,6 +412,9 @@ class TaskStore:
         if owner is not None:
             where.append("t.owner = ?")
             params.append(owner)
+        if schedule is not None:
+            where.append("t.schedule_id = ?")
+            params.append(schedule)
         if name:
             # prefix match via range so the index is used (LIKE would need escaping and case rules)
             where.append("t.name >= ? AND t.name < ?")
@@ -378,17 +429,29 @@ class TaskStore:
         else:
             sql_from = "tasks t"
             order = "t.n DESC"
+        for value_name, op, value in where_values or ():  # last: the tag branch above indexes ``where``
+            clause, args = _value_condition(value_name, op, value)
+            where.append(clause)
+            params.extend(args)
         cols = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
         sql = f"SELECT {cols}, t.n FROM {sql_from}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order} LIMIT ?"
-        params.append(limit + 1)
+        order_params: list[Any] = []
+        if sort_value is not None:
+            path = _value_path(sort_value[0])
+            direction = "DESC" if sort_value[1] else "ASC"
+            order = f"json_type(t.recorded_values, ?) IS NULL, json_extract(t.recorded_values, ?) {direction}, {order}"
+            order_params = [path, path]
+        sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
+        params += [*order_params, limit + 1, offset]
         rows = self._query(sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
         tasks = [self._task_from_row(r) for r in rows]
-        next_cursor = str(rows[-1][-1]) if more and rows else None
+        next_cursor = None
+        if more and rows:
+            next_cursor = f"o{offset + limit}" if sort_value is not None else str(rows[-1][-1])
         return tasks, next_cursor
 
     def tasks_with_status(self, *statuses: TaskStatus) -> list[Task]:

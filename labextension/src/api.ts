@@ -8,6 +8,9 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import type {
   IClearResult,
+  ISchedule,
+  IScheduleInput,
+  ISchedulePreview,
   IServerStatus,
   ITask,
   ITaskList,
@@ -161,7 +164,8 @@ export const TaskAPI = {
         name: query.name,
         q: query.q,
         limit: query.limit,
-        cursor: query.cursor
+        cursor: query.cursor,
+        schedule: query.schedule
       })
     );
   },
@@ -250,5 +254,45 @@ export const TaskAPI = {
       }
       throw error;
     }
+  }
+};
+
+const schedulePath = (id: string, sub = ''): string =>
+  `schedules/${encodeURIComponent(id)}${sub ? '/' + sub : ''}`;
+
+/** Typed wrappers of the schedule routes (docs: the "Schedules" section). */
+export const ScheduleAPI = {
+  async list(): Promise<ISchedule[]> {
+    const answer = await requestAPI<{ schedules: ISchedule[] }>('schedules');
+    return answer.schedules;
+  },
+  get(id: string): Promise<ISchedule> {
+    return requestAPI<ISchedule>(schedulePath(id));
+  },
+  create(input: IScheduleInput): Promise<ISchedule> {
+    return requestAPI<ISchedule>('schedules', jsonInit('POST', input));
+  },
+  /** Any subset of the fields; `{enabled: false}` pauses, `true` resumes. */
+  update(id: string, fields: IScheduleInput): Promise<ISchedule> {
+    return requestAPI<ISchedule>(schedulePath(id), jsonInit('PATCH', fields));
+  },
+  remove(id: string): Promise<void> {
+    return requestAPI<void>(schedulePath(id), { method: 'DELETE' });
+  },
+  /** Run it now, whatever its overlap policy says: the new task. */
+  run(id: string): Promise<ITask> {
+    return requestAPI<ITask>(schedulePath(id, 'run'), jsonInit('POST', {}));
+  },
+  /** The cron in words and its next times; a 400 names the bad field. */
+  preview(cron: string, timezone: string): Promise<ISchedulePreview> {
+    return requestAPI<ISchedulePreview>(
+      withQuery('schedules/preview', { cron, timezone }),
+      // no cache-busting key appended (see clearFinished)
+      { cache: 'no-cache' }
+    );
+  },
+  /** The schedule's tasks, newest first. */
+  history(id: string, limit = 20): Promise<ITaskList> {
+    return TaskAPI.list({ schedule: id, limit });
   }
 };

@@ -16,4 +16,10 @@ export namespace CommandIDs {
   export const runNotebook = 'taskrun:run-notebook';
   export const runCells = 'taskrun:run-cells';
   export const runFile = 'taskrun:run-file';
+  /** `{path?}`: create a schedule for a .ipynb / .py file (the file browser selection when omitted) */
+  export const scheduleFile = 'taskrun:schedule-file';
+  /** create a schedule for the active notebook (its saved file) */
+  export const scheduleNotebook = 'taskrun:schedule-notebook';
+  /** show the Schedules view of the Tasks sidebar */
+  export const showSchedules = 'taskrun:show-schedules';
 }

@@ -1,9 +1,10 @@
 /**
  * jupyter-taskrun: the JupyterLab side of jupyter_taskrun.
  *
- * A "Tasks" panel in the left sidebar, a detail view per task in the main
- * area, "Run as Task" commands (notebook, selected cells, files), a status-bar
- * item and notifications for tasks started from this Lab.
+ * A "Tasks" panel in the left sidebar (with a "Schedules" view), a detail
+ * view per task in the main area, "Run as Task" and "Schedule…" commands
+ * (notebook, selected cells, files), a status-bar item and notifications for
+ * tasks started from this Lab.
  */
 import {
   ILayoutRestorer,
@@ -37,6 +38,14 @@ import { isTerminal, ITask } from './models';
 import { TaskPanel } from './panel';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the commands are registered at start (their dialog loads lazily)
 import { addRunCommands } from './run';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the commands are registered at start (their dialog loads lazily)
+import { addScheduleCommands } from './schedulecommands';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the schedules follow the change feed from start-up
+import { ScheduleListModel } from './schedulemodel';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the Schedules view is part of the sidebar
+import { ScheduleView } from './schedules';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the sidebar is shown (and restored) at start
+import { TaskSidebar } from './sidebar';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the status item shows at start
 import { TaskStatusItem } from './statusbar';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the list model follows the change feed from start-up
@@ -54,7 +63,7 @@ const NO_ARGS = { args: { type: 'object' as const, properties: {} } };
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-taskrun:plugin',
   description:
-    'Tasks panel, task detail views and "Run as Task" commands for jupyter_taskrun.',
+    'Tasks panel (with Schedules), task detail views, "Run as Task" and "Schedule…" commands for jupyter_taskrun.',
   autoStart: true,
   requires: [IRenderMimeRegistry],
   optional: [
@@ -82,6 +91,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     setServerSettings(serviceManager.serverSettings);
 
     const model = new TaskListModel();
+    const scheduleModel = new ScheduleListModel(model);
     const tracker = new WidgetTracker<MainAreaWidget<TaskDetail>>({
       namespace: 'jupyter-taskrun'
     });
@@ -183,12 +193,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
       model,
       openTask,
       onError: reportError,
-      clearFinished: () => void commands.execute(CommandIDs.clearFinished)
+      clearFinished: () => void commands.execute(CommandIDs.clearFinished),
+      showTitle: false // the sidebar's "Tasks | Schedules" switch names it
     });
-    panel.title.caption = trans.__('Tasks');
-    shell.add(panel, 'left', { rank: 600 });
+    const showSchedules = () => {
+      sidebar.showView('schedules');
+      shell.activateById(sidebar.id);
+    };
+    const { editSchedule } = addScheduleCommands(app, {
+      scheduleModel,
+      notebooks,
+      browsers,
+      showSchedules,
+      reportError
+    });
+    const schedules = new ScheduleView({
+      model: scheduleModel,
+      openTask,
+      edit: editSchedule,
+      onError: reportError
+    });
+    const sidebar = new TaskSidebar({ tasks: panel, schedules, scheduleModel });
+    shell.add(sidebar, 'left', { rank: 600 });
     if (restorer) {
-      restorer.add(panel, 'jupyter-taskrun-panel');
+      restorer.add(sidebar, 'jupyter-taskrun-panel');
       void restorer.restore(tracker, {
         command: CommandIDs.openTask,
         args: w => ({ id: w.content.taskId }),
@@ -196,6 +224,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
     model.start();
+    scheduleModel.start();
 
     // ------------------------------------------------------- notifications
     model.taskFinished.connect((_, task) => {
@@ -247,7 +276,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       caption: trans.__('Show the list of background tasks'),
       icon: tasksIcon,
       describedBy: NO_ARGS,
-      execute: () => shell.activateById(panel.id)
+      execute: () => {
+        sidebar.showView('tasks');
+        shell.activateById(sidebar.id);
+      }
     });
 
     commands.addCommand(CommandIDs.openTask, {
@@ -424,6 +456,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.runNotebook,
         CommandIDs.runCells,
         CommandIDs.runFile,
+        CommandIDs.scheduleNotebook,
+        CommandIDs.showSchedules,
         CommandIDs.openPanel,
         CommandIDs.refresh,
         CommandIDs.clearFinished
@@ -434,9 +468,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     // ----------------------------------------------------------- status bar
     if (statusBar) {
-      const item = new TaskStatusItem(model, () =>
-        shell.activateById(panel.id)
-      );
+      const item = new TaskStatusItem(model, () => {
+        sidebar.showView('tasks');
+        shell.activateById(sidebar.id);
+      });
       statusBar.registerStatusItem('jupyter-taskrun:status', {
         item,
         align: 'left',

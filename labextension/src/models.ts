@@ -5,6 +5,8 @@
 import type { IOutput } from '@jupyterlab/nbformat';
 import type { PartialJSONObject } from '@lumino/coreutils';
 
+import type { ITaskSubmission } from './generated/submission';
+
 export type TaskStatus =
   'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out';
 
@@ -97,6 +99,10 @@ export interface ITask {
    * died); null while running or when nothing says.
    */
   exit_code?: number | null;
+  /** the schedule that made this task (a firing or "run now"), else null */
+  schedule_id?: string | null;
+  /** the cron time a firing ran for (ISO, `Z`); null for other tasks */
+  scheduled_for?: string | null;
 }
 
 /** POST /taskrun/api/tasks: generated from the one submission schema (jupyter_taskrun/schemas/submission.json). */
@@ -122,6 +128,8 @@ export interface ITaskListQuery {
   q?: string;
   limit?: number;
   cursor?: string | null;
+  /** the tasks of one schedule (its history) */
+  schedule?: string;
 }
 
 export type TaskEventType =
@@ -208,13 +216,15 @@ export interface ITaskEvent<T = unknown> {
   data: T;
 }
 
-export type ChangeType = 'created' | 'status' | 'progress' | 'deleted';
+export type ChangeType =
+  'created' | 'status' | 'progress' | 'deleted' | 'schedule';
 
 export const CHANGE_TYPES: readonly ChangeType[] = [
   'created',
   'status',
   'progress',
-  'deleted'
+  'deleted',
+  'schedule'
 ];
 
 /** One entry of the global change feed (`GET /taskrun/api/events`). */
@@ -223,8 +233,12 @@ export interface IChange {
   type: ChangeType;
   task_id: string;
   time: string;
-  /** the task (created/status), {progress, id, owner} (progress) or {owner} (deleted) */
-  data: ITask | IProgressChangeData | { owner?: string };
+  /**
+   * the task (created/status), {progress, id, owner} (progress), {owner}
+   * (deleted) or {action, owner, schedule} (schedule; `task_id` is then the
+   * schedule's id)
+   */
+  data: ITask | IProgressChangeData | IScheduleChangeData | { owner?: string };
 }
 
 /** `data` of a `progress` entry of the change feed. */
@@ -259,4 +273,85 @@ export interface IServerStatus {
 export interface ICounts {
   running: number;
   queued: number;
+}
+
+// ---------------------------------------------------------------- schedules
+
+export type ScheduleOverlap = 'skip' | 'queue' | 'cancel_previous';
+export type ScheduleCatchUp = 'skip' | 'run_once';
+
+/** A schedule as the API serialises it (`GET /taskrun/api/schedules/{id}`). */
+export interface ISchedule {
+  id: string;
+  name: string;
+  owner: string;
+  /** a submission exactly as `POST /taskrun/api/tasks` accepts it */
+  task: ITaskSubmission;
+  /** 5 fields, or an alias such as `@daily` */
+  cron: string;
+  /** IANA time zone name */
+  timezone: string;
+  /** the cron in words, made by the server */
+  description: string;
+  /** false = paused */
+  enabled: boolean;
+  start_at: string | null;
+  end_at: string | null;
+  max_runs: number | null;
+  overlap: ScheduleOverlap;
+  catch_up: ScheduleCatchUp;
+  callback_url: string | null;
+  created_at: string;
+  updated_at: string;
+  /** the next firing times (ISO with the zone's offset); [] when paused or ended */
+  next_runs: string[];
+  last_run: IScheduleLastRun | null;
+  /** tasks this schedule made (firings + run now) */
+  run_count: number;
+  /** by status, of its tasks that still exist */
+  counts: { [status: string]: number };
+  /** firings that made no task (overlap skip, missed, refused) */
+  skipped?: number;
+  /** a firing held back by `overlap: queue` until the running one ends */
+  pending_for?: string | null;
+  /** why the last firing made no task, if it did not */
+  last_error?: string | null;
+}
+
+export interface IScheduleLastRun {
+  task_id: string;
+  status: TaskStatus;
+  scheduled_for: string | null;
+  created_at: string;
+}
+
+/** The fields `POST /schedules` accepts; `PATCH` takes any subset. */
+export interface IScheduleInput {
+  name?: string;
+  task?: ITaskSubmission;
+  cron?: string;
+  timezone?: string;
+  enabled?: boolean;
+  start_at?: string | null;
+  end_at?: string | null;
+  max_runs?: number | null;
+  overlap?: ScheduleOverlap;
+  catch_up?: ScheduleCatchUp;
+  callback_url?: string | null;
+}
+
+/** `GET /schedules/preview?cron=&timezone=` */
+export interface ISchedulePreview {
+  cron: string;
+  timezone: string;
+  description: string;
+  next_runs: string[];
+}
+
+/** `data` of a `schedule` entry of the change feed. */
+export interface IScheduleChangeData {
+  action: 'created' | 'updated' | 'deleted' | 'fired';
+  owner: string;
+  /** absent for `deleted` */
+  schedule?: ISchedule;
 }

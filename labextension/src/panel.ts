@@ -36,6 +36,8 @@ export interface ITaskPanelOptions {
   onError?: (title: string, error: unknown) => void;
   /** "Clear finished…" (asks, then deletes); no button without it. */
   clearFinished?: () => void;
+  /** Show the "Tasks" heading (false under the sidebar's view switch). */
+  showTitle?: boolean;
 }
 
 interface IRow {
@@ -60,6 +62,7 @@ export class TaskPanel extends Widget {
     this._openTask = options.openTask;
     this._onError = options.onError ?? (() => undefined);
     this._clearFinished = options.clearFinished ?? null;
+    this._showTitle = options.showTitle ?? true;
     this.id = 'jupyter-taskrun-panel';
     this.addClass('jp-TaskRun-panel');
     this.title.icon = tasksIcon;
@@ -116,6 +119,7 @@ export class TaskPanel extends Widget {
 
     const header = h('div', 'jp-TaskRun-header');
     const title = h('h2', 'jp-TaskRun-title', 'Tasks');
+    title.hidden = !this._showTitle;
     this._counts = h('div', 'jp-TaskRun-counts');
     this._runningCount = h('span', 'jp-TaskRun-count jp-mod-running');
     this._queuedCount = h('span', 'jp-TaskRun-count jp-mod-queued');
@@ -563,6 +567,7 @@ export class TaskPanel extends Widget {
   private _openTask: (id: string) => void;
   private _onError: (title: string, error: unknown) => void;
   private _clearFinished: (() => void) | null;
+  private _showTitle: boolean;
   private _rows = new Map<string, IRow>();
   private _selection = new Set<string>();
   private _frame: number | null = null;

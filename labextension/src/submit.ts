@@ -40,7 +40,7 @@ export interface ISubmitDialogOptions {
 }
 
 /** What the parameters are for each kind of run (see execution/submission.py). */
-function parametersHint(kind: SubmitKind): string {
+export function parametersHint(kind: SubmitKind): string {
   switch (kind) {
     case 'script':
       return trans.__(

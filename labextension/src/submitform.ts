@@ -194,7 +194,9 @@ export function splitShellWords(text: string): Parsed<string[]> {
   return { value: words };
 }
 
-function parseParameters(text: string): Parsed<PartialJSONObject | undefined> {
+export function parseParameters(
+  text: string
+): Parsed<PartialJSONObject | undefined> {
   const params = text.trim();
   if (!params) {
     return { value: undefined };

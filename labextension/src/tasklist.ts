@@ -18,7 +18,13 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { APIError, TaskAPI } from './api';
 import type { ITaskFilters } from './feedutil';
-import { CHANGE_TYPES, IChange, ICounts, ITask } from './models';
+import {
+  CHANGE_TYPES,
+  IChange,
+  ICounts,
+  IScheduleChangeData,
+  ITask
+} from './models';
 import {
   errorMessage,
   fetchCounts,
@@ -89,6 +95,11 @@ export class TaskListModel implements IDisposable {
   /** Emitted with the id of a deleted task. */
   get taskDeleted(): ISignal<this, string> {
     return this._taskDeleted;
+  }
+
+  /** Emitted for every `schedule` entry of the change feed (schedules.ts follows it). */
+  get scheduleChanged(): ISignal<this, IScheduleChangeData & { id: string }> {
+    return this._scheduleChanged;
   }
 
   /** The loaded tasks matching the filters: running ones first, then newest first. */
@@ -425,6 +436,13 @@ export class TaskListModel implements IDisposable {
       case 'deleted':
         this.removeTask(change.task_id);
         break;
+      case 'schedule': {
+        const d = change.data as IScheduleChangeData;
+        if (d && typeof d === 'object' && typeof d.action === 'string') {
+          this._scheduleChanged.emit({ ...d, id: change.task_id });
+        }
+        break;
+      }
       default:
         break;
     }
@@ -620,4 +638,8 @@ export class TaskListModel implements IDisposable {
   private _taskChanged = new Signal<this, ITask>(this);
   private _taskFinished = new Signal<this, ITask>(this);
   private _taskDeleted = new Signal<this, string>(this);
+  private _scheduleChanged = new Signal<
+    this,
+    IScheduleChangeData & { id: string }
+  >(this);
 }

@@ -17,6 +17,7 @@ from ...errors import InvalidSubmission, TaskStateConflict
 from ...execution.submission import resolve_path
 from ...models import TaskStatus
 from ..cleanup import MAX_CLEAR
+from ..results import parse_sort, parse_where
 from .base import TaskRunHandler, TaskRunHTTPError, query_time
 
 _STATUSES = {s.value for s in TaskStatus}
@@ -48,8 +49,11 @@ class TasksHandler(TaskRunHandler):
             tag=self.query("tag") or None,
             owner=owner or None,
             name=self.query("name") or None,
+            schedule=self.query("schedule") or None,
             limit=int(self.query_number("limit", 50, minimum=1, maximum=500, integer=True)),
             cursor=self.query("cursor") or None,
+            sort_value=parse_sort(self.query("sort")),
+            where_values=parse_where(self.query("where")),
         )
         self.write_json({"tasks": [self.task_json(t) for t in tasks], "next_cursor": cursor})
 
@@ -201,8 +205,20 @@ class NotebookHandler(TaskRunHandler):
             raise TaskRunHTTPError(
                 405, f'saving is a POST: POST {self.request.path} with {{"path": "...", "overwrite": false}}', "method-not-allowed"
             )
+        form = self.query("format") or "ipynb"
+        if form not in ("ipynb", "html"):
+            raise TaskRunHTTPError(400, "'format' must be ipynb or html", "invalid")
+        no_input = self.query("no_input") or "0"
+        if no_input not in ("0", "1", "true", "false"):
+            raise TaskRunHTTPError(400, "'no_input' must be 1 or 0", "invalid")
         task, nb = await self._notebook(task_id)
         stem = os.path.splitext(os.path.basename(task.name.replace("\\", "/")))[0] or "task"
+        if form == "html":  # nbconvert, off the loop (server/results.py); sandboxed: outputs are the task's HTML
+            html = await self.taskrun.results.notebook_html(nb, no_input in ("1", "true"))
+            self.set_header("Content-Disposition", content_disposition(stem[:100], f"-{task.id[:8]}.html"))
+            self.set_header("Content-Security-Policy", "sandbox allow-scripts")
+            self.finish(html, set_content_type="text/html; charset=utf-8")
+            return
         self.set_header("Content-Disposition", content_disposition(stem[:100], f"-{task.id[:8]}.ipynb"))
         self.finish(json.dumps(nb), set_content_type="application/x-ipynb+json")
 

@@ -71,6 +71,48 @@ export interface ITaskSubmission {
    * 'interrupted'.
    */
   requeue_on_restart?: boolean;
+  /**
+   * An http:// or https:// URL the server POSTs a signed JSON summary to when
+   * the task ends (a webhook; see c.TaskRun.webhook_*). Its host must match
+   * c.TaskRun.webhook_allowed_hosts; no credentials in it. At most 2048
+   * characters.
+   */
+  callback_url?: string;
+  /**
+   * Python variables to restore in the task kernel before the first cell:
+   * {name: base64 of the variable pickled with cloudpickle}, at most 64. Each
+   * at most c.TaskRun.max_variable_bytes once decoded, all together at most
+   * c.TaskRun.max_task_variable_bytes; Python kernels only. The server never
+   * unpickles them.
+   */
+  variables_in?: { [key: string]: string };
+  /**
+   * Variables the task sends back, pickled with cloudpickle, when it completes
+   * (GET /taskrun/api/tasks/{id}/variables); '@result' is the last
+   * expression's value. Caps: c.TaskRun.max_variable_bytes each,
+   * c.TaskRun.max_task_variable_bytes in all; Python kernels only. At most 200
+   * characters each; at most 64 items.
+   */
+  variables_out?: string[];
+  /**
+   * Files the task writes, as glob patterns relative to its working folder
+   * ('results/*.csv', 'model.pt', 'out/**'; a matched folder brings every file
+   * under it), collected when it ends (completed, failed, cancelled or timed
+   * out) into its artifacts: GET /taskrun/api/tasks/{id}/files. No absolute
+   * paths, no '..'; files over c.TaskRun.max_artifact_bytes, past
+   * c.TaskRun.max_task_artifact_bytes or c.TaskRun.max_artifacts, and symlinks
+   * out of the working folder are listed as refused, never cut. At most 1024
+   * characters each; at most 100 items.
+   */
+  outputs?: string[];
+  /**
+   * Files or folders, relative to the server root and inside the task's
+   * working folder, that the task reads. A local task reads them in place; a
+   * Dask task gets them copied into its working folder on the worker, at the
+   * same paths (at most c.TaskRun.max_staged_input_bytes in all). At most 4096
+   * characters each; at most 100 items.
+   */
+  inputs?: string[];
 }
 
 /** The fields of which a submission gives exactly one. */
