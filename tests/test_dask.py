@@ -278,8 +278,15 @@ async def test_task_runs_on_a_worker_with_live_ordered_events(api, cluster):
     assert "cell" in types and "metrics" in types and "result" in types
 
     # live: "59" reached the SSE client well before "late" (printed 1.5 s later) and the end
+    # a print's text and its newline may arrive in two log events, so look in the text streamed so far
     def arrival_of(text: str) -> float:
-        return next(t for f, t in events if f["data"]["type"] == "log" and text in f["data"]["data"]["text"])
+        so_far = ""
+        for f, t in events:
+            if f["data"]["type"] == "log":
+                so_far += f["data"]["data"]["text"]
+                if text in so_far:
+                    return t
+        raise AssertionError(f"{text!r} never streamed")
 
     assert arrival_of("late") - arrival_of("59\n") > 0.75, task["metrics"]
 
