@@ -411,6 +411,17 @@ def _last_words(kernel: TaskKernel) -> str:
     return f": {text[-2000:]}" if text else ""
 
 
+def _process_state(pid: int | None) -> str:
+    """A process's state and wait channel from /proc ("S (sleeping) in pipe_write"), or "unknown"."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            state = next((line.split(":", 1)[1].strip() for line in f if line.startswith("State:")), "?")
+        with open(f"/proc/{pid}/wchan") as f:
+            return f"{state} in {f.read().strip() or '-'}"
+    except (OSError, TypeError):
+        return "unknown"
+
+
 async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
     """Ready = kernel_info replied on shell AND our iopub subscription is live.
 
@@ -425,7 +436,9 @@ async def wait_until_ready(kernel: TaskKernel, timeout: float) -> None:
     while not (replied and iopub_seen):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise KernelStartError(f"kernel did not become ready within {timeout:g} s")
+            # what it was doing, for the rare hang CI has seen (cause not yet found)
+            state = f"kernel_info replied: {replied}, iopub seen: {iopub_seen}, process: {_process_state(kernel.pid)}"
+            raise KernelStartError(f"kernel did not become ready within {timeout:g} s ({state}){_last_words(kernel)}")
         if not kernel.is_alive():
             raise KernelStartError(describe_exit(kernel.returncode()) + " while starting" + _last_words(kernel))
         if not replied:
