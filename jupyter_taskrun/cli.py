@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:  # split here: argparse mixes '--' with optional positionals of subcommands
         at = argv.index("--")
         argv, script_args = argv[:at], argv[at + 1 :]
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cli_results.attach_sort_value(argv))
     if script_args and not getattr(args, "script_args_allowed", False):
         parser.error("arguments after -- belong to a script: submit FILE -- ARG...")
     args.script_args = script_args

@@ -74,6 +74,17 @@ def add_list_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def attach_sort_value(argv: list[str]) -> list[str]:
+    """``--sort -values.x`` as ``--sort=-values.x``: argparse would take ``-values.x`` for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--sort" and arg.startswith("-values."):
+            out[-1] = f"--sort={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     def add(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
@@ -146,7 +157,12 @@ def cmd_files(client: TaskRunClient, args: argparse.Namespace) -> int:
         print(json.dumps(listing, indent=2))
         return 0
     if not listing["collected"]:
-        what = "asked for no output files" if not listing["outputs"] else "has not collected its output files yet"
+        if not listing["outputs"]:
+            what = "asked for no output files"
+        elif task.get("status") in ("queued", "running"):
+            what = "has not collected its output files yet (they are collected when it ends)"
+        else:
+            what = "collected no output files (it ended before its kernel ran)"
         print(f"task {task['id']} {what}", file=sys.stderr)
         return 0
     for f in listing["files"]:

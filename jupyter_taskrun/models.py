@@ -350,6 +350,8 @@ class Task:
             "schedule_id": self.schedule_id,
             "scheduled_for": isotime(self.scheduled_for),
             "values": dict(self.values),
+            # what it runs with (papermill's parameters): the Compare view's columns
+            "parameters": dict(self.submission.get("parameters") or {}),
         }
 
 

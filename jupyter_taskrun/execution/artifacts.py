@@ -13,7 +13,11 @@ Guarantees:
   all is refused with the reason and its size; nothing is ever cut short;
 * what is kept is byte-identical, with its size and sha256;
 * a pattern that matches nothing is listed in ``missing``; a matched folder brings every file
-  under it (symlinked folders are not followed).
+  under it (symlinked folders are not followed);
+* ``inputs`` are read whole or not at all: a path out of the working folder (symlinks resolved),
+  something that is not a regular file (a FIFO would block) or more than the staging cap in all
+  raises ``ValueError`` naming the input; folders are read through symlinked folders inside it,
+  as a local task would see them.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ def read_inputs(cwd: str, inputs: list[str], limit: int) -> dict[str, bytes]:
         if not _inside(root, full):
             raise ValueError(f"input {item!r} is outside the task's working folder")
         if os.path.isdir(full):
-            names = [os.path.join(folder, n) for folder, _dirs, ns in os.walk(full) for n in ns]
+            names = _files_under(root, full, item)
         elif os.path.isfile(full):
             names = [full]
         else:
@@ -160,11 +164,33 @@ def read_inputs(cwd: str, inputs: list[str], limit: int) -> dict[str, bytes]:
             real = os.path.realpath(name)
             if not _inside(root, real):
                 raise ValueError(f"input {item!r} holds a symlink out of the task's working folder: {os.path.relpath(name, root)}")
+            if not os.path.isfile(real):  # a FIFO would block the read forever
+                raise ValueError(f"input {item!r} holds something that is not a regular file: {os.path.relpath(name, root)}")
             total += os.path.getsize(real)
             if total > limit:
                 raise ValueError(f"inputs are larger than {limit} bytes in all (c.TaskRun.max_staged_input_bytes)")
             files[os.path.relpath(name, root).replace(os.sep, "/")] = _read(real, limit)
     return files
+
+
+def _files_under(root: str, folder: str, item: str) -> list[str]:
+    """Every file under an input folder, through symlinked folders (a local task sees them too);
+    a link back to a folder it is in is not followed (no loop); a symlinked folder out of ``root``
+    raises ``ValueError`` naming the input."""
+    found: list[str] = []
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if not _inside(root, real):
+            raise ValueError(f"input {item!r} holds a symlink out of the task's working folder: {os.path.relpath(here, root)}")
+        up, ancestors = here, set()
+        while len(up) > len(folder):
+            up = os.path.dirname(up)
+            ancestors.add(os.path.realpath(up))
+        if real in ancestors:
+            dirs[:] = []
+            continue
+        found += [os.path.join(here, n) for n in names]
+    return found
 
 
 def stage_inputs(cwd: str, files: dict[str, bytes]) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # progress() sends a display message with PROGRESS_MIME; intercepted here, never shown.
 from ..progress import PROGRESS_MIME  # noqa: E402
-from ..values import VALUE_MIME, value_event  # noqa: E402  (record(): the same, as ``value`` events)
+from ..values import MAX_VALUE_NAMES, VALUE_MIME, value_event  # noqa: E402  (record(): the same, as ``value`` events)
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -231,6 +231,7 @@ class NotebookRunner:
         self._last_cell_index: int | None = None
         self.client: TaskNotebookClient | None = None
         self._last_progress: dict[str, Any] | None = None
+        self._value_names: set[str] = set()  # record() names seen: at most values.MAX_VALUE_NAMES
         self.started = time.monotonic()
 
     # -- reporting -------------------------------------------------------------
@@ -315,7 +316,10 @@ class NotebookRunner:
     def emit_value(self, raw: Any) -> None:
         """A ``record()`` message: checked again (``values.value_event``), counted as output."""
         data = value_event(raw)
-        if data is not None and self._count(len(json.dumps(data, default=str))):
+        if data is None or (data["name"] not in self._value_names and len(self._value_names) >= MAX_VALUE_NAMES):
+            return  # record() refuses these in the task; a kernel sending its own messages is held to it too
+        self._value_names.add(data["name"])
+        if self._count(len(json.dumps(data, default=str))):
             self.emit(EventType.VALUE, data)
 
     # -- the durable channel (durable.py) ----------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import keyword
 import os
 import shlex
 import sys
@@ -33,7 +34,8 @@ _TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
 CELL_USAGE = (
     "usage: %%taskrun [--name N] [--kernel K] [--timeout S] [--cell-timeout S] [--tag T ...] "
-    "[--priority P] [--param k=v ...] [--env K=V ...] [--cwd DIR] [--in VAR ...] [--out VAR ...] [--wait] [--quiet] [--as VAR] "
+    "[--priority P] [--param k=v ...] [--env K=V ...] [--cwd DIR] [--in VAR ...] [--out VAR ...] [--outputs GLOB ...] "
+    "[--inputs PATH ...] [--wait] [--quiet] [--as VAR] "
     '[--cron "*/15 * * * *" [--tz ZONE] ...: schedule the cell instead]'
 )
 LINE_USAGE = (
@@ -145,6 +147,8 @@ class TaskRunMagics(Magics):
     @argument("--cwd", help="working folder of the task, relative to the server root (default: this kernel's)")
     @argument("--in", dest="vars_in", action="append", nargs="+", metavar="VAR", help="notebook variables sent into the task (pickled)")
     @argument("--out", dest="vars_out", action="append", nargs="+", metavar="VAR", help="task variables sent back when it completes")
+    @argument("--outputs", action="append", nargs="+", metavar="GLOB", help="files the task writes, kept when it ends (repeatable)")
+    @argument("--inputs", action="append", nargs="+", metavar="PATH", help="files or folders the task reads (repeatable)")
     @argument("--wait", "-w", action="store_true", help="block until the task ends; raise TaskFailedError if it fails")
     @argument("--quiet", "-q", action="store_true", help="do not show the task panel")
     @argument("--as", dest="var", metavar="VAR", help="bind a TaskHandle (with --cron: the schedule) to this variable")
@@ -161,6 +165,8 @@ class TaskRunMagics(Magics):
         before the cell runs); ``--out model scores`` names variables the task sends back when it
         completes: with ``--wait`` they are assigned here at the end, else ``h.pull()`` assigns them
         and ``h.get("model")`` returns one (``h.get()``: the last expression's object).
+        ``--outputs 'results/*.csv'`` keeps files the task writes (``GET …/files``), ``--inputs data/``
+        names files it reads (both repeatable).
         With ``--cron "*/15 * * * *"`` (and ``--tz``, ``--overlap``, ...) the cell is not run but
         scheduled: it runs as a task at those times (``%taskrun schedule list`` shows them).
         """
@@ -176,7 +182,7 @@ class TaskRunMagics(Magics):
         env = parse_assignments(_flatten(args.env), "--env", json_values=False)
         vars_in, vars_out = _flatten(args.vars_in), _flatten(args.vars_out)
         for option, names in (("--in", vars_in), ("--out", vars_out)):
-            bad = [n for n in names if not n.isidentifier()]
+            bad = [n for n in names if not n.isidentifier() or keyword.iskeyword(n)]
             if bad:
                 raise UsageError(f"{option} needs Python variable names, not {bad[0]!r}")
         if wants_schedule(args):
@@ -197,15 +203,16 @@ class TaskRunMagics(Magics):
         if args.var:
             assert self.shell is not None  # a registered magic always has its shell
             self.shell.user_ns[args.var] = handle
-        if not args.quiet:
-            self._show_panel(task)
+        panel = None if args.quiet else self._show_panel(task)
         if args.wait:
             final = self._wait(handle)
             if final.get("status") != "completed":
                 # with the panel shown, its error view already has the traceback: not twice
                 raise TaskFailedError(final, show_remote_traceback=args.quiet)
             if vars_out:
-                self._call(handle.pull, vars_out, namespace=self.shell.user_ns if self.shell is not None else None)
+                names = self._call(handle.pull, vars_out, namespace=self.shell.user_ns if self.shell is not None else None)
+                if panel is not None:
+                    panel.note_loaded(names)
 
     def _pickle_inputs(self, names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
         """``--in`` variables, pickled here with cloudpickle (base64 for JSON), and their sizes;
@@ -248,6 +255,9 @@ class TaskRunMagics(Magics):
             return self.client.submit(cell, **options)
         except TaskRunHTTPError as e:
             message = f"the server refused: {_http_message(e)} (HTTP {e.status})"
+            if e.status == 400 and "'variables_in" in _http_message(e):
+                # the message names the variable and the reason (not a pickle, over the cap, ...)
+                raise VariableError(f"--in: {message}") from None
             if e.status == 413 and sizes:
                 listed = ", ".join(f"{n} ({format_bytes(b)} pickled)" for n, b in sizes.items())
                 message += f"; the --in variables travel in the request: {listed} (c.TaskRun.max_request_bytes bounds it)"
@@ -267,6 +277,8 @@ class TaskRunMagics(Magics):
             "parameters": params or None,
             "env": env or None,
             "cwd": args.cwd if args.cwd is not None else self._default_cwd(),
+            "outputs": _flatten(args.outputs) or None,
+            "inputs": _flatten(args.inputs) or None,
         }
 
     def _run_inline(self, cell: str, params: dict[str, Any]) -> None:

@@ -5,9 +5,11 @@ server's event streams *in the kernel*. The work is split in rooms:
 
 * ``panel_model``: events and task objects folded into plain state (no widgets, no I/O);
 * ``panel_view``: that state as HTML (escaped; outputs through the sanitiser ``panel_render``);
+  ``panel_results``: a card per ``record()``ed value (a chart per series) and the ``--out`` line;
 * ``panel_transport``: the background thread, the event stream, the polling fallback, the
   render throttle (at most ~10 renders per second, ``render_interval``);
-* here: the widgets, their wiring, and the buttons (cancel, rerun, open the executed notebook).
+* here: the widgets, their wiring, and the buttons (cancel, rerun, open the executed notebook,
+  load the ``--out`` variables into the notebook: ``TaskHandle.pull``, so unpickled in this kernel only).
 
 Task outputs are untrusted (an admin may open another user's task): each is shown as sanitised,
 script-free HTML in one ``widgets.HTML``, never in a ``widgets.Output`` (which Lab renders
@@ -35,6 +37,7 @@ from ..formatting import executed_notebook_name
 from . import panel_view as view
 from .panel_model import ACTIVE, TERMINAL, TaskPanelModel
 from .panel_render import render_output, sanitize_html
+from .panel_results import results_html, values_html
 from .panel_transport import (
     BackgroundLoop,
     RenderThrottle,
@@ -105,6 +108,9 @@ class TaskPanel(widgets.VBox):
         self._rendered_outputs_version = -1
         self._rendered_error: Any = None
         self._rendered_log_total = -1
+        self._rendered_values_version = -1
+        #: the ``--out`` variables assigned into the notebook (by the button, ``load_results`` or ``--wait``)
+        self.loaded: list[str] = []
         self._output_widgets: dict[int, tuple[dict[str, Any], widgets.HTML]] = {}
         self._build(kwargs)
         self.render()
@@ -155,6 +161,18 @@ class TaskPanel(widgets.VBox):
         self.error_view.add_class("taskrun-error")
         self.metrics_view = html("taskrun-metrics")
         btn = widgets.Layout(width="auto")
+        # record()ed values: a card each (a chart for a series); --out variables: a line and a button
+        self.values_view = html("taskrun-values-view", width="100%", display="none")
+        self.results_label = html(flex="0 1 auto")
+        self.load_button = widgets.Button(
+            description="Load into notebook",
+            icon="download",
+            layout=widgets.Layout(width="auto"),
+            tooltip="Assign the variables this task sent back (--out) in this notebook's namespace",
+        )
+        self.load_button.on_click(lambda _b: self.load_results())
+        self.results_row = row([self.results_label, self.load_button], width="100%", grid_gap="8px", display="none")
+        self.results_row.add_class("taskrun-results-row")
         self.cancel_button = widgets.Button(
             description="Cancel", icon="stop", button_style="danger", layout=btn, tooltip="Cancel this task"
         )
@@ -180,7 +198,19 @@ class TaskPanel(widgets.VBox):
         # the theme's classes (a <style> applies wherever it sits; the box itself takes no room)
         self.style_view = widgets.HTML(view.PANEL_STYLE, layout=widgets.Layout(display="none"))
         super().__init__(
-            [self.style_view, header, self.progress_row, self.log_box, self.outputs_view, self.error_view, footer, actions, self.rerun_box],
+            [
+                self.style_view,
+                header,
+                self.progress_row,
+                self.log_box,
+                self.outputs_view,
+                self.values_view,
+                self.error_view,
+                self.results_row,
+                footer,
+                actions,
+                self.rerun_box,
+            ],
             **kwargs,
         )
         self.add_class("taskrun-panel")
@@ -318,6 +348,30 @@ class TaskPanel(widgets.VBox):
             self.render()
         return self.saved_path
 
+    def load_results(self, namespace: dict[str, Any] | None = None) -> list[str] | None:
+        """Assign the ``--out`` variables the task sent back in ``namespace`` (default: the notebook's,
+        as ``TaskHandle.pull``); the button's action. Returns the names, or None (the notice says why)."""
+        from .handle import TaskHandle
+
+        ready, _failed = self.model.results()
+        if not ready:
+            self.set_notice("no results to load", error=True)
+            return None
+        try:
+            names = TaskHandle(self.client, self.task_id).pull(ready, namespace=namespace, timeout=30)
+        except Exception as e:  # noqa: BLE001 - shown to the user, never raised into a callback
+            self.set_notice(f"could not load the results: {short_error(e)}", error=True)
+            return None
+        self.note_loaded(names)
+        return names
+
+    def note_loaded(self, names: list[str]) -> None:
+        """Say these results are in the notebook now (``%%taskrun --wait`` assigned them)."""
+        with self.lock:
+            self.loaded = list(dict.fromkeys([*self.loaded, *names]))
+            self.notice = ""
+            self.render()
+
     def _call_server(self, method: str, *args: Any) -> Any:
         """A client call; when the server cannot be reached or refuses the token (restarted on another
         port, or with a new token), look for it again (runtime info, environment) and retry once."""
@@ -431,6 +485,7 @@ class TaskPanel(widgets.VBox):
             self._rendered_outputs_version = model.outputs_version
             self._render_outputs()
         self._render_error()
+        self._render_results()
         self.metrics_view.value = view.metrics_html(model)
         self.mode_label.value = "" if model.done else view.mode_html(self.mode, self.mode_detail, self.poll_interval)
         # a finished log no longer moves: nothing to follow
@@ -455,6 +510,20 @@ class TaskPanel(widgets.VBox):
         self.traceback_view.value = view.traceback_html(traceback) if head and traceback else ""
         self.traceback_view.layout.display = "flex" if head and traceback else "none"
         self.error_view.layout.display = "flex" if head else "none"
+
+    def _render_results(self) -> None:
+        model = self.model
+        if model.values_version != self._rendered_values_version:
+            self._rendered_values_version = model.values_version
+            self.values_view.value = values_html(model)
+            self.values_view.layout.display = "flex" if self.values_view.value else "none"
+        line = results_html(model, self.loaded)
+        if line != self.results_label.value:
+            self.results_label.value = line
+        ready, _failed = model.results()
+        self.results_row.layout.display = "flex" if line else "none"
+        self.load_button.layout.display = "" if ready else "none"
+        self.load_button.description = "Load again" if ready and set(ready) <= set(self.loaded) else "Load into notebook"
 
     def _render_outputs(self) -> None:
         """One ``widgets.HTML`` of sanitised HTML per shown output; unchanged outputs keep theirs."""

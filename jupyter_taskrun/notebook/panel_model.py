@@ -1,7 +1,7 @@
 """What a panel knows about tasks, folded from the server's events: the pure model of the panels.
 
 ``TaskPanelModel`` folds one task's events (``status``, ``log``, ``output``, ``clear``,
-``progress``, ``metrics``, ``cell``, ``result``, ``truncated``, ``end``) and task objects (the
+``progress``, ``metrics``, ``cell``, ``result``, ``value``, ``truncated``, ``end``) and task objects (the
 first fetch, polling, the final refresh) into plain state; ``TaskListModel`` folds the global
 change feed into the list of recent tasks. ``TaskPanel`` and ``TaskListPanel`` render these.
 
@@ -36,6 +36,10 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 _WIDGET_REPR_PREFIXES = ("HBox(", "VBox(", "FloatProgress(", "IntProgress(")
 #: metrics samples kept for the sparkline (≥ 2/s: five minutes)
 MAX_SAMPLES = 600
+#: points kept per recorded series (the newest), for its chart
+MAX_SERIES_POINTS = 1000
+#: the ``variables_out`` name of the last expression's object: not one of the cell's ``--out`` results
+RESULT_NAME = "@result"
 
 
 def parse_time(value: Any) -> float | None:
@@ -160,6 +164,13 @@ class TaskPanelModel:
         self.result: dict[str, Any] | None = None
         self.cell_index: int | None = None
         self.truncated: str | None = None
+        #: ``record()``ed values: the latest per name (first-recorded order) and each name's points
+        self.values: dict[str, Any] = {}
+        self.series: dict[str, deque[tuple[Any, Any]]] = {}
+        #: bumped whenever ``values`` or ``series`` change (views re-render the cards only then)
+        self.values_version = 0
+        #: ``GET …/variables`` once the task completed (what ``--out`` sent back); None: not known
+        self.variables: dict[str, Any] | None = None
         self.apply_task(task)
 
     # -- reading -----------------------------------------------------------------
@@ -224,6 +235,10 @@ class TaskPanelModel:
             self.reason = task["error"].get("reason") or self.reason
         if task.get("result"):
             self.result = task["result"]
+        latest = task.get("values")
+        if isinstance(latest, dict) and any(self.values.get(k, self) != v for k, v in latest.items()):
+            self.values.update(latest)
+            self.values_version += 1
         metrics = task.get("metrics") or {}
         self.metrics.update({k: v for k, v in metrics.items() if v is not None})
 
@@ -272,6 +287,8 @@ class TaskPanelModel:
             self.cell_index = data.get("cell_index") if data.get("phase") == "start" else None
         elif etype == "result":
             self.result = data
+        elif etype == "value":
+            self.add_value(data)
         elif etype == "truncated":
             self.truncated = data.get("message") or "output truncated"
         elif etype == "end" and data.get("status") in TERMINAL:
@@ -292,6 +309,39 @@ class TaskPanelModel:
             if data.get("error"):
                 self.error = data["error"]
             self.cell_index = None
+
+    def add_value(self, data: dict[str, Any]) -> None:
+        """One ``value`` event (``record(name, value, step=)``): the latest, and a point of its series."""
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            return
+        self.values[name] = data.get("value")
+        self.series.setdefault(name, deque(maxlen=MAX_SERIES_POINTS)).append((data.get("step"), data.get("value")))
+        self.values_version += 1
+
+    def replace_values(self, body: dict[str, Any]) -> None:
+        """The server's recordings (``GET …/values``: ``values`` and every point of each ``series``) replace ours."""
+        self.values = dict(body.get("values") or {})
+        self.series = {
+            str(name): deque(((p.get("step"), p.get("value")) for p in points if isinstance(p, dict)), maxlen=MAX_SERIES_POINTS)
+            for name, points in (body.get("series") or {}).items()
+        }
+        self.values_version += 1
+
+    def results(self) -> tuple[list[str], dict[str, str]]:
+        """What ``--out`` sent back: (names ready to load, {name: why not}); both empty until known."""
+        listing = self.variables or {}
+        ready: list[str] = []
+        failed: dict[str, str] = {}
+        for entry in listing.get("variables") or []:
+            name = entry.get("name")
+            if not isinstance(name, str) or name == RESULT_NAME:
+                continue
+            if entry.get("error"):
+                failed[name] = str(entry["error"])
+            else:
+                ready.append(name)
+        return ready, failed
 
     def add_output(self, data: dict[str, Any]) -> None:
         """One ``output`` event's data (or ``{"output": o}`` for one of ``GET …/outputs``) folded in."""

@@ -218,12 +218,24 @@ class TaskFollower(_Follower):
             task = await host.aclient.get(host.task_id)
         except Exception:  # noqa: BLE001 - keep what the events said
             task = None
+        listing = await self._variables(task)
         with host.lock:
             if task is not None:
                 host.model.apply_task(task)
+            if listing is not None:
+                host.model.variables = listing
             host.mode = "done"
             host.done_event.set()
             host.render()
+
+    async def _variables(self, task: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What a completed task sent back (``--out``), for the results line; None when unknown."""
+        if task is None or task.get("status") != "completed":
+            return None
+        try:
+            return await self.host.aclient.variables(self.host.task_id)
+        except Exception:  # noqa: BLE001 - an older server, or gone: no results line
+            return None
 
     async def _tick(self) -> None:
         """Elapsed time ticks every second; the queue position is refreshed while queued."""
@@ -265,14 +277,16 @@ class TaskFollower(_Follower):
                         with host.lock:
                             model.add_log_bytes(stream, data)
                 last_event = int(task.get("last_event_id") or 0)
-                outputs = metrics = None
+                outputs = metrics = values = None
                 if last_event != seen_events or terminal:
                     seen_events = last_event
                     outputs = await ac.outputs(host.task_id)
                     try:
                         metrics = await ac.metrics(host.task_id)
+                        values = await ac.values(host.task_id) if task.get("values") else None
                     except TaskRunHTTPError:
-                        metrics = None
+                        metrics = values = None
+                listing = await self._variables(task) if terminal else None
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - server unreachable: keep trying, say so
@@ -291,6 +305,10 @@ class TaskFollower(_Follower):
                         model.replace_outputs(outputs)
                     if metrics:
                         model.replace_samples(metrics.get("samples") or [])
+                    if values is not None:
+                        model.replace_values(values)
+                    if listing is not None:
+                        model.variables = listing
                     model.last_seq = max(model.last_seq, last_event)
                     host.render()
                 if terminal:

@@ -82,6 +82,19 @@ PANEL_STYLE = """<style>
 }
 .taskrun-tag { border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; padding: 0 5px; }
 .taskrun-table td { padding: 2px 8px; border-top: 1px solid var(--jp-border-color2, #e0e0e0); }
+.taskrun-values { display: flex; flex-wrap: wrap; gap: 6px; align-items: flex-start; }
+.taskrun-value-card {
+  border: 1px solid var(--jp-border-color2, #e0e0e0);
+  border-radius: 4px;
+  padding: 3px 8px;
+  min-width: 7em;
+  background: var(--jp-layout-color1, #fff);
+}
+.taskrun-value-name { font-size: 11px; color: var(--jp-ui-font-color2, rgba(0, 0, 0, 0.54)); }
+.taskrun-value-latest { font-size: 15px; font-weight: 600; font-family: var(--jp-code-font-family, monospace); }
+.taskrun-value-step { font-size: 10px; color: var(--jp-ui-font-color2, rgba(0, 0, 0, 0.54)); }
+.taskrun-results-ready { color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87)); }
+.taskrun-results-error { color: var(--jp-error-color1, #d32f2f); }
 </style>"""
 
 

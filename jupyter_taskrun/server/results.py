@@ -79,6 +79,10 @@ def parse_where(raw: str | None) -> list[tuple[str, str, Any]]:
             raise InvalidSubmission(f"'where': compare values.{name} with a number, a string, true, false or null")
         if (value is None or isinstance(value, bool)) and op not in ("=", "!="):
             raise InvalidSubmission(f"'where': values.{name} can only be = or != {json.dumps(value)}")
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            value = float(value)  # past SQLite's INTEGER; SQLite's JSON reads such numbers as REAL too
+        if isinstance(value, str) and len(value) > 1000:
+            raise InvalidSubmission(f"'where': the value compared with values.{name} is longer than 1000 characters")
         out.append((name, op, value))
     return out
 

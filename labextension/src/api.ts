@@ -165,7 +165,8 @@ export const TaskAPI = {
         q: query.q,
         limit: query.limit,
         cursor: query.cursor,
-        schedule: query.schedule
+        schedule: query.schedule,
+        sort: query.sort
       })
     );
   },

@@ -175,3 +175,106 @@ export function renderMetricsChart(
     })
   );
 }
+
+/** A point of a recorded series: `x` is its step (or its position), `y` its value. */
+export interface IChartPoint {
+  x: number;
+  y: number;
+}
+
+/**
+ * A small line chart of one recorded series (values.ts): the y-axis spans the
+ * values' own range (a loss near 0.3 is not drawn from 0), the x-axis the steps.
+ */
+export function renderValueChart(
+  points: IChartPoint[],
+  title: string,
+  format: (v: number) => string
+): SVGSVGElement {
+  const width = 220;
+  const height = 64;
+  const pad = { left: 40, right: 6, top: 6, bottom: 14 };
+  const w = width - pad.left - pad.right;
+  const hgt = height - pad.top - pad.bottom;
+  const root = svg('svg', {
+    viewBox: `0 0 ${width} ${height}`,
+    width: '100%',
+    height,
+    preserveAspectRatio: 'none',
+    role: 'img',
+    'aria-label': trans.__('%1 by step', title),
+    class: 'jp-TaskRun-valueChart'
+  });
+  const data = points.length > 300 ? thin(points, 300) : points;
+  const xs = data.map(p => p.x);
+  const ys = data.map(p => p.y);
+  const [xMin, xMax] = [Math.min(...xs), Math.max(...xs)];
+  let [yMin, yMax] = [Math.min(...ys), Math.max(...ys)];
+  if (yMax - yMin < 1e-12) {
+    yMin -= Math.abs(yMin) * 0.1 || 1;
+    yMax += Math.abs(yMax) * 0.1 || 1;
+  }
+  const x = (v: number) =>
+    pad.left + ((v - xMin) / Math.max(xMax - xMin, 1e-12)) * w;
+  const y = (v: number) => pad.top + hgt - ((v - yMin) / (yMax - yMin)) * hgt;
+  const label = (
+    text: string,
+    at: { x: number; y: number },
+    anchor: string
+  ): void => {
+    const el = svg('text', {
+      x: at.x,
+      y: at.y,
+      'text-anchor': anchor,
+      class: 'jp-TaskRun-chartLabel'
+    });
+    el.textContent = text;
+    root.appendChild(el);
+  };
+  for (const [v, gy] of [
+    [yMax, pad.top],
+    [yMin, pad.top + hgt]
+  ]) {
+    root.appendChild(
+      svg('line', {
+        x1: pad.left,
+        x2: pad.left + w,
+        y1: gy,
+        y2: gy,
+        class: 'jp-TaskRun-chartGrid'
+      })
+    );
+    label(format(v), { x: pad.left - 3, y: gy + 3 }, 'end');
+  }
+  label(String(xMin), { x: pad.left, y: height - 2 }, 'start');
+  label(String(xMax), { x: pad.left + w, y: height - 2 }, 'end');
+  const line = data.map(p => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`);
+  root.appendChild(
+    svg('polyline', {
+      points: line.join(' '),
+      class: 'jp-TaskRun-chartLine',
+      fill: 'none'
+    })
+  );
+  const last = data[data.length - 1];
+  root.appendChild(
+    svg('circle', {
+      cx: x(last.x).toFixed(1),
+      cy: y(last.y).toFixed(1),
+      r: 2,
+      class: 'jp-TaskRun-chartDot'
+    })
+  );
+  return root;
+}
+
+/** At most `max` points of a long series (first and last kept). */
+function thin(points: IChartPoint[], max: number): IChartPoint[] {
+  const step = points.length / max;
+  const out: IChartPoint[] = [];
+  for (let i = 0; i < max - 1; i++) {
+    out.push(points[Math.floor(i * step)]);
+  }
+  out.push(points[points.length - 1]);
+  return out;
+}

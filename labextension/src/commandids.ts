@@ -22,4 +22,6 @@ export namespace CommandIDs {
   export const scheduleNotebook = 'taskrun:schedule-notebook';
   /** show the Schedules view of the Tasks sidebar */
   export const showSchedules = 'taskrun:show-schedules';
+  /** `{tag}` or `{schedule}`: tasks side by side (the selected task's tag, or asks, when omitted) */
+  export const compare = 'taskrun:compare';
 }

@@ -37,6 +37,7 @@ import {
   isTerminal
 } from './models';
 import { OutputsView } from './outputs';
+import { ICompareScope, ResultsView } from './resultsview';
 import { errorMessage, TaskListModel } from './tasklist';
 import { executedNotebookName, formatBytes } from './format';
 import { safeFileName, STATUS_LABELS, statusIcon } from './utils';
@@ -51,6 +52,8 @@ export interface ITaskDetailOptions {
   openTask: (id: string) => void;
   /** Report a failed action. */
   onError: (title: string, error: unknown) => void;
+  /** Open the Compare view of the tasks sharing a tag or a schedule. */
+  openCompare?: (scope: ICompareScope) => void;
 }
 
 /** A toolbar button whose tooltip can say why it is disabled. */
@@ -73,16 +76,20 @@ export class TaskDetail extends Panel {
     this._log = new LogView(() => void this.downloadLog());
     this._outputs = new OutputsView(options.rendermime);
     this._metrics = new MetricsView();
+    this._results = new ResultsView(this.taskId, options);
     this.addWidget(this._header.widget);
     this.addWidget(this._error.widget);
+    this.addWidget(this._results.values.widget);
     this.addWidget(this._log.widget);
     this.addWidget(this._outputs.header);
     this.addWidget(this._outputs.area);
+    this.addWidget(this._results.files.widget);
     this.addWidget(this._metrics.widget);
 
     this._feed = new TaskFeed(this.taskId, {
-      onEvent: (type, data) => this._onEvent(type, data),
+      onEvent: (...event) => this._onEvent(...event),
       onEnd: () => {
+        this._results.load();
         this._log.flush();
         this._renderLogState();
         void this._load();
@@ -93,6 +100,7 @@ export class TaskDetail extends Panel {
       onPolled: async (text, outputs) => {
         this._log.append('stdout', text);
         this._outputs.reset(outputs.outputs);
+        this._results.load();
         await this._loadMetrics();
       },
       onGone: () => {
@@ -311,6 +319,7 @@ export class TaskDetail extends Panel {
     this._error.dispose();
     this._log.dispose();
     this._metrics.dispose();
+    this._results.dispose();
     super.dispose();
   }
 
@@ -357,7 +366,12 @@ export class TaskDetail extends Panel {
 
   // ------------------------------------------------------------------ events
 
-  private _onEvent(kind: string, payload: unknown): void {
+  private _onEvent(
+    kind: string,
+    payload: unknown,
+    time: string | null,
+    seq: number | null
+  ): void {
     switch (kind) {
       case 'log': {
         const d = payload as ILogEventData;
@@ -414,6 +428,7 @@ export class TaskDetail extends Panel {
         break;
       }
       default:
+        this._results.event(kind, payload, time, seq);
         break;
     }
   }
@@ -499,6 +514,7 @@ export class TaskDetail extends Panel {
       owner.title.className = `jp-TaskRun-tab jp-mod-${task.status}`;
     }
     this._metrics.setTask(task);
+    this._results.setTask(task);
     this._renderHeader();
     this._error.render(task);
     this._updateButtons();
@@ -602,6 +618,7 @@ export class TaskDetail extends Panel {
   private _log: LogView;
   private _outputs: OutputsView;
   private _metrics: MetricsView;
+  private _results: ResultsView;
   private _buttons: { [name: string]: IButton } | null = null;
 }
 

@@ -21,8 +21,13 @@ export type FeedState =
 
 /** What the feed tells its view. */
 export interface IFeedHandlers {
-  /** A task event (not yet seen), with its type and payload. */
-  onEvent: (type: string, data: unknown, time: string | null) => void;
+  /** A task event (not yet seen), with its type, payload, time and seq. */
+  onEvent: (
+    type: string,
+    data: unknown,
+    time: string | null,
+    seq: number | null
+  ) => void;
   /** The stream said `end`: every event of the task has been delivered. */
   onEnd: () => void;
   /** The state changed (for the "live" / "polling" label). */
@@ -140,7 +145,8 @@ export class TaskFeed implements IDisposable {
     this._handlers.onEvent(
       kind,
       payload,
-      wrapped ? (event!.time ?? null) : null
+      wrapped ? (event!.time ?? null) : null,
+      id
     );
   }
 

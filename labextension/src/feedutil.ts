@@ -16,12 +16,23 @@ export interface ITaskFilters {
   status: TaskStatus | '';
   tag: string;
   search: string;
+  /** '' (newest first), `values.NAME` or `-values.NAME` (the server sorts) */
+  sort: string;
 }
+
+/** No filter, newest first. */
+export const NO_FILTERS: ITaskFilters = {
+  status: '',
+  tag: '',
+  search: '',
+  sort: ''
+};
 
 export interface IServerQuery {
   status: TaskStatus | '';
   tag: string;
   q: string;
+  sort: string;
 }
 
 /**
@@ -37,7 +48,8 @@ export function serverQuery(
   return {
     status: f.status,
     tag: tag && seenTags.has(tag) ? tag : '',
-    q: f.search.trim()
+    q: f.search.trim(),
+    sort: f.sort
   };
 }
 

@@ -30,6 +30,7 @@ import { clearIcon } from '@jupyterlab/ui-components';
 
 import { setServerSettings, TaskAPI } from './api';
 import { CommandIDs } from './commandids';
+import { addCompareCommand } from './comparecommand';
 import type { TaskDetail } from './detail';
 import { setTranslator, trans } from './i18n';
 import { tasksIcon } from './icons';
@@ -170,7 +171,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         rendermime,
         openPath,
         openTask,
-        onError: reportError
+        onError: reportError,
+        openCompare: scope => openCompare(scope)
       });
       openTabs.set(id, widget);
       widget.disposed.connect(() => {
@@ -314,6 +316,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // ------------------------------------------- selection and row context menu
     const selected = (): ITask[] =>
       panel.selection.map(id => model.get(id)).filter((t): t is ITask => !!t);
+    const { open: openCompare } = addCompareCommand(app, {
+      model,
+      restorer,
+      selected,
+      openTask,
+      reportError
+    });
     const count = (tasks: ITask[]): string =>
       tasks.length > 1 ? trans.__(' (%1 tasks)', tasks.length) : '';
     commands.addCommand(CommandIDs.openSelected, {
@@ -388,7 +397,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       CommandIDs.openSelected,
       CommandIDs.cancelSelected,
       CommandIDs.rerunSelected,
-      CommandIDs.deleteSelected
+      CommandIDs.deleteSelected,
+      CommandIDs.compare
     ].forEach((command, rank) =>
       app.contextMenu.addItem({ command, selector: '.jp-TaskRun-row', rank })
     );
@@ -460,7 +470,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.showSchedules,
         CommandIDs.openPanel,
         CommandIDs.refresh,
-        CommandIDs.clearFinished
+        CommandIDs.clearFinished,
+        CommandIDs.compare
       ]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }

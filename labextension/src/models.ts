@@ -103,6 +103,10 @@ export interface ITask {
   schedule_id?: string | null;
   /** the cron time a firing ran for (ISO, `Z`); null for other tasks */
   scheduled_for?: string | null;
+  /** the latest value recorded (`record()`) per name */
+  values?: { [name: string]: unknown };
+  /** the submission's parameters, when the server sends them */
+  parameters?: { [name: string]: unknown };
 }
 
 /** POST /taskrun/api/tasks: generated from the one submission schema (jupyter_taskrun/schemas/submission.json). */
@@ -130,6 +134,8 @@ export interface ITaskListQuery {
   cursor?: string | null;
   /** the tasks of one schedule (its history) */
   schedule?: string;
+  /** `values.NAME` (ascending) or `-values.NAME`: by a recorded value, tasks without it last */
+  sort?: string;
 }
 
 export type TaskEventType =
@@ -141,7 +147,9 @@ export type TaskEventType =
   | 'cell'
   | 'result'
   | 'truncated'
-  | 'clear';
+  | 'clear'
+  | 'value'
+  | 'artifacts';
 
 export const TASK_EVENT_TYPES: readonly TaskEventType[] = [
   'status',
@@ -152,7 +160,9 @@ export const TASK_EVENT_TYPES: readonly TaskEventType[] = [
   'cell',
   'result',
   'truncated',
-  'clear'
+  'clear',
+  'value',
+  'artifacts'
 ];
 
 export interface IStatusEventData {
@@ -205,6 +215,49 @@ export interface ICellEventData {
 export interface ITruncatedEventData {
   limit: number;
   message: string;
+}
+
+/** A `value` event: one `record(name, value, step=…)`. */
+export interface IValueEventData {
+  name: string;
+  value: unknown;
+  step?: number | null;
+}
+
+/** One recording of a value (`GET …/values`, `series`). */
+export interface IValuePoint {
+  value: unknown;
+  step: number | null;
+  time: string;
+  seq: number;
+}
+
+/** `GET /taskrun/api/tasks/{id}/values` */
+export interface ITaskValues {
+  task_id: string;
+  values: { [name: string]: unknown };
+  series: { [name: string]: IValuePoint[] };
+}
+
+/** A collected output file of `GET …/files`. */
+export interface ITaskFile {
+  path: string;
+  size: number;
+  sha256: string;
+  content_type: string;
+}
+
+/** `GET /taskrun/api/tasks/{id}/files` (also the data of an `artifacts` event, without `task_id`). */
+export interface ITaskFiles {
+  task_id: string;
+  /** the submission's `outputs` patterns */
+  outputs: string[];
+  /** false until the task's outputs were collected (at its end) */
+  collected: boolean;
+  files: ITaskFile[];
+  refused: Array<{ path: string; size: number | null; reason: string }>;
+  /** patterns that matched nothing */
+  missing: string[];
 }
 
 /** One entry of a task's event log (`GET /taskrun/api/tasks/{id}/events`). */

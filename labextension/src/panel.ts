@@ -16,6 +16,7 @@ import { tasksIcon } from './icons';
 import { ITask, isTerminal, TASK_STATUSES, TaskStatus } from './models';
 import { trans } from './i18n';
 import { TaskListModel } from './tasklist';
+import { ValueColumns } from './valuecolumns';
 import {
   formatAge,
   formatTime,
@@ -53,6 +54,7 @@ interface IRow {
   bar: HTMLElement;
   progressLabel: HTMLElement;
   cancel: HTMLButtonElement;
+  values: HTMLElement;
 }
 
 export class TaskPanel extends Widget {
@@ -109,6 +111,7 @@ export class TaskPanel extends Widget {
     }
     this._stopTicker();
     this._model.changed.disconnect(this._scheduleRender, this);
+    this._columns.dispose();
     super.dispose();
   }
 
@@ -197,7 +200,8 @@ export class TaskPanel extends Widget {
 
     const filterRow = h('div', 'jp-TaskRun-filterRow');
     filterRow.append(this._statusSelect, tagBox);
-    filters.append(searchBox, filterRow);
+    this._columns = new ValueColumns(this._model, () => this._render());
+    filters.append(searchBox, filterRow, this._columns.node);
 
     this._error = h('div', 'jp-TaskRun-error');
     this._list = h('ul', 'jp-TaskRun-list');
@@ -295,7 +299,8 @@ export class TaskPanel extends Widget {
     this._error.hidden = !error;
     this._error.classList.toggle('jp-mod-offline', model.offline);
 
-    const tasks = model.tasks;
+    this._columns.update(model.tasks);
+    const tasks = this._columns.order(model.tasks);
     const seen = new Set<string>();
     const now = Date.now();
     let previous: HTMLElement | null = null;
@@ -381,7 +386,8 @@ export class TaskPanel extends Widget {
     track.appendChild(bar);
     const progressLabel = h('span', 'jp-TaskRun-progressLabel');
     progress.append(track, progressLabel);
-    main.append(top, meta, progress);
+    const values = h('div', 'jp-TaskRun-rowValues');
+    main.append(top, meta, values, progress);
     const cancel = h('button', 'jp-TaskRun-iconButton jp-TaskRun-rowCancel');
     cancel.title = trans.__('Cancel this task');
     cancel.setAttribute('aria-label', trans.__('Cancel task'));
@@ -430,7 +436,8 @@ export class TaskPanel extends Widget {
       progress,
       bar,
       progressLabel,
-      cancel
+      cancel,
+      values
     };
   }
 
@@ -496,6 +503,7 @@ export class TaskPanel extends Widget {
       task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : ''
     );
     row.tags.hidden = task.tags.length === 0;
+    this._columns.renderCells(row.values, task);
 
     const fraction = progressFraction(task);
     const active = !isTerminal(task.status);
@@ -576,6 +584,7 @@ export class TaskPanel extends Widget {
   private _tagTimer: number | null = null;
   private _cancelling = new Set<string>();
   private _searchHint!: HTMLElement;
+  private _columns!: ValueColumns;
   private _tagKey = '';
   private _counts!: HTMLElement;
   private _runningCount!: HTMLElement;

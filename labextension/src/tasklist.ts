@@ -37,6 +37,7 @@ import {
   matchesLocal,
   matchesServer,
   movedInQueue,
+  NO_FILTERS,
   serverQuery,
   progressOf
 } from './feedutil';
@@ -213,7 +214,8 @@ export class TaskListModel implements IDisposable {
     if (
       next.status === this._filters.status &&
       next.tag === this._filters.tag &&
-      next.search === this._filters.search
+      next.search === this._filters.search &&
+      next.sort === this._filters.sort
     ) {
       return;
     }
@@ -609,7 +611,7 @@ export class TaskListModel implements IDisposable {
   private _tasks = new Map<string, ITask>();
   private _order: string[] = [];
   private _nextCursor: string | null = null;
-  private _filters: ITaskFilters = { status: '', tag: '', search: '' };
+  private _filters: ITaskFilters = { ...NO_FILTERS };
   private _counts: ICounts = { running: 0, queued: 0 };
   private _mode: FeedMode = 'connecting';
   private _active = false;
