@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 
 import nbformat
 import psutil
@@ -15,6 +16,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from jupyter_taskrun.models import TaskStatus
 from jupyter_taskrun.server.store import TaskStore
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
 from .helpers import kernel_processes
 
 
@@ -345,6 +347,14 @@ def test_store_list_is_indexed_and_paged(tmp_path):
     assert any("tasks_status_n" in str(row) for row in plan)
 
 
+async def pool_ready(pool, within: float = 60.0) -> None:
+    """Wait for a pooled kernel: a start takes seconds on a loaded 2-core machine."""
+    deadline = time.monotonic() + within
+    while not pool.ready_count("python3"):
+        assert time.monotonic() < deadline, f"no pooled kernel ready within {within:g} s"
+        await asyncio.sleep(0.05)
+
+
 async def test_warm_pool_kernel_is_used_once(jp_serverapp, api, taskrun):
     """With a pool, tasks still never share a kernel (each pooled kernel is used once)."""
     from jupyter_taskrun.execution.kernels import KernelPool
@@ -352,16 +362,10 @@ async def test_warm_pool_kernel_is_used_once(jp_serverapp, api, taskrun):
     executor = taskrun.executor_impl
     executor.pool = KernelPool(executor.launcher, {"python3": 1})
     executor.pool.fill()
-    for _ in range(200):
-        if executor.pool.ready_count("python3"):
-            break
-        await asyncio.sleep(0.05)
+    await pool_ready(executor.pool)
     a = await api.run(code="import os\nsecret = 1\nprint(os.getpid())")
     assert a["metrics"]["pooled_kernel"] is True and a["metrics"]["kernel_start"] == 0
-    for _ in range(200):
-        if executor.pool.ready_count("python3"):
-            break
-        await asyncio.sleep(0.05)
+    await pool_ready(executor.pool)
     b = await api.run(code="import os\nprint(os.getpid(), 'secret' in dir())")
     assert b["metrics"]["pooled_kernel"] is True
     _, la, _ = await api.call("GET", f"tasks/{a['id']}/logs")
