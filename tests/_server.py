@@ -8,6 +8,7 @@ is the one launcher for all of them (the ``server_factory`` fixture in ``conftes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -19,7 +20,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,6 +183,18 @@ class JupyterServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def taskrun_server(base_dir: Path, **options: Any) -> Iterator[JupyterServer]:
+    """A started server whose taskrun API answers (else the test fails, with the server's log); stopped after."""
+    import pytest
+
+    with JupyterServer(base_dir, **options) as srv:
+        ok, detail = srv.taskrun_ready()
+        if not ok:
+            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+        yield srv
 
 
 class TCPProxy:

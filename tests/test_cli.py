@@ -19,24 +19,17 @@ from jupyter_taskrun.client import TaskRunClient, TaskRunHTTPError
 from jupyter_taskrun.client.resolve import AmbiguousTaskRef, NoSuchTask, TaskRefError, resolve_task
 
 try:
-    from ._server import JupyterServer, free_port
+    from ._server import free_port, taskrun_server
 except ImportError:  # tests/ is not a package
-    from _server import JupyterServer, free_port
+    from _server import free_port, taskrun_server
 
 HEX_ID = re.compile(r"^[0-9a-zA-Z_-]{6,}$")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = JupyterServer(tmp_path_factory.mktemp("taskrun-cli"))
-    srv.start()
-    try:
-        ok, detail = srv.taskrun_ready()
-        if not ok:
-            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+    with taskrun_server(tmp_path_factory.mktemp("taskrun-cli")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

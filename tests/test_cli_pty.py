@@ -25,9 +25,9 @@ import pytest
 from jupyter_taskrun.client import TaskRunClient
 
 try:
-    from ._server import JupyterServer
+    from ._server import taskrun_server
 except ImportError:  # tests/ is not a package
-    from _server import JupyterServer
+    from _server import taskrun_server
 
 #: CSI escape sequences (cursor, erase, colours)
 _CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -43,10 +43,7 @@ def _jupyter() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with JupyterServer(tmp_path_factory.mktemp("taskrun-cli-pty")) as srv:
-        ok, detail = srv.taskrun_ready()
-        if not ok:
-            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+    with taskrun_server(tmp_path_factory.mktemp("taskrun-cli-pty")) as srv:
         yield srv
 
 

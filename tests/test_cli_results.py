@@ -15,22 +15,15 @@ from nbconvert.nbconvertapp import nbconvert_flags
 
 from jupyter_taskrun.client import TaskRunClient
 
-from ._server import JupyterServer
+from ._server import taskrun_server
 from .test_cli import new_tag, run, task_id_of
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real ``jupyter server`` subprocess for the module (as ``tests/test_cli.py``'s)."""
-    srv = JupyterServer(tmp_path_factory.mktemp("taskrun-cli-results"))
-    srv.start()
-    try:
-        ok, detail = srv.taskrun_ready()
-        if not ok:
-            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+    with taskrun_server(tmp_path_factory.mktemp("taskrun-cli-results")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 BLOB = bytes(range(256)) * 2

@@ -26,9 +26,9 @@ from jupyter_taskrun.client import (
 )
 
 try:
-    from ._server import JupyterServer, TCPProxy, free_port
+    from ._server import TCPProxy, free_port, taskrun_server
 except ImportError:  # tests/ is not a package
-    from _server import JupyterServer, TCPProxy, free_port
+    from _server import TCPProxy, free_port, taskrun_server
 
 
 def slow_code(n: int, delay: float) -> str:
@@ -48,15 +48,8 @@ def new_tag() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = JupyterServer(tmp_path_factory.mktemp("taskrun-client"))
-    srv.start()
-    try:
-        ok, detail = srv.taskrun_ready()
-        if not ok:
-            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+    with taskrun_server(tmp_path_factory.mktemp("taskrun-client")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

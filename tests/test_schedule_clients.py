@@ -24,7 +24,7 @@ from jupyter_taskrun.cli_schedule import schedule_lines, schedule_table
 from jupyter_taskrun.client import AsyncTaskRunClient, TaskRunClient, TaskRunHTTPError
 from jupyter_taskrun.client.resolve import AmbiguousScheduleRef, NoSuchSchedule, resolve_schedule
 
-from ._server import JupyterServer
+from ._server import taskrun_server
 from .test_magic import run_notebook, text_of
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -38,15 +38,8 @@ def new_name(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = JupyterServer(tmp_path_factory.mktemp("taskrun-schedules"))
-    srv.start()
-    try:
-        ok, detail = srv.taskrun_ready()
-        if not ok:
-            pytest.fail(f"the taskrun API is not available: {detail}\n{srv.log_tail()}")
+    with taskrun_server(tmp_path_factory.mktemp("taskrun-schedules")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
