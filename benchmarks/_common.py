@@ -51,12 +51,32 @@ DEFAULT_PEERS_DIR = Path(
 )
 
 
+#: the versions ``install_peers`` installs (committed: a floating install broke the peer row once)
+PEERS_CONSTRAINTS = HERE / "peers-constraints.txt"
+#: in the peers venv's site-packages: makes this environment's packages visible to its pip
+PEERS_PTH = "_taskrun_bench_main_env.pth"
+
+
 def install_peers() -> Path:
     """Install jupyter_scheduler into a venv that sees this environment's packages, so pip adds
-    only what is missing; returns the directory to put on the scheduler server's PYTHONPATH."""
+    only what is missing; returns the directory to put on the scheduler server's PYTHONPATH.
+
+    Not ``venv --system-site-packages``: from a venv's Python, that shows the *base* interpreter's
+    packages, so pip counted e.g. pydantic as installed while the scheduler server (this
+    environment + PYTHONPATH) could not import it: the extension did not load and
+    ``GET scheduler/runtime_environments`` answered 404. A .pth file naming this environment's
+    site-packages makes pip see exactly what the server will see."""
+    import site
+
+    pth = DEFAULT_PEERS_DIR / PEERS_PTH
+    if (PEERS_VENV / "bin" / "python").exists() and not pth.exists():
+        shutil.rmtree(PEERS_VENV)  # made the old way (--system-site-packages): start again
     if not (PEERS_VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(PEERS_VENV)], check=True)
-    subprocess.run([str(PEERS_VENV / "bin" / "python"), "-m", "pip", "install", "jupyter_scheduler"], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    DEFAULT_PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    pth.write_text("\n".join(site.getsitepackages()) + "\n")
+    pip = [str(PEERS_VENV / "bin" / "python"), "-m", "pip", "install", "-c", str(PEERS_CONSTRAINTS), "jupyter_scheduler"]
+    subprocess.run(pip, check=True)
     return DEFAULT_PEERS_DIR
 
 
@@ -254,17 +274,19 @@ class BenchServer(JupyterServer):
         extra_args: tuple[str, ...] = (),
         extensions: dict[str, bool] | None = None,
         extra_path: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
         start_timeout: float = 120.0,
     ):
         super().__init__(base_dir, extra_args=extra_args, start_timeout=start_timeout)
         self.extra_path = list(extra_path or [])
+        self.extra_env = dict(extra_env or {})
         if extensions is not None:
             (self.config_dir / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": extensions}}))
         self._http: Http | None = None
 
     @property
     def env(self) -> dict[str, str]:
-        env = super().env
+        env = {**super().env, **self.extra_env}
         if self.extra_path:
             env["PYTHONPATH"] = os.pathsep.join([*self.extra_path, env.get("PYTHONPATH", "")])
         return env
@@ -356,7 +378,15 @@ class Context:
             prepare(srv)
         t0 = time.monotonic()
         log(f"starting server {self._n}: {' '.join(args) or '(defaults)'}")
-        srv.start()
+        try:
+            srv.start()
+        except Exception as e:  # noqa: BLE001 - its port was taken before it bound it (a kernel's ZMQ socket, say)
+            log(f"server {self._n} did not start ({type(e).__name__}: {str(e)[:80]}); once more on another port")
+            srv.stop()
+            srv = BenchServer(base, extra_args=tuple(args), **kw)
+            if prepare is not None:
+                prepare(srv)
+            srv.start()
         log(f"server {self._n} up in {time.monotonic() - t0:.1f}s (pid {srv.pid})")
         self._servers[key if not fresh else (key, self._n)] = srv
         return srv
@@ -635,23 +665,22 @@ class SSEClient(asyncio.Protocol):
         return status, out
 
 
-def sse_request(srv: BenchServer, path: str) -> bytes:
+def sse_request_for(port: int, token: str, path: str) -> bytes:
     return (
-        f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
-        f"Authorization: token {srv.token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+        f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: token {token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
     ).encode()
 
 
-async def open_sse(srv: BenchServer, path: str, n: int, *, batch: int = 64) -> list[SSEClient]:
-    """Open ``n`` SSE connections (in batches: the listen backlog is finite) and wait for their first bytes."""
+async def open_sse(req: bytes, port: int, n: int, *, batch: int = 64) -> list[SSEClient]:
+    """Open ``n`` SSE connections sending ``req`` (in batches: the listen backlog is finite) and wait for their first bytes."""
     loop = asyncio.get_running_loop()
-    req = sse_request(srv, path)
     clients: list[SSEClient] = []
 
     async def one() -> SSEClient:
         for attempt in range(5):
             try:
-                _, proto = await loop.create_connection(lambda: SSEClient(req, loop), "127.0.0.1", srv.port)
+                _, proto = await loop.create_connection(lambda: SSEClient(req, loop), "127.0.0.1", port)
                 await asyncio.wait_for(asyncio.shield(proto.first), 60)
                 return proto
             except (OSError, asyncio.TimeoutError):
@@ -752,12 +781,77 @@ def taskrun_args(pool: int = 1, concurrency: int = 2, *extra: str) -> tuple[str,
     )
 
 
+#: what makes a server fork its task kernels: the setting, and the variable that is its default
+FORK_ARGS = ("--TaskRun.kernel_start=fork",)
+FORK_ENV = {"JUPYTER_TASKRUN_KERNEL_START": "fork"}
+
+
+def fork_server(ctx: Context, pool: int, concurrency: int = 2) -> BenchServer:
+    """A taskrun server whose task kernels are forked (``c.TaskRun.kernel_start = "fork"``)."""
+    return ctx.server(*taskrun_args(pool, concurrency, *FORK_ARGS), extra_env=FORK_ENV)
+
+
+def check_forked(srv: BenchServer) -> None:
+    """Raise unless the server runs a fork server (its kernels really were forked)."""
+    try:
+        kids = psutil.Process(srv.pid).children(recursive=True)
+        found = any("forkserver.py" in " ".join(k.cmdline()) for k in kids)
+    except psutil.Error:
+        found = False
+    if not found:
+        raise RuntimeError("kernel_start=fork: the server runs no fork server, its kernels were spawned")
+
+
 # ----------------------------------------------------------------------------- stamped streaming run
 
 
-async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interval: float, pool: int = 1) -> dict[str, Any]:
+def client_procs(srv: BenchServer, path: str, subscribers: int, procs: int, timeout: float) -> list[subprocess.Popen[str]]:
+    """Start ``procs`` client processes (``_sse_clients.py``) sharing ``subscribers`` SSE streams of
+    ``path``; return once each has every stream open (its ``ready`` line)."""
+    counts = [subscribers // procs + (i < subscribers % procs) for i in range(procs)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "_sse_clients.py"), str(srv.port), srv.token, path, str(n), str(timeout)],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        for n in counts
+        if n
+    ]
+    for w in workers:
+        assert w.stdout is not None
+        if w.stdout.readline().strip() != "ready":
+            for other in workers:
+                _kill_tree(other.pid)
+            raise RuntimeError(f"SSE client process {w.pid} failed to connect (exit {w.wait()})")
+    return workers
+
+
+def client_results(workers: list[subprocess.Popen[str]], timeout: float) -> list[dict[str, Any]]:
+    """Each client process's JSON result (see ``_sse_clients.py``); kills them all on failure."""
+    out = []
+    try:
+        for w in workers:
+            stdout, _ = w.communicate(timeout=timeout)
+            lines = [ln for ln in stdout.splitlines() if ln.strip()]
+            if w.returncode != 0 or not lines:
+                raise RuntimeError(f"SSE client process {w.pid} failed (exit {w.returncode})")
+            out.append(json.loads(lines[-1]))
+    finally:
+        for w in workers:
+            _kill_tree(w.pid)
+    return out
+
+
+async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interval: float, pool: int = 1, procs: int = 0) -> dict[str, Any]:
     """Run a task printing ``TS i time.time()`` lines, followed by ``subscribers`` SSE clients
-    connected before the first print (the task waits on a gate file); parse what each received."""
+    connected before the first print (the task waits on a gate file); parse what each received.
+
+    ``procs`` 0: the clients run in this process (asyncio); else in that many client processes
+    (``_sse_clients.py``), so that with many subscribers the client side is not what is measured.
+    ``client_cpu_s`` is their CPU (user+system) while the task streamed: all of them together,
+    ``client_cpu_max_s`` the busiest one's."""
     import uuid
 
     srv.wait_quiet(kernels=pool, pool=pool)
@@ -772,20 +866,37 @@ async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interva
         task = srv.http.json("GET", f"taskrun/api/tasks/{task_id}")
     if task["status"] != "running":
         raise RuntimeError(f"stream task ended early: {task['status']} {task.get('error')}")
-    me = psutil.Process()
+    path = f"taskrun/api/tasks/{task_id}/events"
+    timeout = lines * interval * 10 + 120
     t0 = time.monotonic()
-    clients = await open_sse(srv, f"taskrun/api/tasks/{task_id}/events", subscribers)
-    connect_s = time.monotonic() - t0
-    cpu0 = sum(me.cpu_times()[:2])
-    t1 = time.monotonic()
-    gate.touch()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), timeout=lines * interval * 10 + 120)
-    finally:
+    results: list[dict[str, Any]] = []
+    if procs:
+        workers = client_procs(srv, path, subscribers, procs, timeout)
+        connect_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        gate.touch()
+        per_proc = await asyncio.to_thread(client_results, workers, timeout + 30)
+        stream_s = time.monotonic() - t1
+        cpus = [r["cpu_s"] for r in per_proc]
+        results = [c for r in per_proc for c in r["clients"]]
+    else:
+        me = psutil.Process()
+        clients = await open_sse(sse_request_for(srv.port, srv.token, path), srv.port, subscribers)
+        connect_s = time.monotonic() - t0
+        cpu0 = sum(me.cpu_times()[:2])
+        t1 = time.monotonic()
+        gate.touch()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), timeout=timeout)
+        finally:
+            for c in clients:
+                c.close()
+        stream_s = time.monotonic() - t1
+        cpus = [sum(me.cpu_times()[:2]) - cpu0]
         for c in clients:
-            c.close()
-    stream_s = time.monotonic() - t1
-    client_cpu = sum(me.cpu_times()[:2]) - cpu0
+            status, frames = c.frames()
+            got, ids, ended = stamped_lines(frames)
+            results.append({"status": status, "lines": got, "ids": ids, "ended": ended, "chunks": len(c.chunks)})
     final = srv.http.json("GET", f"taskrun/api/tasks/{task_id}")
     # what the server itself kept of the task's output (independent of any subscriber)
     _, log_bytes, _ = srv.http.request("GET", f"taskrun/api/tasks/{task_id}/logs")
@@ -798,9 +909,8 @@ async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interva
             f"the server stored {len(stored)}/{lines} printed lines of a task that ended "
             f"{final['status']} (output lost before any subscriber could get it)"
         )
-    for i, c in enumerate(clients):
-        status, frames = c.frames()
-        got, ids, ended = stamped_lines(frames)
+    for i, c in enumerate(results):
+        status, got, ids, ended = c["status"], c["lines"], c["ids"], c["ended"]
         idx = [g[0] for g in got]
         # delivered: every stored event exactly once, in order, then 'end'
         ok = status == 200 and ended and idx == stored and ids == list(range(1, final["last_event_id"] + 1))
@@ -823,6 +933,10 @@ async def stamped_run(srv: BenchServer, *, subscribers: int, lines: int, interva
         "problems": problems,
         "connect_s": connect_s,
         "stream_s": stream_s,
-        "client_cpu_s": client_cpu,
+        "client_cpu_s": sum(cpus),
+        "client_cpu_max_s": max(cpus),
+        "client_procs": max(1, procs),
+        # socket reads per subscriber (~ the server's writes to it, coalesced under load): load-independent-ish
+        "chunks_per_sub": sum(c["chunks"] for c in results) / max(1, len(results)),
         "events": final["last_event_id"],
     }

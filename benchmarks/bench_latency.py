@@ -3,7 +3,8 @@
 - taskrun, pool hit: ``POST /taskrun/api/tasks?wait`` with ``kernel_pool_size=1``; before each
   task we wait until the pool has refilled (``GET /taskrun/api/status`` → executor.pool.ready)
   and the previous kernel is gone, so every sample is a hit on a quiet machine;
-- taskrun, cold: the same with ``kernel_pool_size=0`` (a fresh kernel per task);
+- taskrun, cold: the same with ``kernel_pool_size=0`` (a fresh kernel per task), spawned and forked
+  (``c.TaskRun.kernel_start = "fork"``: forked from a fork server that imported ipykernel once);
 - stock nbclient in-process: ``NotebookClient(nb).execute()``, default settings, fresh kernel each;
 - papermill in-process (``execute_notebook``) and the papermill CLI (``python -m papermill``, wall);
 - jupyter-scheduler's REST API (``POST /scheduler/jobs`` → polling ``GET`` until COMPLETED),
@@ -26,9 +27,11 @@ from _common import (
     BenchServer,
     Context,
     Row,
+    check_forked,
     emit_table,
     fmt_ms,
     fmt_ratio,
+    fork_server,
     log,
     ratio,
     run_worker,
@@ -153,13 +156,19 @@ def run(ctx: Context) -> list[Row]:
 
     srv = ctx.server(*taskrun_args(pool=1))
     log("latency: taskrun pool hit")
-    parts: dict[str, dict[str, list[float]]] = {"taskrun pool hit": {}, "taskrun cold (pool off)": {}}
+    parts: dict[str, dict[str, list[float]]] = {"taskrun pool hit": {}, "taskrun cold (pool off)": {}, "taskrun cold, forked": {}}
     series["taskrun pool hit"], misses = taskrun_series(srv, ctx.n(8, 30), pool=1, parts=parts["taskrun pool hit"])
     notes["taskrun pool hit"] = f"{misses} pool miss(es) dropped" if misses else "every sample a pool hit"
 
     srv = ctx.server(*taskrun_args(pool=0))
     log("latency: taskrun cold")
     series["taskrun cold (pool off)"], _ = taskrun_series(srv, ctx.n(5, 15), pool=0, parts=parts["taskrun cold (pool off)"])
+
+    srv = fork_server(ctx, pool=0)
+    log("latency: taskrun cold, forked kernels (kernel_start=fork)")
+    series["taskrun cold, forked"], _ = taskrun_series(srv, ctx.n(5, 15), pool=0, parts=parts["taskrun cold, forked"])
+    check_forked(srv)
+    notes["taskrun cold, forked"] = "pool off, c.TaskRun.kernel_start = 'fork'"
 
     log("latency: stock nbclient")
     n_nb = ctx.n(5, 15)
@@ -195,7 +204,7 @@ def run(ctx: Context) -> list[Row]:
     nb = st["stock nbclient (in-process)"]
     rows = []
     for name in [
-        "taskrun pool hit", "taskrun cold (pool off)", "stock nbclient (in-process)",
+        "taskrun pool hit", "taskrun cold (pool off)", "taskrun cold, forked", "stock nbclient (in-process)",
         "papermill.execute_notebook", "papermill CLI (wall)", "jupyter-scheduler REST",
     ]:  # fmt: skip
         s = st.get(name)
@@ -234,10 +243,10 @@ def run(ctx: Context) -> list[Row]:
 
     speedup_nb = ratio(nb["p50"], hit["p50"])
     out = [
-        Row("latency", "pool hit p50", fmt_ms(hit["p50"]), "<= 20 ms", hit["p50"] <= 0.020,
+        Row("latency", "pool hit p50", fmt_ms(hit["p50"]), "<= 10 ms", hit["p50"] <= 0.010,
             f"p95 {fmt_ms(hit['p95'])}", raw=hit),
-        Row("latency", "pool hit vs stock nbclient (p50)", f"{fmt_ratio(speedup_nb)} faster", ">= 50x",
-            speedup_nb is not None and speedup_nb >= 50, f"nbclient p50 {fmt_ms(nb['p50'])}"),
+        Row("latency", "pool hit vs stock nbclient (p50)", f"{fmt_ratio(speedup_nb)} faster", ">= 80x",
+            speedup_nb is not None and speedup_nb >= 80, f"nbclient p50 {fmt_ms(nb['p50'])}"),
     ]  # fmt: skip
     sch = st.get("jupyter-scheduler REST")
     if sch is not None:
@@ -249,11 +258,17 @@ def run(ctx: Context) -> list[Row]:
         out.append(Row("latency", "pool hit vs jupyter-scheduler (p50)", "failed" if note.startswith("FAILED") else "skipped",
                        ">= 150x", None, note))  # fmt: skip
     cold_ratio = ratio(cold["p50"], nb["p50"])
+    forked = st["taskrun cold, forked"]
+    fork_ratio = ratio(forked["p50"], nb["p50"])
     out += [
         Row("latency", "cold p50 / stock nbclient p50", fmt_ratio(cold_ratio), "<= 0.6x",
             cold_ratio is not None and cold_ratio <= 0.6, f"cold {fmt_ms(cold['p50'])} vs {fmt_ms(nb['p50'])}", raw=cold),
         Row("latency", "cold p95", fmt_ms(cold["p95"]), "<= 1.0 s", cold["p95"] <= 1.0,
             f"nbclient p95 {fmt_ms(nb['p95'])} ({fmt_ratio(ratio(cold['p95'], nb['p95']))})"),
+        Row("latency", "cold p50, forked / stock nbclient p50", fmt_ratio(fork_ratio), "<= 0.25x",
+            fork_ratio is not None and fork_ratio <= 0.25,
+            f"forked {fmt_ms(forked['p50'])} vs {fmt_ms(nb['p50'])}; spawned {fmt_ms(cold['p50'])} "
+            f"({fmt_ratio(ratio(forked['p50'], cold['p50']))} of it)", raw=forked),
     ]  # fmt: skip
     for name in ("papermill.execute_notebook", "papermill CLI (wall)"):
         s = st[name]

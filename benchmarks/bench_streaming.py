@@ -63,9 +63,9 @@ def run(ctx: Context) -> list[Row]:
     vs = f"stock direct p50 {fmt_ms(b['p50'])} ({fmt_ratio(ratio(b['p50'], s['p50']))} slower)"
     delivered = not problems and s["n"] == LINES * runs
     return [
-        Row("streaming", "print -> SSE p50", fmt_ms(s["p50"]), "<= 10 ms", delivered and s["p50"] <= 0.010, vs, raw=s),
+        Row("streaming", "print -> SSE p50", fmt_ms(s["p50"]), "<= 5 ms", delivered and s["p50"] <= 0.005, vs, raw=s),
         Row("streaming", "print -> SSE p95", fmt_ms(s["p95"]), "", None, f"stock direct p95 {fmt_ms(b['p95'])}"),
-        Row("streaming", "print -> SSE max", fmt_ms(s["max"]), "<= 50 ms", delivered and s["max"] <= 0.050,
+        Row("streaming", "print -> SSE max", fmt_ms(s["max"]), "<= 25 ms", delivered and s["max"] <= 0.025,
             f"stock direct max {fmt_ms(b['max'])}"),
     ]  # fmt: skip
 

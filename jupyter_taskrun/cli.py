@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cli_results
+from . import cli_results, cli_workflows
 from .cli_render import Console, exit_code, is_terminal, list_lines, result_text, safe, show_lines, status_lines, summary
 from .client import TaskRunClient
 from .client.resolve import resolve_schedule, resolve_task
@@ -312,7 +312,7 @@ def _each(refs: list[str], action) -> int:
 def cmd_cancel(client: TaskRunClient, args: argparse.Namespace) -> int:
     def cancel(ref: str) -> None:
         task_id = _task_id(client, ref)
-        task = client.cancel(task_id)
+        task = client.cancel(task_id, cascade=args.cascade)
         print(safe(f"task {task_id}: cancel requested (status {task.get('status', '?')})"))
 
     return _each(args.ids, cancel)
@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cancel", "cancel tasks", cmd_cancel)
     _add_task_ref(p, several=True)
+    p.add_argument("--cascade", action="store_true", help="also cancel the waiting tasks that depend on them")
 
     p = add("rm", "delete finished tasks with their logs and artifacts", cmd_rm)
     _add_task_ref(p, several=True)
@@ -420,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_schedule.add_command(sub, common)
     cli_results.add_commands(sub, common)
+    cli_workflows.add_commands(sub, common)
     return parser
 
 

@@ -23,6 +23,8 @@ from .errors import InvalidSubmission, InvalidTransition
 
 
 class TaskStatus(str, enum.Enum):
+    #: before ``queued``: its dependencies have not all ended, or a retry waits for its delay (``server/workflows.py``)
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -39,10 +41,12 @@ class TaskStatus(str, enum.Enum):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT})
-ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
+ACTIVE_STATUSES = frozenset({TaskStatus.WAITING, TaskStatus.QUEUED, TaskStatus.RUNNING})
 
 #: The only legal moves; terminal states are final.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # a waiting task is queued, or cancelled (a dependency failed, a user), or fails (e.g. its store row is gone)
+    TaskStatus.WAITING: frozenset({TaskStatus.QUEUED, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     # a queued task can fail without running, e.g. when its kernel cannot start
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: TERMINAL_STATUSES,
@@ -138,6 +142,14 @@ class TaskSubmission:
     outputs: list[str] = field(default_factory=list)
     #: server-root-relative files or folders inside the task's cwd, staged into a Dask task's folder
     inputs: list[str] = field(default_factory=list)
+    #: workflows (``server/workflows.py``): a batch entry's name, what it waits for, what a failed dependency does
+    key: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    on_dependency_failure: str | None = None
+    #: retries of a failed / timed-out run: how many, the first delay (s), the delay's growth factor
+    retries: int = 0
+    retry_delay: float | None = None
+    retry_backoff: float | None = None
 
     #: every field a submission may carry (the definition's properties; tests check they match)
     FIELDS = schema.FIELDS
@@ -173,6 +185,8 @@ class TaskSubmission:
         sub.inputs = list(dict.fromkeys(sub.inputs))
         sub.variables_in = dict(sub.variables_in)
         sub.variables_out = list(dict.fromkeys(sub.variables_out))
+        sub.depends_on = list(dict.fromkeys(sub.depends_on))
+        sub.retries = int(sub.retries or 0)
         sub.resources = {k: float(v) for k, v in sub.resources.items()}
         # JSON has one kind of number: 2.0 is a valid integer, kept as an int
         sub.priority = int(sub.priority)
@@ -185,7 +199,7 @@ class TaskSubmission:
         """The submission as given (defaults left out), so a rerun repeats it exactly."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value is None or value is False or value == {} or value == [] or (key == "priority" and value == 0):
+            if value is None or value is False or value == {} or value == [] or (key in ("priority", "retries") and value == 0):
                 continue
             out[key] = value
         return out
@@ -318,6 +332,20 @@ class Task:
     scheduled_for: float | None = None
     #: the latest value ``record()`` recorded per name (``values.py``)
     values: dict[str, Any] = field(default_factory=dict)
+    #: retries (``server/workflows.py``), not to be confused with ``attempt`` (re-dispatch after a
+    #: server stop, same row): ``retry`` is this row's place in its chain of tries (0: the first),
+    #: ``retry_of`` the chain's first task, ``retried_as`` the next try once one was made
+    retry: int = 0
+    retry_of: str | None = None
+    retried_as: str | None = None
+    #: a waiting retry is queued at this time (epoch s; its delay)
+    not_before: float | None = None
+    #: the parameters it ran with, ``$value`` / ``$result`` references resolved at dispatch (None: not yet / none)
+    run_parameters: dict[str, Any] | None = None
+    #: of its dependencies (first tries' ids), those that have not ended yet; kept in memory, recomputed at start
+    waiting_for: list[str] = field(default_factory=list)
+    #: shared by the tasks of one batch submission of several tasks, and their retries (None: submitted alone)
+    batch_id: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -350,9 +378,29 @@ class Task:
             "schedule_id": self.schedule_id,
             "scheduled_for": isotime(self.scheduled_for),
             "values": dict(self.values),
-            # what it runs with (papermill's parameters): the Compare view's columns
-            "parameters": dict(self.submission.get("parameters") or {}),
+            # what it runs with (papermill's parameters): the Compare view's columns; references resolved once dispatched
+            "parameters": dict(self.run_parameters if self.run_parameters is not None else self.submission.get("parameters") or {}),
+            "parameter_refs": {k: v for k, v in (self.submission.get("parameters") or {}).items() if is_reference(v)},
+            "key": self.submission.get("key"),
+            "depends_on": list(self.submission.get("depends_on") or []),
+            "waiting_for": list(self.waiting_for),
+            "retry": self.retry,
+            "retry_of": self.retry_of,
+            "retried_as": self.retried_as,
+            "not_before": isotime(self.not_before),
+            "batch_id": self.batch_id,
         }
+
+
+#: the reference forms a parameter value may take (``server/workflows.py`` resolves them at dispatch)
+REFERENCE_KINDS = ("$value", "$result")
+
+
+def is_reference(value: Any) -> bool:
+    """``{"$value": "KEY_OR_ID.name"}`` or ``{"$result": "KEY_OR_ID"}``: a dependency's recorded value or result."""
+    return (
+        isinstance(value, dict) and len(value) == 1 and next(iter(value)) in REFERENCE_KINDS and isinstance(next(iter(value.values())), str)
+    )
 
 
 @dataclass

@@ -12,6 +12,8 @@ import uuid
 import psutil
 import pytest
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
+
 HOPPER = """
 import os, sys, time
 def hop():

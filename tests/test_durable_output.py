@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
+
 REPEAT = int(os.environ.get("TASKRUN_DEATH_REPEAT", "50"))  # the issue's bar; lower it only to iterate
 
 WRITE = "import os, sys\nprint('py-out before', end='\\n')\nsys.stderr.write('py-err before\\n')\nos.write(1, b'c-out before\\n')\n"

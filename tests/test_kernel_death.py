@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
 from .helpers import TERMINAL, logs_of, sse_connect
 
 LINES = "for i in range(200):\n    print('line', i)\nsys.stdout.flush()\n"

@@ -12,6 +12,7 @@ import urllib.parse
 
 import pytest
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
 from .helpers import assert_json_error, gone, kernel_processes, logs_of, sse_connect, task_count, wait_for, wait_log, ws_connect
 
 HOG = "import time\nblocks = []\nfor i in range(200):\n    blocks.append(b'x' * (16 << 20))\n    time.sleep(0.02)\nprint('survived')"

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from .forking import kernel_start  # noqa: F401  (autouse: every test runs with spawned and forked kernels)
 from .helpers import gone, kernel_processes, wait_for, wait_log
 
 TREE = r"""

@@ -3,12 +3,15 @@
 Subscribers of a key get every published item, in publish order, and nothing of other keys;
 a subscriber whose bounded queue overflows drops its backlog and is marked ``lagged`` (never
 handed a gap) until it resets; closing a key wakes its subscribers for the last time;
-unsubscribing (or leaving the ``with`` block) forgets the subscriber.
+unsubscribing (or leaving the ``with`` block) forgets the subscriber. Wake-ups come in rounds:
+what is published before a round runs goes out in it, and a key's next round waits as long as
+its consumers took in the last one (measured, no constant).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -167,3 +170,66 @@ def test_memory_is_bounded_by_maxsize(maxsize):
     for i in range(1000):
         broker.publish("k", [i])
         assert len(sub._items) <= maxsize
+
+
+async def test_what_is_published_before_a_round_runs_goes_out_in_that_one_round():
+    broker = EventBroker()
+    subs = [broker.subscribe("k") for _ in range(5)]
+    waiters = [asyncio.ensure_future(s.wait(5)) for s in subs]
+    await asyncio.sleep(0.01)
+    for i in range(4):  # four stored batches in one loop turn: one wake-up per subscriber
+        broker.publish("k", [i])
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True] * 5
+    assert [s.drain() for s in subs] == [[0, 1, 2, 3]] * 5
+    assert (broker.rounds, broker.wakeups) == (1, 5)
+
+
+async def test_the_next_round_waits_as_long_as_the_last_one_cost():
+    broker = EventBroker()
+    sub = broker.subscribe("k")
+    loop = asyncio.get_running_loop()
+
+    async def consumer(cost: float) -> float:
+        """Wait, take what is there, block the loop for ``cost`` s (a slow round); return the wake time."""
+        assert await sub.wait(5)
+        woke = loop.time()
+        sub.drain()
+        time.sleep(cost)
+        return woke
+
+    first = asyncio.ensure_future(consumer(0.05))
+    await asyncio.sleep(0.01)
+    broker.publish("k", [1])
+    await first
+    second = asyncio.ensure_future(consumer(0.0))
+    await asyncio.sleep(0)  # the consumer waits again; the round's end is recorded meanwhile
+    published = loop.time()
+    broker.publish("k", [2])
+    woke = await asyncio.wait_for(second, 5)
+    # the last round blocked the loop for 50 ms: this one starts no sooner than ~50 ms after it ended
+    assert woke - published >= 0.04
+    third = asyncio.ensure_future(consumer(0.0))
+    await asyncio.sleep(0.01)  # a cheap round (microseconds) costs the next one nothing
+    published = loop.time()
+    broker.publish("k", [3])
+    assert await asyncio.wait_for(third, 1) - published < 0.5
+
+
+async def test_one_timer_per_subscription_still_times_every_wait_out():
+    sub = EventBroker().subscribe("k")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await sub.wait(0.05) is False  # arms the timer
+    assert await sub.wait(0.3) is False  # the first timer fired: a new one, for the later deadline
+    assert loop.time() - t0 >= 0.33
+    t1 = loop.time()
+    long = asyncio.ensure_future(sub.wait(30))
+    await asyncio.sleep(0.01)
+    sub._push("x")
+    sub._wake()
+    assert await long is True
+    sub.drain()
+    assert await sub.wait(0.05) is False  # earlier than the armed 30 s timer: re-armed
+    assert loop.time() - t1 < 5
+    sub.unsubscribe()
+    assert sub._timer is None

@@ -187,6 +187,18 @@ def schedule_body(task: dict[str, Any], cron: str, name: str | None, timezone: s
     return body
 
 
+def batch_entries(submissions: Any) -> list[dict[str, Any]]:
+    """A batch's entries: a list as given, or ``{key: submission}`` with each entry's ``key`` set."""
+    if isinstance(submissions, dict):
+        return [{**sub, "key": key} for key, sub in submissions.items()]
+    return list(submissions)
+
+
+def keyed(submissions: Any, tasks: list[dict[str, Any]]) -> Any:
+    """The created tasks as ``submit_batch`` returns them: by key when given by key, else a list."""
+    return dict(zip(submissions, tasks)) if isinstance(submissions, dict) else tasks
+
+
 class Api:
     """The API's calls (documented on ``TaskRunClient``)."""
 
@@ -197,7 +209,15 @@ class Api:
 
     @staticmethod
     def submit_batch(submissions: Any) -> ApiCall:
-        return ApiCall("POST", "tasks/batch", body={"tasks": list(submissions)}, result=json_field("tasks"))
+        return ApiCall("POST", "tasks/batch", body={"tasks": batch_entries(submissions)}, result=json_field("tasks"))
+
+    @staticmethod
+    def attempts(task_id: str) -> ApiCall:
+        return ApiCall("GET", task_path(task_id, "/attempts"), result=json_field("attempts"))
+
+    @staticmethod
+    def dependencies(task_id: str) -> ApiCall:
+        return ApiCall("GET", task_path(task_id, "/dependencies"))
 
     @staticmethod
     def get(task_id: str) -> ApiCall:
@@ -211,8 +231,8 @@ class Api:
         return ApiCall("GET", "tasks", {**params, "sort": sort, "where": where})
 
     @staticmethod
-    def cancel(task_id: str) -> ApiCall:
-        return ApiCall("POST", task_path(task_id, "/cancel"))
+    def cancel(task_id: str, cascade: bool = False) -> ApiCall:
+        return ApiCall("POST", task_path(task_id, "/cancel"), {"cascade": 1 if cascade else None})
 
     @staticmethod
     def rerun(task_id: str) -> ApiCall:
@@ -330,6 +350,21 @@ class PreparedRequest:
 
 def deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: no deadline); TimeoutError once it has passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the tasks did not all finish in time")
+    return left
+
+
+def task_id_of(task: Any) -> str:
+    """A task's id, from the id itself or a task dict."""
+    return task["id"] if isinstance(task, dict) else str(task)
 
 
 def stream_error_is_final(error: Exception) -> bool:

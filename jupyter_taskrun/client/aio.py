@@ -31,8 +31,11 @@ from ._core import (
     deadline_after,
     http_error,
     is_terminal,
+    keyed,
     not_an_event_stream,
+    remaining,
     stream_error_is_final,
+    task_id_of,
     task_path,
 )
 from .errors import TaskRunConnectionError, TaskRunHTTPError
@@ -167,8 +170,29 @@ class AsyncTaskRunClient(ClientBase):
         """See ``TaskRunClient.submit``."""
         return await self._call(Api.submit(code, cells, path, notebook, wait, options))
 
-    async def submit_batch(self, submissions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await self._call(Api.submit_batch(submissions))
+    async def submit_batch(self, submissions: Any) -> Any:
+        """See ``TaskRunClient.submit_batch``."""
+        return keyed(submissions, await self._call(Api.submit_batch(submissions)))
+
+    async def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        return await self._call(Api.attempts(task_id))
+
+    async def dependencies(self, task_id: str) -> dict[str, Any]:
+        return await self._call(Api.dependencies(task_id))
+
+    async def wait_all(self, tasks: Any, timeout: float | None = None) -> Any:
+        """See ``TaskRunClient.wait_all``: the tasks are waited for together."""
+        deadline = deadline_after(timeout)
+
+        async def last_try(task: Any) -> dict[str, Any]:
+            last = await self.wait(task_id_of(task), remaining(deadline))
+            while last.get("retried_as"):
+                last = await self.wait(last["retried_as"], remaining(deadline))
+            return last
+
+        items = list(tasks.items()) if isinstance(tasks, dict) else list(enumerate(tasks))
+        done = await asyncio.gather(*(last_try(task) for _, task in items))
+        return {name: last for (name, _), last in zip(items, done)} if isinstance(tasks, dict) else list(done)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self._call(Api.get(task_id))
@@ -209,8 +233,8 @@ class AsyncTaskRunClient(ClientBase):
             if not cursor:
                 return
 
-    async def cancel(self, task_id: str) -> dict[str, Any]:
-        return await self._call(Api.cancel(task_id))
+    async def cancel(self, task_id: str, cascade: bool = False) -> dict[str, Any]:
+        return await self._call(Api.cancel(task_id, cascade))
 
     async def rerun(self, task_id: str) -> dict[str, Any]:
         return await self._call(Api.rerun(task_id))

@@ -35,8 +35,11 @@ from ._core import (
     deadline_after,
     http_error,
     is_terminal,
+    keyed,
     not_an_event_stream,
+    remaining,
     stream_error_is_final,
+    task_id_of,
     task_path,
 )
 from .discovery import is_loopback
@@ -118,9 +121,32 @@ class TaskRunClient(ClientBase):
         """
         return self._call(Api.submit(code, cells, path, notebook, wait, options))
 
-    def submit_batch(self, submissions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Submit several tasks at once, all or nothing; returns the created tasks in order."""
-        return self._call(Api.submit_batch(submissions))
+    def submit_batch(self, submissions: Any) -> Any:
+        """Submit several tasks at once, all or nothing (one transaction); returns the created tasks
+        in order. A workflow: give ``{key: submission}`` (or entries with a ``"key"``) and name keys in
+        ``depends_on`` and in ``{"$value": "KEY.name"}`` / ``{"$result": "KEY"}`` parameters; a dict
+        given returns ``{key: task}``."""
+        return keyed(submissions, self._call(Api.submit_batch(submissions)))
+
+    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        """Every try of the task's retry chain, the first first."""
+        return self._call(Api.attempts(task_id))
+
+    def dependencies(self, task_id: str) -> dict[str, Any]:
+        """``{"waiting_for", "depends_on": [task], "dependents": [task]}`` (last tries)."""
+        return self._call(Api.dependencies(task_id))
+
+    def wait_all(self, tasks: Any, timeout: float | None = None) -> Any:
+        """Wait until every task (ids, task dicts, or ``submit_batch``'s answer) and its retries have
+        ended; returns each one's last try, in the same shape. ``TimeoutError`` after ``timeout`` s."""
+        deadline = deadline_after(timeout)
+        out = {}
+        for name, task in tasks.items() if isinstance(tasks, dict) else enumerate(tasks):
+            last = self.wait(task_id_of(task), remaining(deadline))
+            while last.get("retried_as"):
+                last = self.wait(last["retried_as"], remaining(deadline))
+            out[name] = last
+        return out if isinstance(tasks, dict) else list(out.values())
 
     def get(self, task_id: str) -> dict[str, Any]:
         return self._call(Api.get(task_id))
@@ -167,9 +193,10 @@ class TaskRunClient(ClientBase):
             if not cursor:
                 return
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        """Ask for cancellation (idempotent while cancelling); 409 once the task has finished."""
-        return self._call(Api.cancel(task_id))
+    def cancel(self, task_id: str, cascade: bool = False) -> dict[str, Any]:
+        """Ask for cancellation (idempotent while cancelling); 409 once the task has finished.
+        ``cascade``: first cancel the waiting tasks that depend on it, directly or not."""
+        return self._call(Api.cancel(task_id, cascade))
 
     def rerun(self, task_id: str) -> dict[str, Any]:
         """Submit the same task again; returns the new task (``rerun_of`` = the old id)."""

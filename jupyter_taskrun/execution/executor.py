@@ -194,6 +194,7 @@ class LocalExecutor(Executor):
         if self.pool:
             await self.pool.close()
         await asyncio.gather(*self._teardowns.values(), return_exceptions=True)
+        await self.launcher.close()  # its fork servers, if any (kernel_start = "fork")
 
     def _take_kernel(self, job: TaskJob) -> TaskKernel | None:
         # a pooled kernel was started with the base environment: a job that needs

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -30,7 +30,9 @@ from jupyter_client.manager import AsyncKernelManager
 
 from ..progress import TASK_KERNEL_ENV
 from .durable import TEE_SETUP, DurableOutput
+from .forkserver import ForkedProcess, ForkServers, attach
 from .processes import descendants, kill_descendants_until_none, process_tree_cpu
+from .processes import watch_process_exit as watch_process_exit  # where runner.py imports it from
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,19 @@ warnings.filterwarnings("ignore", message="pass_fds overriding close_fds", categ
 KERNEL_MARKER_ENV = TASK_KERNEL_ENV
 #: starts tried when a kernel loses the race for its ports
 PORT_RACE_ATTEMPTS = 3
+#: the default of ``c.TaskRun.kernel_start`` ("fork" / "spawn"), so a test run can pick either
+KERNEL_START_ENV = "JUPYTER_TASKRUN_KERNEL_START"
+
+
+#: kernels this process started, by how ("fallback": spawned by a fork launcher that could not fork
+#: them); tests check that each mode really started kernels its way
+STARTS = {"fork": 0, "spawn": 0, "fallback": 0}
+
+
+def default_kernel_start() -> str:
+    value = os.environ.get(KERNEL_START_ENV, "spawn")
+    return value if value in ("fork", "spawn") else "spawn"
+
 
 #: Server credentials a task kernel must not inherit.
 SECRET_ENV_VARS = (
@@ -154,6 +169,11 @@ class TaskKernel:
     def process(self):
         return getattr(self.km.provisioner, "process", None)
 
+    @property
+    def forked(self) -> bool:
+        """Forked from a fork server (``forkserver.py``), not spawned."""
+        return isinstance(self.process, ForkedProcess)
+
     def returncode(self) -> int | None:
         proc = self.process
         code = proc.poll() if proc is not None else None
@@ -246,6 +266,7 @@ class KernelLauncher:
         start_timeout: float = 60.0,
         server_marker: str = "",
         sandbox: Any = None,
+        kernel_start: str | None = None,
         log: logging.Logger = log,
     ):
         self.kernel_spec_manager = kernel_spec_manager
@@ -255,7 +276,14 @@ class KernelLauncher:
         self.server_marker = server_marker
         #: a ``sandbox.BwrapSandbox`` wrapping every kernel's command, or None
         self.sandbox = sandbox
+        #: "fork": ipykernel kernels are forked from a fork server (``forkserver.py``) where they can be
+        self.kernel_start = kernel_start or default_kernel_start()
+        self.forkservers = ForkServers(marker_prefix=server_marker, start_timeout=start_timeout, log=log)
         self.log = log
+
+    async def close(self) -> None:
+        """Stop the fork servers (their kernels have been disposed of by then)."""
+        await self.forkservers.close()
 
     def _is_ipykernel(self, kernel_name: str) -> bool:
         try:
@@ -308,6 +336,8 @@ class KernelLauncher:
         km = _manager_class(self.sandbox)(kernel_name=kernel_name, kernel_spec_manager=self.kernel_spec_manager)
         if self.sandbox is not None:
             km.sandbox_cwd = cwd  # type: ignore[attr-defined]  # SandboxedKernelManager
+        elif ipykernel and self.kernel_start == "fork":
+            attach(km, self.forkservers)  # forks where it can (stock ipykernel argv), else spawns
         try:
             await km.start_kernel(env=kernel_env, cwd=cwd, extra_arguments=self._extra_arguments(ipykernel), **popen)
         except BaseException as e:
@@ -341,6 +371,7 @@ class KernelLauncher:
             await kernel.dispose()
             raise
         kernel.start_seconds = time.monotonic() - t0
+        STARTS["fork" if kernel.forked else "fallback" if self.kernel_start == "fork" else "spawn"] += 1
         return kernel
 
 
@@ -575,63 +606,3 @@ class KernelPool:
         for ks in self._ready.values():
             ks.clear()
         await asyncio.gather(*(k.dispose() for k in kernels), return_exceptions=True)
-
-
-def watch_process_exit(pid: int, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` on the loop as soon as ``pid`` exits; returns a function that stops watching.
-
-    Uses a pidfd (Linux >= 5.3): the kernel tells us at once, no polling. Elsewhere
-    falls back to polling every 50 ms.
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        fired = False
-
-        def on_ready() -> None:
-            nonlocal fired
-            if not fired:
-                fired = True
-                stop()
-                callback()
-
-        def stop() -> None:
-            try:
-                loop.remove_reader(fd)
-            except Exception:
-                pass
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-        loop.add_reader(fd, on_ready)
-        closed = False
-
-        def stop_once() -> None:
-            nonlocal closed
-            if not closed and not fired:
-                closed = True
-                stop()
-
-        return stop_once
-
-    async def poll() -> None:
-        while psutil.pid_exists(pid):
-            try:
-                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.Error:
-                break
-            await asyncio.sleep(0.05)
-        callback()
-
-    task = asyncio.ensure_future(poll())
-
-    def stop_polling() -> None:
-        task.cancel()
-
-    return stop_polling

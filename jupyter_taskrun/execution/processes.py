@@ -6,9 +6,11 @@ metrics sampler (``ProcessTreeSampler``) and the containment of daemons.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,3 +162,63 @@ class ProcessTreeSampler:
         }
         self.samples.append({"t": point["t"], "cpu": point["cpu"], "rss": rss})
         return point
+
+
+def watch_process_exit(pid: int, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the loop as soon as ``pid`` exits; returns a function that stops watching.
+
+    Uses a pidfd (Linux >= 5.3): the kernel tells us at once, no polling. Elsewhere
+    falls back to polling every 50 ms.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        fired = False
+
+        def on_ready() -> None:
+            nonlocal fired
+            if not fired:
+                fired = True
+                stop()
+                callback()
+
+        def stop() -> None:
+            try:
+                loop.remove_reader(fd)
+            except Exception:
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+        loop.add_reader(fd, on_ready)
+        closed = False
+
+        def stop_once() -> None:
+            nonlocal closed
+            if not closed and not fired:
+                closed = True
+                stop()
+
+        return stop_once
+
+    async def poll() -> None:
+        while psutil.pid_exists(pid):
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.Error:
+                break
+            await asyncio.sleep(0.05)
+        callback()
+
+    task = asyncio.ensure_future(poll())
+
+    def stop_polling() -> None:
+        task.cancel()
+
+    return stop_polling

@@ -443,13 +443,14 @@ class NotebookRunner:
         pid = kernel.pid
         self.sampler = ProcessTreeSampler(pid, baseline=kernel.cpu_baseline) if pid else None
         stop_watch = watch_process_exit(pid, lambda: self._internal_stop(describe_exit(kernel.returncode()))) if pid else None
-        sampling = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
         if self.durable is not None:
             self.durable.drain()  # fd output of the kernel's start or warm-up is not the task's
             for name in ("stdout", "stderr", "tee"):
                 self._watch(self.durable.fileno(name))
+        # the execute request goes out before the first sample (a /proc walk): the kernel runs meanwhile
+        self._exec = asyncio.ensure_future(self._execute_all())
+        sampling = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
         try:
-            self._exec = asyncio.ensure_future(self._execute_all())
             try:
                 outcome = await self._exec
             except asyncio.CancelledError:

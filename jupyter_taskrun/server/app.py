@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from jupyter_server.extension.application import ExtensionApp
 
@@ -11,6 +12,22 @@ from .activity import ActivityReporter
 from .auth import warn_if_not_isolated
 from .handlers import handler_routes
 from .service import TaskRun
+
+_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Move what the started server holds (modules, classes, settings: ~180,000 objects after its
+    imports) out of the garbage collector's sight, once per process (``gc.freeze``). A full
+    collection walks every tracked object (~30 ms for those alone, idle): with 1,000 live streams
+    allocating, one ran every ~1.5 s and stopped the loop for 120-150 ms on a loaded machine,
+    which was every stream's p99 (20-50 ms after the freeze). These objects live as long as the
+    server; only what is allocated later is collected, as before."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 class TaskRunApp(ExtensionApp):
@@ -70,6 +87,7 @@ class TaskRunApp(ExtensionApp):
         self._set_public_url()
         await self.taskrun.start()
         self.activity.start()
+        freeze_startup_objects()
 
     async def stop_extension(self) -> None:
         await self.activity.stop()

@@ -1,8 +1,8 @@
 """Deleting finished tasks: one (``DELETE /tasks/{id}``), a filtered batch (``DELETE
 /tasks?status=…&before=…``) and the retention pruning (``c.TaskRun.retain_days``).
 
-All three take one path, ``TaskCleaner.remove``: the task rows with their tags, events and
-artifacts go in one store transaction, then each task gets a ``deleted`` entry in the change
+All three take one path, ``TaskCleaner.remove``: the task rows with their tags, events,
+artifacts and workflow rows (edges, tries, batch: ``workflow_store.py``) go in one store transaction, then each task gets a ``deleted`` entry in the change
 feed (live list views drop it) and every stream following it ends (``end``, ``deleted: true``).
 Only finished tasks are deleted; an active one is refused (409: cancel it first) or skipped.
 A batch is bounded (``MAX_CLEAR``) and written in chunks, the loop turning between them, so
@@ -66,7 +66,9 @@ class TaskCleaner:
         wanted = [(task_id, owner) for task_id, owner in tasks if task_id not in recorder.active]
         recorder.flush()  # events still pending for these tasks are written before they go
         owners = dict(wanted)
-        deleted = self.service.store.delete_tasks([task_id for task_id, _ in wanted])
+        with self.service.store.transaction():  # the task rows and their workflow rows go together
+            deleted = self.service.store.delete_tasks([task_id for task_id, _ in wanted])
+            self.service.workflows.store.delete(deleted)
         for task_id in deleted:
             recorder.record_change("deleted", task_id, {"owner": owners[task_id]})
         recorder.flush()

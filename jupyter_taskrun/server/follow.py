@@ -17,7 +17,6 @@ iterates, once it is done.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -34,9 +33,6 @@ T = TypeVar("T")
 
 #: events or changes read from the store per query while replaying
 REPLAY_PAGE = 1000
-
-#: Approximate loop time one stream write costs (tornado's HTTP/1.1 chunk + socket send).
-WRITE_COST = 40e-6
 
 
 class Keepalive:
@@ -70,20 +66,6 @@ class StreamEnd:
 
     def to_dict(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "status": self.status, "deleted": self.deleted}
-
-
-async def fair_share_pause(sub: Subscription[Any]) -> None:
-    """After a write, under fan-out, rest (subscribers on its key) x WRITE_COST seconds.
-
-    One write per event per subscriber saturates the loop past a few hundred
-    subscribers (1,000 x 50 events/s = 50k writes/s), and then everyone's latency
-    grows without bound. Resting, a subscriber is not even woken by what is
-    published meanwhile (it just buffers), and the next write carries all of it:
-    at most ~25k writes/s in all, <= 40 ms more latency at 1,000 subscribers, none for one.
-    """
-    spacing = WRITE_COST * sub.broker.subscriber_count(sub.key)
-    if spacing >= 0.002:
-        await asyncio.sleep(spacing)
 
 
 class Follower(Generic[T]):
@@ -173,7 +155,6 @@ def task_events(service: TaskRun, task_id: str, after: int, interval: float) -> 
                 if fresh:
                     yield fresh
                     last = fresh[-1].seq
-                    await fair_share_pause(sub)
 
     return produce
 
@@ -217,7 +198,6 @@ def changes(service: TaskRun, after: int | None, owner: str | None, interval: fl
                     last = max(last, items[-1].seq)
                 if batch:
                     yield batch
-                await fair_share_pause(sub)
 
     return produce
 

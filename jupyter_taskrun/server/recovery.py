@@ -3,7 +3,7 @@
 At start-up (``TaskRun.start``) ``recover`` kills the orphan kernels of a server that died
 without cleaning up (found by their marker), then takes the tasks the store still has as queued
 or running, oldest first, and puts them back in the queue in that order (priority, then FIFO,
-as before the stop):
+as before the stop); *waiting* ones (``workflows.py``) wait again for what they waited for:
 
 * a *queued* task is queued again as it was;
 * a *running* task was interrupted. By default it ends ``failed``, "interrupted: ..." (part of
@@ -80,12 +80,16 @@ class RestartPolicy:
         if killed:
             service.log.warning("taskrun: killed %d orphan kernel process(es) of a previous server", len(killed))
         # oldest first, one pass: a re-queued task keeps its place among the queued ones
-        for task in service.store.tasks_with_status(TaskStatus.RUNNING, TaskStatus.QUEUED):
+        tasks = service.store.tasks_with_status(TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.WAITING)
+        for task in tasks:  # all active first: an interrupted task's end moves its waiting dependents
             service.recorder.active[task.id] = task
+        service.workflows.recover(tasks)
+        for task in tasks:
             if task.status == TaskStatus.RUNNING:
                 self.interrupted(task)
-            else:
+            elif task.status == TaskStatus.QUEUED:
                 service.queue.put(task.id, task.priority, force=True)
+        service.workflows.settle()  # waiting tasks whose dependencies ended: queued, cancelled or timed
         service.recorder.flush()
 
     def on_stop(self, stopped: list[RunningTask]) -> None:

@@ -9,6 +9,7 @@ streams (``follow``, ``follow_changes``) and status. Its parts, one module each:
     follow.py    replay-then-live streams over the broker and the store (no gap, no duplicate)
     recovery.py  RestartPolicy: start-up recovery; interrupted tasks failed, or re-queued if they opted in
     cleanup.py   TaskCleaner: deleting finished tasks (one, a filtered batch, retention pruning)
+    workflows.py Workflows: dependencies (waiting), $value/$result parameters, retries with back-off
 
 Event flow for every task:
 
@@ -54,6 +55,7 @@ from .store import TaskStore
 from .telemetry import TaskTelemetry
 from .variables import TaskVariables
 from .webhooks import WebhookNotifier
+from .workflows import Workflows
 
 
 def default_task_name(sub: TaskSubmission) -> str:
@@ -97,6 +99,7 @@ class TaskRun(TaskRunSettings):
         self.scheduler = Scheduler(self)
         self.variables = TaskVariables(self)
         self.results = TaskResults(self)  # recorded values, output files, HTML (results.py)
+        self.workflows = Workflows(self)  # dependencies, references, retries (workflows.py)
         self._bg: set[asyncio.Task[Any]] = set()
         self._started = False
         self._starting: asyncio.Future[None] | None = None
@@ -141,6 +144,7 @@ class TaskRun(TaskRunSettings):
             flush_interval=self.output_flush_interval,
             start_timeout=self.kernel_start_timeout,
             server_marker=self.server_marker,
+            kernel_start=self.kernel_start,
             log=self.log,
         )
         sizes = self.kernel_pool_size
@@ -205,6 +209,7 @@ class TaskRun(TaskRunSettings):
                 t.cancel()
         await asyncio.gather(*[t for t in self._bg if t is not asyncio.current_task()], return_exceptions=True)
         self.restart_policy.on_stop(interrupted)
+        self.workflows.stop()
         await self.webhooks.stop()  # before the store closes: each cancelled delivery records why
         self.dispatcher.running.clear()
         await self.executor_impl.stop()
@@ -304,8 +309,14 @@ class TaskRun(TaskRunSettings):
                 if len(items) > 1:
                     e.args = (f"tasks[{i}]: {e}",)
                 raise
+        plan = self.workflows.plan(subs, owner)
         self.queue.check_room(len(subs))
         tasks = [self._new_task(sub, owner, rerun_of) for sub in subs]
+        self.workflows.apply(plan, tasks)  # dependencies: ids, references, waiting or queued
+        if len(tasks) > 1:  # one batch: the sidebar groups it (workflow_store.py keeps the id)
+            batch_id = uuid.uuid4().hex
+            for task in tasks:
+                task.batch_id = batch_id
         # keep the feed in order (pending events go before these 'created' entries), and take no
         # new work while held-back events cannot be written (disk full: 503 with Retry-After)
         self.recorder.store_writable()
@@ -316,14 +327,18 @@ class TaskRun(TaskRunSettings):
             for task in tasks:
                 self.variables.store_inputs(task)  # input pickles become artifacts, not part of the task row
             changes = self.store.insert_tasks(tasks)
+            self.workflows.store.add_edges(plan.edges)
+            self.workflows.store.add_batch(tasks)
             if firing is not None:
                 changes += firing.commit(tasks)
         for task in tasks:
             self.recorder.active[task.id] = task
-            self.queue.put(task.id, task.priority, force=True)
+            if task.status == TaskStatus.QUEUED:
+                self.queue.put(task.id, task.priority, force=True)
             self.telemetry.status(task)
         self._update_gauges()
         self.broker.publish(ALL_TASKS, changes)
+        self.workflows.after_insert(plan)  # a dependency that had already failed: cancelled, naming it
         return tasks
 
     async def rerun(self, task_id: str, owner: str = "") -> Task:
@@ -334,21 +349,24 @@ class TaskRun(TaskRunSettings):
         if not isinstance(task_id, str):
             raise TaskNotFound("no such task")
         task = self.recorder.active.get(task_id)
-        return task if task is not None else self.store.get_task(task_id)
+        return task if task is not None else self.workflows.store.annotate([self.store.get_task(task_id)])[0]
 
     def list(self, **filters: Any) -> tuple[list[Task], str | None]:
         self.recorder.flush()
         tasks, cursor = self.store.list_tasks(**filters)
         # active tasks: the in-memory copy has the freshest progress and metrics
-        return [self.recorder.active.get(t.id, t) for t in tasks], cursor
+        return self.workflows.store.annotate([self.recorder.active.get(t.id, t) for t in tasks]), cursor
 
     def queue_position(self, task_id: str) -> int | None:
         return self.queue.position(task_id)
 
-    async def cancel(self, task_id: str) -> Task:
+    async def cancel(self, task_id: str, cascade: bool = False) -> Task:
+        """Cancel a task; ``cascade``: first its waiting dependents, direct or not (``workflows.py``)."""
         task = self.get(task_id)
         if task.status.is_terminal:
             raise TaskStateConflict(f"task {task_id} already {task.status.value}")
+        for dependent in self.workflows.cascade(task) if cascade else ():
+            self.recorder.finish(dependent, TaskStatus.CANCELLED, reason=f"cancelled with its dependency {task_id}")
         if self.queue.remove(task_id):
             self.recorder.finish(task, TaskStatus.CANCELLED, reason="cancelled while queued")
             return task

@@ -14,6 +14,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Type, Unicode, Union, 
 from traitlets.config import LoggingConfigurable
 
 from ..execution.executor import Executor, LocalExecutor
+from ..execution.kernels import KERNEL_START_ENV, default_kernel_start
 
 #: ``c.TaskRun.executor`` values and the ``executor_class`` each stands for
 EXECUTOR_SHORTHANDS = {
@@ -41,6 +42,20 @@ class TaskRunSettings(LoggingConfigurable):
         "and /tmp, hides the server's runtime and data folders (token, task store), and makes everything "
         "but its working folder and sandbox_writable_paths read-only. See jupyter_taskrun/sandbox.py.",
     )
+    kernel_start = Enum(
+        ["fork", "spawn"],
+        config=True,
+        help="How task kernels start. 'spawn': a new Python process per kernel (jupyter_client). 'fork': "
+        "stock ipykernel kernels are forked from a fork server that imported ipykernel once (one per Python "
+        "and start-relevant environment), several times faster to start and cheaper in CPU; kernels it cannot "
+        "fork (other kernel specs, the bwrap sandbox) are spawned. See jupyter_taskrun/execution/forkserver.py. "
+        f"Default: ${KERNEL_START_ENV} if set, else 'spawn'.",
+    )
+
+    @default("kernel_start")
+    def _kernel_start_default(self) -> str:
+        return default_kernel_start()
+
     sandbox_writable_paths = List(Unicode(), config=True, help="Absolute folders a sandboxed task may write besides its working folder.")
     max_queued_tasks = Int(10_000, config=True, help="Bound of the waiting queue; submissions beyond it get 429 with Retry-After.")
     db_path = Unicode(config=True, help="SQLite file holding tasks, events and artifacts.")
@@ -116,6 +131,12 @@ class TaskRunSettings(LoggingConfigurable):
         help="Re-queue every task that was running when the server stopped, at-least-once (like Celery's "
         "acks_late): it runs again from the start, its 'attempt' counting the runs. Off: only tasks "
         "submitted with requeue_on_restart: true are re-queued; the others fail 'interrupted'.",
+    )
+    max_workflow_tasks = Int(
+        500,
+        config=True,
+        help="How many tasks one workflow batch may hold with the existing tasks it depends on "
+        "(depends_on); a larger graph is refused with 400 and nothing stored.",
     )
     max_requeue_attempts = Int(
         3,

@@ -26,6 +26,14 @@ SCHEMA_VERSION = 1
 
 #: SQLite integers are 64-bit signed; a larger Python int raises OverflowError, not sqlite3.Error
 SQLITE_MAX_INT = 2**63 - 1
+#: ``list_tasks(sort_field=...)``: the sortable task fields and their (indexed) SQL expressions
+_FIELD_ORDER = {
+    "created": "t.created_at",
+    "name": "t.name",
+    "status": "t.status",
+    "finished": "t.finished_at",
+    "duration": "(t.finished_at - t.started_at)",
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +67,8 @@ CREATE INDEX IF NOT EXISTS tasks_status_n ON tasks (status, n);
 CREATE INDEX IF NOT EXISTS tasks_owner_n ON tasks (owner, n);
 CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);
+CREATE INDEX IF NOT EXISTS tasks_duration ON tasks ((finished_at - started_at));
 CREATE TABLE IF NOT EXISTS task_tags (
     tag     TEXT NOT NULL,
     n       INTEGER NOT NULL,
@@ -384,16 +394,23 @@ class TaskStore:
         cursor: str | None = None,
         sort_value: tuple[str, bool] | None = None,
         where_values: list[tuple[str, str, Any]] | None = None,
+        sort_field: tuple[str, bool] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        latest_attempts: bool = False,
     ) -> tuple[list[Task], str | None]:
         """Newest first; ``cursor`` is the opaque token returned as the second value.
 
         ``sort_value`` = (name, descending) orders by a recorded value instead (tasks without it
         last, ties newest first) and pages by position; ``where_values`` = [(name, op, value)]
-        keeps tasks whose recorded value compares so (see ``_value_condition``)."""
+        keeps tasks whose recorded value compares so (see ``_value_condition``). ``sort_field`` =
+        (one of ``_FIELD_ORDER``, descending) orders by a column the same way (indexed); the
+        ``created_*`` bounds (epoch seconds) keep ``created_after <= created_at < created_before``."""
         where: list[str] = []
         params: list[Any] = []
         offset = 0
-        if sort_value is not None and cursor is not None:
+        positional = sort_value is not None or sort_field is not None
+        if positional and cursor is not None:
             if not (cursor[:1] == "o" and cursor[1:].isascii() and cursor[1:].isdigit() and int(cursor[1:]) <= SQLITE_MAX_INT):
                 raise InvalidSubmission(f"invalid cursor {cursor!r}")
             offset, cursor = int(cursor[1:]), None
@@ -406,6 +423,12 @@ class TaskStore:
                 raise InvalidSubmission(f"invalid cursor {cursor!r}") from None
             where.append("t.n < ?")
             params.append(before)
+        if created_after is not None:
+            where.append("t.created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("t.created_at < ?")
+            params.append(created_before)
         if status:
             where.append(f"t.status IN ({', '.join('?' * len(status))})")
             params.extend(status)
@@ -415,6 +438,8 @@ class TaskStore:
         if schedule is not None:
             where.append("t.schedule_id = ?")
             params.append(schedule)
+        if latest_attempts:  # tries a retry superseded (workflow_store.py; its partial index answers this)
+            where.append("t.id NOT IN (SELECT task_id FROM task_retries WHERE retried_as IS NOT NULL)")
         if name:
             # prefix match via range so the index is used (LIKE would need escaping and case rules)
             where.append("t.name >= ? AND t.name < ?")
@@ -443,6 +468,10 @@ class TaskStore:
             direction = "DESC" if sort_value[1] else "ASC"
             order = f"json_type(t.recorded_values, ?) IS NULL, json_extract(t.recorded_values, ?) {direction}, {order}"
             order_params = [path, path]
+        elif sort_field is not None:
+            column = _FIELD_ORDER[sort_field[0]]
+            direction = "DESC" if sort_field[1] else "ASC"
+            order = f"{column} IS NULL, {column} {direction}, {order}"  # never started/finished: last
         sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
         params += [*order_params, limit + 1, offset]
         rows = self._query(sql, params)
@@ -451,7 +480,7 @@ class TaskStore:
         tasks = [self._task_from_row(r) for r in rows]
         next_cursor = None
         if more and rows:
-            next_cursor = f"o{offset + limit}" if sort_value is not None else str(rows[-1][-1])
+            next_cursor = f"o{offset + limit}" if positional else str(rows[-1][-1])
         return tasks, next_cursor
 
     def tasks_with_status(self, *statuses: TaskStatus) -> list[Task]:

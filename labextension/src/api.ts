@@ -166,7 +166,9 @@ export const TaskAPI = {
         limit: query.limit,
         cursor: query.cursor,
         schedule: query.schedule,
-        sort: query.sort
+        sort: query.sort,
+        created_after: query.created_after,
+        created_before: query.created_before
       })
     );
   },

@@ -19,6 +19,9 @@ import { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
 import { APIError, TaskAPI } from './api';
+import { askCascade, cancelTask } from './cascade';
+import { DependenciesView } from './dependencies';
+import { saveExecutedNotebook } from './executednotebook';
 import { FeedState, TaskFeed } from './feed';
 import { ErrorView, HeaderView } from './header';
 import { trans } from './i18n';
@@ -37,9 +40,11 @@ import {
   isTerminal
 } from './models';
 import { OutputsView } from './outputs';
+import { saveBlob } from './resultsapi';
 import { ICompareScope, ResultsView } from './resultsview';
 import { errorMessage, TaskListModel } from './tasklist';
-import { executedNotebookName, formatBytes } from './format';
+import { formatBytes } from './format';
+import { secondTicker } from './ticker';
 import { safeFileName, STATUS_LABELS, statusIcon } from './utils';
 
 export interface ITaskDetailOptions {
@@ -77,7 +82,13 @@ export class TaskDetail extends Panel {
     this._outputs = new OutputsView(options.rendermime);
     this._metrics = new MetricsView();
     this._results = new ResultsView(this.taskId, options);
+    this._deps = new DependenciesView(
+      this.taskId,
+      options.model,
+      options.openTask
+    );
     this.addWidget(this._header.widget);
+    this.addWidget(this._deps.widget);
     this.addWidget(this._error.widget);
     this.addWidget(this._results.values.widget);
     this.addWidget(this._log.widget);
@@ -199,11 +210,16 @@ export class TaskDetail extends Panel {
   // ----------------------------------------------------------------- actions
 
   async cancel(): Promise<void> {
+    // asks first when tasks wait for this one (cascade.ts); null: kept
+    const cascade = await askCascade(this.taskId, this._task?.name);
+    if (cascade === null) {
+      return;
+    }
     this._cancelRequested = true;
     this._renderHeader();
     this._updateButtons();
     try {
-      const task = await TaskAPI.cancel(this.taskId);
+      const task = await cancelTask(this.taskId, cascade);
       this._options.model.upsert(task);
       this._setTask(task);
     } catch (error) {
@@ -253,25 +269,8 @@ export class TaskDetail extends Panel {
     if (!task) {
       return;
     }
-    // saved once under the one name (a second click finds it there: 409),
-    // next to the task's file, else at the root like the notebook panel
-    const path = executedNotebookPath(task);
-    const name = executedNotebookName(task.name || task.path, task.id);
     try {
-      let saved: { path: string };
-      try {
-        saved = await TaskAPI.saveNotebook(task.id, path);
-      } catch (error) {
-        const folderRefused =
-          error instanceof APIError &&
-          path !== name &&
-          [400, 403, 404].includes(error.status);
-        if (!folderRefused) {
-          throw error;
-        }
-        saved = await TaskAPI.saveNotebook(task.id, name);
-      }
-      await this._options.openPath(saved?.path || path);
+      await this._options.openPath(await saveExecutedNotebook(task));
     } catch (error) {
       this._options.onError(
         trans.__('Could not open the executed notebook'),
@@ -284,14 +283,8 @@ export class TaskDetail extends Panel {
     try {
       const text = await TaskAPI.logs(this.taskId);
       const blob = new Blob([text], { type: 'text/plain;charset=utf-8' });
-      const url = URL.createObjectURL(blob);
-      const a = document.createElement('a');
-      a.href = url;
-      a.download = `${safeFileName(this._task?.name ?? 'task')}-${this.taskId.slice(0, 8)}.log`;
-      document.body.appendChild(a);
-      a.click();
-      a.remove();
-      window.setTimeout(() => URL.revokeObjectURL(url), 10000);
+      const name = safeFileName(this._task?.name ?? 'task');
+      saveBlob(blob, `${name}-${this.taskId.slice(0, 8)}.log`);
     } catch (error) {
       this._options.onError(trans.__('Could not download the log'), error);
     }
@@ -451,13 +444,11 @@ export class TaskDetail extends Panel {
   }
 
   private _stopTicker(): void {
-    for (const timer of [this._reloadTimer, this._ticker]) {
-      if (timer !== null) {
-        window.clearTimeout(timer);
-        window.clearInterval(timer);
-      }
+    if (this._reloadTimer !== null) {
+      window.clearTimeout(this._reloadTimer);
     }
-    this._reloadTimer = this._ticker = null;
+    this._reloadTimer = null;
+    void this._ticker.stop();
   }
 
   // ------------------------------------------------------------------- model
@@ -515,17 +506,15 @@ export class TaskDetail extends Panel {
     }
     this._metrics.setTask(task);
     this._results.setTask(task);
+    this._deps.setTask(task);
     this._renderHeader();
     this._error.render(task);
     this._updateButtons();
     this._renderLogState();
     if (!isTerminal(task.status)) {
-      if (this._ticker === null) {
-        this._ticker = window.setInterval(() => this._renderHeader(), 1000);
-      }
-    } else if (this._ticker !== null) {
-      window.clearInterval(this._ticker);
-      this._ticker = null;
+      void this._ticker.start(); // (no-op when started)
+    } else {
+      void this._ticker.stop();
     }
   }
 
@@ -606,13 +595,14 @@ export class TaskDetail extends Panel {
   private _options: ITaskDetailOptions;
   private _feed: TaskFeed;
   private _task: ITask | null = null;
+  private _deps: DependenciesView;
   private _loadError = '';
   private _deleted = false;
   private _everLoaded = false;
   private _cancelRequested = false;
   private _currentCell: number | null = null;
   private _reloadTimer: number | null = null;
-  private _ticker: number | null = null;
+  private _ticker = secondTicker('detail', () => this._renderHeader());
   private _header: HeaderView;
   private _error: ErrorView;
   private _log: LogView;
@@ -620,14 +610,6 @@ export class TaskDetail extends Panel {
   private _metrics: MetricsView;
   private _results: ResultsView;
   private _buttons: { [name: string]: IButton } | null = null;
-}
-
-/** Where "Open executed notebook" saves the notebook in the workspace. */
-export function executedNotebookPath(task: ITask): string {
-  // next to the task's notebook or script; the server root otherwise
-  const path = task.path ?? '';
-  const dir = path.slice(0, path.lastIndexOf('/') + 1);
-  return `${dir}${executedNotebookName(task.name || task.path, task.id)}`;
 }
 
 /** Wrap a detail view in a MainAreaWidget with its toolbar. */

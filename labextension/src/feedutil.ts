@@ -16,8 +16,11 @@ export interface ITaskFilters {
   status: TaskStatus | '';
   tag: string;
   search: string;
-  /** '' (newest first), `values.NAME` or `-values.NAME` (the server sorts) */
+  /** '' (newest first), a field (listcontrols.ts), `values.NAME` or `-values.NAME` (the server sorts) */
   sort: string;
+  /** ISO times: created at or after / before ('' for no bound; the server filters) */
+  createdAfter: string;
+  createdBefore: string;
 }
 
 /** No filter, newest first. */
@@ -25,7 +28,9 @@ export const NO_FILTERS: ITaskFilters = {
   status: '',
   tag: '',
   search: '',
-  sort: ''
+  sort: '',
+  createdAfter: '',
+  createdBefore: ''
 };
 
 export interface IServerQuery {
@@ -33,6 +38,8 @@ export interface IServerQuery {
   tag: string;
   q: string;
   sort: string;
+  created_after: string;
+  created_before: string;
 }
 
 /**
@@ -49,12 +56,24 @@ export function serverQuery(
     status: f.status,
     tag: tag && seenTags.has(tag) ? tag : '',
     q: f.search.trim(),
-    sort: f.sort
+    sort: f.sort,
+    created_after: f.createdAfter,
+    created_before: f.createdBefore
   };
 }
 
 export function matchesServer(task: ITask, q: IServerQuery): boolean {
+  if (task.retried_as) {
+    return false; // a superseded try: the server lists the latest (attempts=latest)
+  }
   if (q.status && task.status !== q.status) {
+    return false;
+  }
+  const created = parseTime(task.created_at) ?? 0;
+  if (
+    (q.created_after && created < (parseTime(q.created_after) ?? 0)) ||
+    (q.created_before && created >= (parseTime(q.created_before) ?? 0))
+  ) {
     return false;
   }
   return !q.tag || task.tags.includes(q.tag);
@@ -114,6 +133,31 @@ export async function fetchCounts(): Promise<ICounts> {
 }
 
 /** The progress of a feed entry: `{progress, id, owner}` (or a bare progress dict). */
+/** Whether a reloaded task differs from the copy the views last saw. */
+export function changedSince(old: ITask | null, task: ITask): boolean {
+  return (
+    !old ||
+    old.status !== task.status ||
+    old.last_event_id !== task.last_event_id ||
+    old.queue_position !== task.queue_position
+  );
+}
+
+/** What a `progress` or `values` change updates on a listed task (null: nothing usable). */
+export function patchOf(
+  kind: 'progress' | 'values',
+  data: unknown
+): Pick<ITask, 'progress'> | Pick<ITask, 'values'> | null {
+  if (kind === 'progress') {
+    const progress = progressOf(data);
+    return progress ? { progress } : null;
+  }
+  const values = (data as { values?: unknown } | null)?.values;
+  return values && typeof values === 'object'
+    ? { values: values as ITask['values'] }
+    : null;
+}
+
 export function progressOf(data: unknown): ITaskProgress | null {
   if (!data || typeof data !== 'object') {
     return null;

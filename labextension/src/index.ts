@@ -15,26 +15,32 @@ import {
   Dialog,
   ICommandPalette,
   MainAreaWidget,
-  Notification,
   showDialog,
   showErrorMessage,
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import { IRunningSessionManagers } from '@jupyterlab/running';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStateDB } from '@jupyterlab/statedb';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
 import { clearIcon } from '@jupyterlab/ui-components';
 
 import { setServerSettings, TaskAPI } from './api';
 import { CommandIDs } from './commandids';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- settings, notifications and the Running section apply from start-up
+import { addLabIntegration, initState } from './citizen';
 import { addCompareCommand } from './comparecommand';
 import type { TaskDetail } from './detail';
 import { setTranslator, trans } from './i18n';
 import { tasksIcon } from './icons';
 import { isTerminal, ITask } from './models';
+import { settings } from './settings';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the sidebar is shown (and restored) at start
 import { TaskPanel } from './panel';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the commands are registered at start (their dialog loads lazily)
@@ -74,7 +80,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     INotebookTracker,
     IFileBrowserFactory,
     IDocumentManager,
-    ITranslator
+    ITranslator,
+    ISettingRegistry,
+    IStateDB,
+    IRunningSessionManagers,
+    ILauncher
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -85,9 +95,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks: INotebookTracker | null,
     browsers: IFileBrowserFactory | null,
     docManager: IDocumentManager | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    settingRegistry: ISettingRegistry | null,
+    state: IStateDB | null,
+    running: IRunningSessionManagers | null,
+    launcher: ILauncher | null
   ) => {
     setTranslator(translator);
+    initState(state);
     const { commands, shell, serviceManager } = app;
     setServerSettings(serviceManager.serverSettings);
 
@@ -228,53 +243,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     model.start();
     scheduleModel.start();
 
-    // ------------------------------------------------------- notifications
-    model.taskFinished.connect((_, task) => {
-      if (!model.isTracked(task.id)) {
-        return;
-      }
-      const actions = [
-        { label: trans.__('Open'), callback: () => openTask(task.id) }
-      ];
-      const name = task.name || task.id;
-      switch (task.status) {
-        case 'completed':
-          Notification.success(trans.__('Task “%1” completed', name), {
-            autoClose: 8000,
-            actions
-          });
-          break;
-        case 'failed': {
-          const why = task.error?.ename
-            ? `: ${task.error.ename}`
-            : task.error?.reason
-              ? `: ${task.error.reason}`
-              : '';
-          Notification.error(trans.__('Task “%1” failed%2', name, why), {
-            autoClose: 15000,
-            actions
-          });
-          break;
-        }
-        case 'timed_out':
-          Notification.error(trans.__('Task “%1” timed out', name), {
-            autoClose: 15000,
-            actions
-          });
-          break;
-        default:
-          Notification.info(trans.__('Task “%1” was cancelled', name), {
-            autoClose: 5000,
-            actions
-          });
-      }
+    // ------------------------- settings, notifications, Running panel, launcher
+    addLabIntegration({
+      pluginId: plugin.id,
+      model,
+      openTask,
+      reportError,
+      settingRegistry,
+      state,
+      running,
+      launcher
     });
 
     // ------------------------------------------------------ Run as Task
     addRunCommands(app, { model, notebooks, browsers, openTask, reportError });
 
     commands.addCommand(CommandIDs.openPanel, {
-      label: trans.__('Show Tasks Panel'),
+      label: args =>
+        args.isLauncher ? trans.__('Tasks') : trans.__('Show Tasks Panel'),
       caption: trans.__('Show the list of background tasks'),
       icon: tasksIcon,
       describedBy: NO_ARGS,
@@ -337,9 +323,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         count(selected().filter(t => !isTerminal(t.status))),
       isEnabled: () => selected().some(t => !isTerminal(t.status)),
       execute: async () => {
+        const { confirmCancel } = await import('./cascade');
         for (const t of selected().filter(t => !isTerminal(t.status))) {
           try {
-            model.upsert(await TaskAPI.cancel(t.id));
+            const done = await confirmCancel(t.id, t.name); // asks about waiting dependents
+            if (done) {
+              model.upsert(done);
+            }
           } catch (error) {
             reportError(trans.__('Cancel failed'), error);
           }
@@ -368,18 +358,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
       isEnabled: () => selected().some(t => isTerminal(t.status)),
       execute: async () => {
         const tasks = selected().filter(t => isTerminal(t.status));
-        const result = await showDialog({
-          title: trans.__('Delete tasks'),
-          body: trans._n(
-            'Delete %1 finished task with its logs, outputs and artifacts?',
-            'Delete %1 finished tasks with their logs, outputs and artifacts?',
-            tasks.length
-          ),
-          buttons: [
-            Dialog.cancelButton(),
-            Dialog.warnButton({ label: trans.__('Delete') })
-          ]
-        });
+        const result = !settings.current.confirmDelete
+          ? { button: { accept: true } } // the confirmDelete setting
+          : await showDialog({
+              title: trans.__('Delete tasks'),
+              body: trans._n(
+                'Delete %1 finished task with its logs, outputs and artifacts?',
+                'Delete %1 finished tasks with their logs, outputs and artifacts?',
+                tasks.length
+              ),
+              buttons: [
+                Dialog.cancelButton(),
+                Dialog.warnButton({ label: trans.__('Delete') })
+              ]
+            });
         if (!result.button.accept) {
           return;
         }
@@ -393,15 +385,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
-    [
-      CommandIDs.openSelected,
-      CommandIDs.cancelSelected,
-      CommandIDs.rerunSelected,
-      CommandIDs.deleteSelected,
-      CommandIDs.compare
-    ].forEach((command, rank) =>
-      app.contextMenu.addItem({ command, selector: '.jp-TaskRun-row', rank })
-    );
+    // the row, file browser, cell and panel context menus are declared in
+    // schema/plugin.json (jupyter.lab.menus)
 
     // the notebook panel's "saved …" link names this command (data-commandlinker-*), so that
     // both views open an executed notebook the same way: without starting a kernel
@@ -439,28 +424,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
         await clearFinished(model, reportError);
       }
     });
-    app.contextMenu.addItem({
-      command: CommandIDs.clearFinished,
-      selector: '.jp-TaskRun-panel',
-      rank: 10
-    });
-
-    app.contextMenu.addItem({
-      command: CommandIDs.runFile,
-      selector: '.jp-DirListing-item[data-file-type="notebook"]',
-      rank: 4
-    });
-    app.contextMenu.addItem({
-      command: CommandIDs.runFile,
-      selector: '.jp-DirListing-item[data-file-type="python"]',
-      rank: 4
-    });
-    app.contextMenu.addItem({
-      command: CommandIDs.runCells,
-      selector: '.jp-Notebook .jp-Cell',
-      rank: 20
-    });
-
     if (palette) {
       for (const command of [
         CommandIDs.runNotebook,

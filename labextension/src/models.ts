@@ -8,9 +8,16 @@ import type { PartialJSONObject } from '@lumino/coreutils';
 import type { ITaskSubmission } from './generated/submission';
 
 export type TaskStatus =
-  'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out';
+  | 'waiting'
+  | 'queued'
+  | 'running'
+  | 'completed'
+  | 'failed'
+  | 'cancelled'
+  | 'timed_out';
 
 export const TASK_STATUSES: readonly TaskStatus[] = [
+  'waiting',
   'queued',
   'running',
   'completed',
@@ -107,6 +114,18 @@ export interface ITask {
   values?: { [name: string]: unknown };
   /** the submission's parameters, when the server sends them */
   parameters?: { [name: string]: unknown };
+  /** workflows (see dependencies.ts): the batch entry's key, what it waits for */
+  key?: string | null;
+  depends_on?: string[];
+  waiting_for?: string[];
+  parameter_refs?: { [name: string]: unknown };
+  /** retries: 0 for the first try; the first try's id; the next try's id */
+  retry?: number;
+  retry_of?: string | null;
+  retried_as?: string | null;
+  not_before?: string | null;
+  /** shared by the tasks of one batch of several (the sidebar groups them: batchgroups.ts) */
+  batch_id?: string | null;
 }
 
 /** POST /taskrun/api/tasks: generated from the one submission schema (jupyter_taskrun/schemas/submission.json). */
@@ -134,8 +153,12 @@ export interface ITaskListQuery {
   cursor?: string | null;
   /** the tasks of one schedule (its history) */
   schedule?: string;
-  /** `values.NAME` (ascending) or `-values.NAME`: by a recorded value, tasks without it last */
+  /** `values.NAME` (ascending) or `-values.NAME`: by a recorded value, tasks without it last;
+   * or a field: created, name, status, duration, finished (`-` first: descending) */
   sort?: string;
+  /** ISO times: created at or after / before */
+  created_after?: string;
+  created_before?: string;
 }
 
 export type TaskEventType =
@@ -270,14 +293,15 @@ export interface ITaskEvent<T = unknown> {
 }
 
 export type ChangeType =
-  'created' | 'status' | 'progress' | 'deleted' | 'schedule';
+  'created' | 'status' | 'progress' | 'deleted' | 'schedule' | 'values';
 
 export const CHANGE_TYPES: readonly ChangeType[] = [
   'created',
   'status',
   'progress',
   'deleted',
-  'schedule'
+  'schedule',
+  'values'
 ];
 
 /** One entry of the global change feed (`GET /taskrun/api/events`). */

@@ -1,17 +1,23 @@
 /**
  * Which task ends are news for the notifications: a task that reaches a
  * final state while this Lab watches it, once per task. A task started from
- * this Lab is remembered across page reloads (localStorage, the latest 200),
- * so its end is announced even when the first sight of it is already final.
+ * this Lab is remembered across page reloads (Lab's state database, see
+ * uistate.ts; the latest 200), so its end is announced even when the first
+ * sight of it is already final.
  */
 import { ITask, isTerminal } from './models';
+import { uiState } from './uistate';
 
-const STARTED_KEY = 'jupyter-taskrun:started-here';
+const STARTED_KEY = 'started-here';
 const MAX_TRACKED = 200;
 
 export class FinishedNotices {
   constructor() {
     this._tracked = new Set(loadTracked());
+    // the state database loads after start-up: merge what it remembers
+    void uiState.ready.then(() => {
+      loadTracked().forEach(id => this._tracked.add(id));
+    });
   }
 
   /** Remember a task started from this Lab. */
@@ -51,22 +57,12 @@ export class FinishedNotices {
 }
 
 function loadTracked(): string[] {
-  try {
-    const raw = window.localStorage.getItem(STARTED_KEY);
-    const ids = raw ? (JSON.parse(raw) as unknown) : [];
-    return Array.isArray(ids)
-      ? ids.filter((x): x is string => typeof x === 'string')
-      : [];
-  } catch {
-    return [];
-  }
+  const ids = uiState.get(STARTED_KEY);
+  return Array.isArray(ids)
+    ? ids.filter((x): x is string => typeof x === 'string')
+    : [];
 }
 
 function saveTracked(ids: Set<string>): void {
-  try {
-    const list = [...ids].slice(-MAX_TRACKED);
-    window.localStorage.setItem(STARTED_KEY, JSON.stringify(list));
-  } catch {
-    // storage may be unavailable (private mode); tracking stays in memory
-  }
+  uiState.set(STARTED_KEY, [...ids].slice(-MAX_TRACKED));
 }

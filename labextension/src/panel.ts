@@ -1,33 +1,29 @@
 /**
- * The "Tasks" panel of the left sidebar.
+ * The "Tasks" panel of the left sidebar: counts, filters (status, tag,
+ * name, created dates), the sort, and the task list.
+ *
+ * Guarantees: a long list keeps a bounded number of rows in the DOM and
+ * loads the next page as it is scrolled (listwindow.ts); the settings
+ * (settings.ts: columns) apply live; every text is translated.
  */
-import {
-  clearIcon,
-  refreshIcon,
-  searchIcon,
-  stopIcon
-} from '@jupyterlab/ui-components';
+import { clearIcon, refreshIcon, searchIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
+import { Debouncer } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { TaskAPI } from './api';
-import { formatDuration } from './format';
 import { tasksIcon } from './icons';
-import { ITask, isTerminal, TASK_STATUSES, TaskStatus } from './models';
+import { TASK_STATUSES, TaskStatus } from './models';
 import { trans } from './i18n';
+import { isFieldSort, ListControls, orderByField } from './listcontrols';
+import { ListWindow } from './listwindow';
+import { BatchGroups } from './batchgroups';
+import { confirmCancel } from './cascade';
+import { settings } from './settings';
+import { secondTicker } from './ticker';
+import { createRow, IRow, updateRow } from './taskrow';
 import { TaskListModel } from './tasklist';
 import { ValueColumns } from './valuecolumns';
-import {
-  formatAge,
-  formatTime,
-  h,
-  iconNode,
-  progressFraction,
-  setText,
-  STATUS_LABELS,
-  statusIcon,
-  taskDuration
-} from './utils';
+import { h, iconNode, setText, STATUS_LABELS } from './utils';
 
 export interface ITaskPanelOptions {
   model: TaskListModel;
@@ -39,22 +35,6 @@ export interface ITaskPanelOptions {
   clearFinished?: () => void;
   /** Show the "Tasks" heading (false under the sidebar's view switch). */
   showTitle?: boolean;
-}
-
-interface IRow {
-  node: HTMLLIElement;
-  icon: HTMLElement;
-  iconStatus: TaskStatus | null;
-  name: HTMLElement;
-  duration: HTMLElement;
-  owner: HTMLElement;
-  age: HTMLElement;
-  tags: HTMLElement;
-  progress: HTMLElement;
-  bar: HTMLElement;
-  progressLabel: HTMLElement;
-  cancel: HTMLButtonElement;
-  values: HTMLElement;
 }
 
 export class TaskPanel extends Widget {
@@ -71,6 +51,7 @@ export class TaskPanel extends Widget {
     this.title.caption = trans.__('Tasks');
     this._build();
     this._model.changed.connect(this._scheduleRender, this);
+    settings.changed.connect(this._scheduleRender, this);
     this._render();
   }
 
@@ -109,9 +90,14 @@ export class TaskPanel extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._stopTicker();
+    this._ticker.dispose();
+    this._searchLater.dispose();
+    this._tagLater.dispose();
     this._model.changed.disconnect(this._scheduleRender, this);
+    settings.changed.disconnect(this._scheduleRender, this);
     this._columns.dispose();
+    this._controls.dispose();
+    this._window.dispose();
     super.dispose();
   }
 
@@ -121,7 +107,7 @@ export class TaskPanel extends Widget {
     const node = this.node;
 
     const header = h('div', 'jp-TaskRun-header');
-    const title = h('h2', 'jp-TaskRun-title', 'Tasks');
+    const title = h('h2', 'jp-TaskRun-title', trans.__('Tasks'));
     title.hidden = !this._showTitle;
     this._counts = h('div', 'jp-TaskRun-counts');
     this._runningCount = h('span', 'jp-TaskRun-count jp-mod-running');
@@ -164,7 +150,7 @@ export class TaskPanel extends Widget {
 
     this._statusSelect = h('select', 'jp-TaskRun-statusFilter');
     this._statusSelect.setAttribute('aria-label', trans.__('Filter by status'));
-    const all = h('option', '', 'All statuses');
+    const all = h('option', '', trans.__('All statuses'));
     all.value = '';
     this._statusSelect.appendChild(all);
     for (const status of TASK_STATUSES) {
@@ -201,7 +187,13 @@ export class TaskPanel extends Widget {
     const filterRow = h('div', 'jp-TaskRun-filterRow');
     filterRow.append(this._statusSelect, tagBox);
     this._columns = new ValueColumns(this._model, () => this._render());
-    filters.append(searchBox, filterRow, this._columns.node);
+    this._controls = new ListControls(this._model);
+    filters.append(
+      searchBox,
+      filterRow,
+      this._controls.node,
+      this._columns.node
+    );
 
     this._error = h('div', 'jp-TaskRun-error');
     this._list = h('ul', 'jp-TaskRun-list');
@@ -225,26 +217,21 @@ export class TaskPanel extends Widget {
       this._more
     );
     node.append(header, filters, body);
+    this._window = new ListWindow({
+      scroller: body,
+      list: this._list,
+      onScroll: () => this._render(),
+      loadMore: () => void this._model.loadMore()
+    });
   }
 
+  // typing applies 150 ms after the last key
   private _onSearch(): void {
-    if (this._searchTimer !== null) {
-      window.clearTimeout(this._searchTimer);
-    }
-    this._searchTimer = window.setTimeout(() => {
-      this._searchTimer = null;
-      this._model.setFilters({ search: this._search.value });
-    }, 150);
+    void this._searchLater.invoke();
   }
 
   private _onTag(): void {
-    if (this._tagTimer !== null) {
-      window.clearTimeout(this._tagTimer);
-    }
-    this._tagTimer = window.setTimeout(() => {
-      this._tagTimer = null;
-      this._model.setFilters({ tag: this._tag.value });
-    }, 150);
+    void this._tagLater.invoke();
   }
 
   // ------------------------------------------------------------------ render
@@ -265,8 +252,8 @@ export class TaskPanel extends Widget {
     }
     const model = this._model;
     const counts = model.counts;
-    setText(this._runningCount, `${counts.running} running`);
-    setText(this._queuedCount, `${counts.queued} queued`);
+    setText(this._runningCount, trans.__('%1 running', counts.running));
+    setText(this._queuedCount, trans.__('%1 queued', counts.queued));
     this._runningCount.classList.toggle('jp-mod-zero', counts.running === 0);
     this._queuedCount.classList.toggle('jp-mod-zero', counts.queued === 0);
 
@@ -300,18 +287,44 @@ export class TaskPanel extends Widget {
     this._error.classList.toggle('jp-mod-offline', model.offline);
 
     this._columns.update(model.tasks);
-    const tasks = this._columns.order(model.tasks);
+    const sort = model.filters.sort;
+    const tasks = isFieldSort(sort)
+      ? orderByField(model.tasks, sort)
+      : this._columns.order(model.tasks);
     const seen = new Set<string>();
     const now = Date.now();
+    const columns = settings.current.columns;
     let previous: HTMLElement | null = null;
-    for (const task of tasks) {
+    // a batch's tasks fold into one row that expands (batchgroups.ts)
+    const items = this._batches.items(tasks);
+    const [start, end] = this._window.range(items.length, model.hasMore);
+    for (const item of items.slice(start, end)) {
+      if (item.group) {
+        const node = this._batches.render(item.group);
+        const at: ChildNode | null = previous
+          ? previous.nextSibling
+          : this._list.firstChild;
+        if (at !== node) {
+          this._list.insertBefore(node, at);
+        }
+        previous = node;
+        continue;
+      }
+      const task = item.task;
       seen.add(task.id);
       let row = this._rows.get(task.id);
       if (!row) {
         row = this._createRow(task.id);
         this._rows.set(task.id, row);
       }
-      this._updateRow(row, task, now);
+      updateRow(row, task, now, {
+        selected: this._selection.has(task.id),
+        cancelling: this._cancelling.has(task.id),
+        offline: model.offline,
+        columns
+      });
+      this._columns.renderCells(row.values, task);
+      row.node.classList.toggle('jp-mod-inBatch', item.inBatch);
       const expected: ChildNode | null = previous
         ? previous.nextSibling
         : this._list.firstChild;
@@ -326,17 +339,23 @@ export class TaskPanel extends Widget {
         this._rows.delete(id);
       }
     }
+    this._batches.prune();
+    this._window.measure(end - start);
 
     const filtered =
       model.filters.status !== '' ||
+      model.filters.createdAfter !== '' ||
+      model.filters.createdBefore !== '' ||
       model.filters.tag.trim() !== '' ||
       model.filters.search.trim() !== '';
     this._empty.hidden = tasks.length > 0 || model.loading;
     setText(
       this._empty,
       filtered
-        ? 'No tasks match these filters.'
-        : 'No tasks yet. Use “Run as task” on a notebook, a file or selected cells.'
+        ? trans.__('No tasks match these filters.')
+        : trans.__(
+            'No tasks yet. Use “Run as task” on a notebook, a file or selected cells.'
+          )
     );
     this._more.hidden = !model.hasMore;
     const searching =
@@ -365,80 +384,29 @@ export class TaskPanel extends Widget {
   }
 
   private _createRow(id: string): IRow {
-    const node = h('li', 'jp-TaskRun-row');
-    node.dataset.taskId = id;
-    node.tabIndex = 0;
-    node.setAttribute('role', 'listitem');
-    const icon = h('span', 'jp-TaskRun-statusIcon');
-    const main = h('div', 'jp-TaskRun-rowMain');
-    const top = h('div', 'jp-TaskRun-rowTop');
-    const name = h('span', 'jp-TaskRun-name');
-    const duration = h('span', 'jp-TaskRun-duration');
-    top.append(name, duration);
-    const meta = h('div', 'jp-TaskRun-rowMeta');
-    const owner = h('span', 'jp-TaskRun-owner');
-    const age = h('span', 'jp-TaskRun-age');
-    const tags = h('span', 'jp-TaskRun-tags');
-    meta.append(age, owner, tags);
-    const progress = h('div', 'jp-TaskRun-progress');
-    const track = h('div', 'jp-TaskRun-progressTrack');
-    const bar = h('div', 'jp-TaskRun-progressBar');
-    track.appendChild(bar);
-    const progressLabel = h('span', 'jp-TaskRun-progressLabel');
-    progress.append(track, progressLabel);
-    const values = h('div', 'jp-TaskRun-rowValues');
-    main.append(top, meta, values, progress);
-    const cancel = h('button', 'jp-TaskRun-iconButton jp-TaskRun-rowCancel');
-    cancel.title = trans.__('Cancel this task');
-    cancel.setAttribute('aria-label', trans.__('Cancel task'));
-    cancel.appendChild(iconNode(stopIcon));
-    cancel.addEventListener('click', event => {
-      event.stopPropagation();
-      this._cancelling.add(id);
-      this._scheduleRender();
-      TaskAPI.cancel(id)
-        .then(task => this._model.upsert(task))
-        .catch(error => this._onError(trans.__('Cancel failed'), error))
-        .finally(() => {
-          this._cancelling.delete(id);
+    return createRow(id, {
+      cancel: id => this._cancel(id),
+      click: (id, toggle) => (toggle ? this._toggle(id) : this._select(id)),
+      context: id => {
+        if (!this._selection.has(id)) {
+          this._selection = new Set([id]);
           this._scheduleRender();
-        });
-    });
-    node.append(icon, main, cancel);
-    node.addEventListener('click', event => {
-      if (event.ctrlKey || event.metaKey) {
-        this._toggle(id); // multi-select: Ctrl/Cmd-click
-      } else {
-        this._select(id);
+        }
       }
     });
-    node.addEventListener('contextmenu', () => {
-      if (!this._selection.has(id)) {
-        this._selection = new Set([id]);
+  }
+
+  private _cancel(id: string): void {
+    this._cancelling.add(id);
+    this._scheduleRender();
+    // asks first when tasks wait for this one (cascade.ts); null: kept
+    confirmCancel(id, this._model.get(id)?.name)
+      .then(task => task && this._model.upsert(task))
+      .catch(error => this._onError(trans.__('Cancel failed'), error))
+      .finally(() => {
+        this._cancelling.delete(id);
         this._scheduleRender();
-      }
-    });
-    node.addEventListener('keydown', event => {
-      if (event.key === 'Enter' || event.key === ' ') {
-        event.preventDefault();
-        this._select(id);
-      }
-    });
-    return {
-      node,
-      icon,
-      iconStatus: null,
-      name,
-      duration,
-      owner,
-      age,
-      tags,
-      progress,
-      bar,
-      progressLabel,
-      cancel,
-      values
-    };
+      });
   }
 
   /** The selected task ids (Ctrl/Cmd-click adds; a plain click selects one). */
@@ -464,111 +432,16 @@ export class TaskPanel extends Widget {
     this._openTask(id);
   }
 
-  private _updateRow(row: IRow, task: ITask, now: number): void {
-    const node = row.node;
-    if (node.dataset.status !== task.status) {
-      node.dataset.status = task.status;
-      for (const status of TASK_STATUSES) {
-        node.classList.toggle(`jp-mod-${status}`, status === task.status);
-      }
-    }
-    node.classList.toggle('jp-mod-selected', this._selection.has(task.id));
-    node.setAttribute('aria-selected', String(this._selection.has(task.id)));
-    if (row.iconStatus !== task.status) {
-      row.iconStatus = task.status;
-      row.icon.replaceChildren();
-      row.icon.appendChild(
-        iconNode(statusIcon(task.status), '', STATUS_LABELS[task.status])
-      );
-      row.icon.title = STATUS_LABELS[task.status];
-    }
-    setText(row.name, task.name || task.id);
-    const duration = taskDuration(task, now);
-    setText(
-      row.duration,
-      duration === null
-        ? task.status === 'queued'
-          ? task.queue_position
-            ? trans.__('#%1 in queue', task.queue_position)
-            : trans.__('queued')
-          : ''
-        : formatDuration(duration)
-    );
-    setText(row.owner, shortOwner(task.owner));
-    row.owner.title = task.owner ? `Owner: ${task.owner}` : '';
-    row.owner.hidden = !task.owner;
-    setText(row.age, formatAge(task.created_at, now));
-    setText(
-      row.tags,
-      task.tags.length ? task.tags.map(t => `#${t}`).join(' ') : ''
-    );
-    row.tags.hidden = task.tags.length === 0;
-    this._columns.renderCells(row.values, task);
-
-    const fraction = progressFraction(task);
-    const active = !isTerminal(task.status);
-    const showProgress = task.status === 'running' || fraction !== null;
-    row.progress.hidden = !showProgress;
-    row.progress.classList.toggle(
-      'jp-mod-indeterminate',
-      fraction === null && task.status === 'running'
-    );
-    const width = fraction === null ? '' : `${(fraction * 100).toFixed(1)}%`;
-    if (row.bar.style.width !== width) {
-      row.bar.style.width = width;
-    }
-    const p = task.progress;
-    let label = '';
-    if (p && fraction !== null) {
-      label = `${Math.round(fraction * 100)}%`;
-    } else if (p && p.value) {
-      label = `${p.value}`;
-    }
-    if (p && p.message) {
-      label = label ? `${label} · ${p.message}` : p.message;
-    }
-    setText(row.progressLabel, label);
-    row.cancel.hidden = !active;
-    row.cancel.disabled = this._model.offline || this._cancelling.has(task.id);
-    row.cancel.title = this._model.offline
-      ? trans.__('The server is not answering; cancel once it is back')
-      : this._cancelling.has(task.id)
-        ? trans.__('Cancellation requested…')
-        : trans.__('Cancel this task');
-
-    const title = [
-      `${task.name} (${task.id})`,
-      `Status: ${STATUS_LABELS[task.status]}`,
-      task.owner ? `Owner: ${task.owner}` : '',
-      `Created: ${formatTime(task.created_at)}`,
-      task.started_at ? `Started: ${formatTime(task.started_at)}` : '',
-      task.finished_at ? `Finished: ${formatTime(task.finished_at)}` : '',
-      task.error?.reason ? `Reason: ${task.error.reason}` : ''
-    ]
-      .filter(Boolean)
-      .join('\n');
-    if (node.title !== title) {
-      node.title = title;
-    }
-  }
-
   // ------------------------------------------------------------------ ticker
 
+  // durations and ages move on: one render a second while shown (the poll
+  // stands by while the browser tab is hidden)
   private _startTicker(): void {
-    if (this._ticker === null) {
-      this._ticker = window.setInterval(() => {
-        if (!document.hidden) {
-          this._render();
-        }
-      }, 1000);
-    }
+    void this._ticker.start();
   }
 
   private _stopTicker(): void {
-    if (this._ticker !== null) {
-      window.clearInterval(this._ticker);
-      this._ticker = null;
-    }
+    void this._ticker.stop();
   }
 
   private _model: TaskListModel;
@@ -577,11 +450,20 @@ export class TaskPanel extends Widget {
   private _clearFinished: (() => void) | null;
   private _showTitle: boolean;
   private _rows = new Map<string, IRow>();
+  private _batches = new BatchGroups(() => this._scheduleRender());
   private _selection = new Set<string>();
   private _frame: number | null = null;
-  private _ticker: number | null = null;
-  private _searchTimer: number | null = null;
-  private _tagTimer: number | null = null;
+  private _ticker = secondTicker('sidebar', () => this._render());
+  private _window!: ListWindow;
+  private _controls!: ListControls;
+  private _searchLater = new Debouncer(
+    () => this._model.setFilters({ search: this._search.value }),
+    150
+  );
+  private _tagLater = new Debouncer(
+    () => this._model.setFilters({ tag: this._tag.value }),
+    150
+  );
   private _cancelling = new Set<string>();
   private _searchHint!: HTMLElement;
   private _columns!: ValueColumns;
@@ -598,11 +480,6 @@ export class TaskPanel extends Widget {
   private _list!: HTMLUListElement;
   private _empty!: HTMLElement;
   private _more!: HTMLButtonElement;
-}
-
-/** Anonymous Jupyter users are 32-hex ids: show the start only. */
-function shortOwner(owner: string): string {
-  return /^[0-9a-f]{32}$/i.test(owner) ? owner.slice(0, 8) : owner;
 }
 
 namespace Private {

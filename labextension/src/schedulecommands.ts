@@ -11,7 +11,6 @@ import { Notification } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { ToolbarButton } from '@jupyterlab/ui-components';
 
 import { CommandIDs } from './commandids';
 import { trans } from './i18n';
@@ -191,28 +190,9 @@ export function addScheduleCommands(
     execute: () => showSchedules()
   });
 
-  for (const type of ['notebook', 'python']) {
-    app.contextMenu.addItem({
-      command: CommandIDs.scheduleFile,
-      selector: `.jp-DirListing-item[data-file-type="${type}"]`,
-      rank: 5
-    });
-  }
-
   if (notebooks) {
-    const addButton = (panel: NotebookPanel) => {
-      const button = new ToolbarButton({
-        icon: scheduleIcon,
-        tooltip: trans.__(
-          'Schedule this notebook (run it as a task on a cron)…'
-        ),
-        onClick: () => void scheduleNotebook(panel)
-      });
-      button.addClass('jp-TaskRun-scheduleButton');
-      panel.toolbar.insertItem(10, 'taskrun-schedule', button);
-    };
-    notebooks.forEach(addButton);
-    notebooks.widgetAdded.connect((_, panel) => addButton(panel));
+    // the notebook toolbar's button and the file browser's context menu
+    // entry are declared in schema/plugin.json
     notebooks.currentChanged.connect(() =>
       commands.notifyCommandChanged(CommandIDs.scheduleNotebook)
     );

@@ -24,6 +24,7 @@ import { ISchedule, ITask, TASK_STATUSES } from './models';
 import { formatRunTime, formatUntil } from './scheduleform';
 import { historyItems, historyKey } from './schedulehistory';
 import { ScheduleListModel } from './schedulemodel';
+import { secondTicker } from './ticker';
 import {
   formatAge,
   formatTime,
@@ -99,7 +100,7 @@ export class ScheduleView extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._stopTicker();
+    this._ticker.dispose();
     if (this._frame !== null) {
       window.cancelAnimationFrame(this._frame);
     }
@@ -496,20 +497,11 @@ export class ScheduleView extends Widget {
   // ------------------------------------------------------------------ ticker
 
   private _startTicker(): void {
-    if (this._ticker === null) {
-      this._ticker = window.setInterval(() => {
-        if (!document.hidden) {
-          this._render();
-        }
-      }, 1000);
-    }
+    void this._ticker.start();
   }
 
   private _stopTicker(): void {
-    if (this._ticker !== null) {
-      window.clearInterval(this._ticker);
-      this._ticker = null;
-    }
+    void this._ticker.stop();
   }
 
   private _model: ScheduleListModel;
@@ -521,7 +513,7 @@ export class ScheduleView extends Widget {
   private _toggling = new Set<string>();
   private _running = new Set<string>();
   private _frame: number | null = null;
-  private _ticker: number | null = null;
+  private _ticker = secondTicker('schedules', () => this._render());
   private _summary!: HTMLElement;
   private _error!: HTMLElement;
   private _list!: HTMLUListElement;

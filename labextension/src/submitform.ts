@@ -3,7 +3,7 @@
  * parsing into submission options (the field names of POST
  * /taskrun/api/tasks, docs/API_CONTRACT.md) and the last values per file.
  *
- * Guarantees: no DOM except localStorage; every refusal is a translated
+ * Guarantees: no DOM (remembered values live in uistate.ts); every refusal is a translated
  * sentence saying which field is wrong; what is sent passes the server's
  * definition of a submission (schemas/submission.json) for the checks it
  * can make here (names, ranges, `args` only for scripts).
@@ -12,6 +12,8 @@ import type { PartialJSONObject } from '@lumino/coreutils';
 
 import { trans } from './i18n';
 import type { ITaskSubmission } from './models';
+import { settings } from './settings';
+import { uiState } from './uistate';
 
 /** What is being run: decides the parameters hint and whether arguments apply. */
 export type SubmitKind = 'notebook' | 'script' | 'cells' | 'files';
@@ -315,32 +317,26 @@ const LAST_KEY = 'jupyter-taskrun:last-submit-options';
 const FILE_KEY_PREFIX = 'jupyter-taskrun:submit-options:';
 
 function read(key: string): Partial<IRawValues> {
-  try {
-    const raw = window.localStorage.getItem(key);
-    const value = raw ? (JSON.parse(raw) as unknown) : {};
-    if (!value || typeof value !== 'object') {
-      return {};
-    }
-    const out: Partial<IRawValues> = {};
-    for (const field of Object.keys(EMPTY_VALUES) as Array<keyof IRawValues>) {
-      const v = (value as { [k: string]: unknown })[field];
-      if (typeof v === 'string') {
-        out[field] = v;
-      }
-    }
-    return out;
-  } catch {
+  const value = uiState.get(key);
+  if (!value || typeof value !== 'object' || Array.isArray(value)) {
     return {};
   }
+  const out: Partial<IRawValues> = {};
+  for (const field of Object.keys(EMPTY_VALUES) as Array<keyof IRawValues>) {
+    const v = (value as { [k: string]: unknown })[field];
+    if (typeof v === 'string') {
+      out[field] = v;
+    }
+  }
+  return out;
 }
 
 function write(key: string, value: Partial<IRawValues>): void {
-  try {
-    window.localStorage.setItem(key, JSON.stringify(value));
-  } catch {
-    // storage full or disabled: the dialog just starts empty next time
-  }
+  uiState.set(key, { ...value });
 }
+
+/** files whose last values are kept (the oldest are forgotten) */
+const MAX_REMEMBERED_FILES = 100;
 
 /**
  * The dialog's starting values: the last ones used for `fileKey`, else the
@@ -354,12 +350,16 @@ export function loadRemembered(
   if (Object.keys(perFile).length) {
     return { ...EMPTY_VALUES, ...defaults, ...perFile };
   }
+  // the user's default options (settings) first, else the last ones used
   const last = read(LAST_KEY);
+  const d = settings.current;
   return {
     ...EMPTY_VALUES,
     ...defaults,
-    timeout: last.timeout ?? '',
-    tags: last.tags ?? ''
+    kernel: defaults.kernel || d.defaultKernel,
+    timeout: d.defaultTimeout ? String(d.defaultTimeout) : (last.timeout ?? ''),
+    tags: d.defaultTags.length ? d.defaultTags.join(', ') : (last.tags ?? ''),
+    priority: d.defaultPriority === null ? '' : String(d.defaultPriority)
   };
 }
 
@@ -368,7 +368,12 @@ export function remember(fileKeys: string[], values: IRawValues): void {
   write(LAST_KEY, { timeout: values.timeout, tags: values.tags });
   for (const key of fileKeys) {
     if (key) {
+      uiState.set(FILE_KEY_PREFIX + key, undefined); // re-written: the newest
       write(FILE_KEY_PREFIX + key, values);
     }
   }
+  const files = uiState.names(FILE_KEY_PREFIX);
+  files
+    .slice(0, Math.max(0, files.length - MAX_REMEMBERED_FILES))
+    .forEach(name => uiState.set(name, undefined));
 }

@@ -26,6 +26,7 @@ import {
   ITask
 } from './models';
 import {
+  changedSince,
   errorMessage,
   fetchCounts,
   fetchQueuePositions,
@@ -38,8 +39,8 @@ import {
   matchesServer,
   movedInQueue,
   NO_FILTERS,
-  serverQuery,
-  progressOf
+  patchOf,
+  serverQuery
 } from './feedutil';
 import { FinishedNotices } from './notices';
 import { EventStream } from './sse';
@@ -107,7 +108,9 @@ export class TaskListModel implements IDisposable {
   get tasks(): readonly ITask[] {
     const all = this._order
       .map(id => this._tasks.get(id))
-      .filter((t): t is ITask => t !== undefined && this._matchesLocal(t));
+      .filter(
+        (t): t is ITask => t !== undefined && matchesLocal(t, this._filters)
+      );
     return [
       ...all.filter(t => t.status === 'running'),
       ...all.filter(t => t.status !== 'running')
@@ -201,6 +204,14 @@ export class TaskListModel implements IDisposable {
     }
   }
 
+  /** The refresh settings (settings.ts), live: reload every `interval` ms while the feed is down. */
+  setPolling(interval: number, standby: Poll.Standby): void {
+    this._pollEvery = interval;
+    const [tick, max] = [Math.min(1000, interval), Math.max(2000, interval)];
+    this._poll.frequency = { interval: tick, backoff: 1.5, max };
+    this._poll.standby = standby;
+  }
+
   /** Probe the server now (e.g. a button was pressed while offline). */
   reconnect(): void {
     if (this._started && !this._disposed) {
@@ -210,18 +221,14 @@ export class TaskListModel implements IDisposable {
 
   setFilters(filters: Partial<ITaskFilters>): void {
     const next = { ...this._filters, ...filters };
-    const before = this._serverQueryKey();
-    if (
-      next.status === this._filters.status &&
-      next.tag === this._filters.tag &&
-      next.search === this._filters.search &&
-      next.sort === this._filters.sort
-    ) {
+    const before = JSON.stringify(this._serverQuery());
+    const keys = Object.keys(next) as (keyof ITaskFilters)[];
+    if (keys.every(k => next[k] === this._filters[k])) {
       return;
     }
     this._filters = next;
     this._changed.emit();
-    if (this._serverQueryKey() !== before) {
+    if (JSON.stringify(this._serverQuery()) !== before) {
       void this.refresh();
     }
   }
@@ -253,12 +260,7 @@ export class TaskListModel implements IDisposable {
         task.tags.forEach(t => this._seenTags.add(t));
         const old = previous.get(task.id) ?? null;
         this._noticeTransition(old, task);
-        if (
-          !old ||
-          old.status !== task.status ||
-          old.last_event_id !== task.last_event_id ||
-          old.queue_position !== task.queue_position
-        ) {
+        if (changedSince(old, task)) {
           this._taskChanged.emit(task);
         }
       }
@@ -330,7 +332,11 @@ export class TaskListModel implements IDisposable {
       }
     } else if (this._matchesServer(task) && this._inLoadedRange(task)) {
       this._tasks.set(task.id, task);
-      this._insertSorted(task);
+      this._order.splice(
+        insertIndex(task, this._order, this._tasks),
+        0,
+        task.id
+      );
     }
     this._taskChanged.emit(task);
     this._changed.emit();
@@ -418,17 +424,24 @@ export class TaskListModel implements IDisposable {
       case 'created':
       case 'status': {
         const task = change.data as ITask;
-        if (task && typeof task === 'object' && 'id' in task) {
+        if (task && typeof task === 'object' && task.retried_as) {
+          // a try a retry superseded: the list shows its last try (history: dependencies.ts)
+          if (this._remove(task.id)) {
+            this._changed.emit();
+          }
+          this._taskChanged.emit(task);
+        } else if (task && typeof task === 'object' && 'id' in task) {
           this.upsert(task);
         }
         this._scheduleCounts();
         break;
       }
-      case 'progress': {
+      case 'progress':
+      case 'values': {
         const task = this._tasks.get(change.task_id);
-        const progress = progressOf(change.data);
-        if (task && progress) {
-          const updated = { ...task, progress };
+        const patch = patchOf(kind, change.data);
+        if (task && patch) {
+          const updated = { ...task, ...patch };
           this._tasks.set(task.id, updated);
           this._taskChanged.emit(updated);
           this._changed.emit();
@@ -465,7 +478,7 @@ export class TaskListModel implements IDisposable {
     if (
       !this._offline &&
       this._mode === 'polling' &&
-      now - this._lastRefresh < POLL_LIST_EVERY
+      now - this._lastRefresh < this._pollEvery
     ) {
       return;
     }
@@ -577,26 +590,14 @@ export class TaskListModel implements IDisposable {
     return serverQuery(this._filters, this._seenTags);
   }
 
-  private _serverQueryKey(): string {
-    return JSON.stringify(this._serverQuery());
-  }
-
   private _matchesServer(task: ITask): boolean {
     return matchesServer(task, this._serverQuery());
-  }
-
-  private _matchesLocal(task: ITask): boolean {
-    return matchesLocal(task, this._filters);
   }
 
   private _inLoadedRange(task: ITask): boolean {
     return (
       this._nextCursor === null || inLoadedRange(task, this._order, this._tasks)
     );
-  }
-
-  private _insertSorted(task: ITask): void {
-    this._order.splice(insertIndex(task, this._order, this._tasks), 0, task.id);
   }
 
   private _remove(id: string): boolean {
@@ -628,6 +629,7 @@ export class TaskListModel implements IDisposable {
   private _streamFailedAt = 0;
   private _stream: EventStream | null = null;
   private _poll: Poll;
+  private _pollEvery = POLL_LIST_EVERY;
   // one request per burst of changes, 150 / 300 ms after its first change
   private _countsLater = new Later(() => void this._refreshCounts(), 150);
   private _queueLater = new Later(() => void this._refreshQueue(), 300);

@@ -10,11 +10,13 @@ import {
   closeIcon,
   historyIcon,
   LabIcon,
+  pauseIcon,
   runningIcon,
   stopIcon
 } from '@jupyterlab/ui-components';
 
 import { EMPTY } from './format';
+import { trans } from './i18n';
 import type { ITask, TaskStatus } from './models';
 
 /** Parse an API time (ISO 8601, `Z`) to epoch milliseconds. */
@@ -37,19 +39,19 @@ export function formatAge(
   }
   const s = Math.max(0, (now - ms) / 1000);
   if (s < 5) {
-    return 'just now';
+    return trans.__('just now');
   }
   if (s < 60) {
-    return `${Math.floor(s)}s ago`;
+    return trans.__('%1s ago', Math.floor(s));
   }
   if (s < 3600) {
-    return `${Math.floor(s / 60)}m ago`;
+    return trans.__('%1m ago', Math.floor(s / 60));
   }
   if (s < 86400) {
-    return `${Math.floor(s / 3600)}h ago`;
+    return trans.__('%1h ago', Math.floor(s / 3600));
   }
   if (s < 86400 * 30) {
-    return `${Math.floor(s / 86400)}d ago`;
+    return trans.__('%1d ago', Math.floor(s / 86400));
   }
   return new Date(ms).toLocaleDateString();
 }
@@ -70,17 +72,35 @@ export function taskDuration(task: ITask, now = Date.now()): number | null {
   return ((finished ?? now) - started) / 1000;
 }
 
-export const STATUS_LABELS: { [K in TaskStatus]: string } = {
-  queued: 'Queued',
-  running: 'Running',
-  completed: 'Completed',
-  failed: 'Failed',
-  cancelled: 'Cancelled',
-  timed_out: 'Timed out'
+/** The statuses' names, translated when read (after the plugin set the translator). */
+export const STATUS_LABELS: { readonly [K in TaskStatus]: string } = {
+  get waiting() {
+    return trans.__('Waiting');
+  },
+  get queued() {
+    return trans.__('Queued');
+  },
+  get running() {
+    return trans.__('Running');
+  },
+  get completed() {
+    return trans.__('Completed');
+  },
+  get failed() {
+    return trans.__('Failed');
+  },
+  get cancelled() {
+    return trans.__('Cancelled');
+  },
+  get timed_out() {
+    return trans.__('Timed out');
+  }
 };
 
 export function statusIcon(status: TaskStatus): LabIcon {
   switch (status) {
+    case 'waiting':
+      return pauseIcon;
     case 'queued':
       return circleEmptyIcon;
     case 'running':

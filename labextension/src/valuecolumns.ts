@@ -7,13 +7,15 @@
  * Sorting is the server's (`?sort=values.NAME`, through the list model's
  * filters, so the right page is loaded); the loaded rows are ordered by the
  * same rule here (valueutil.ts), so live updates keep their place. The
- * chosen columns and the sort are remembered in localStorage, as the
- * started-here notices (notices.ts) and the run dialog (submitform.ts) are.
+ * chosen columns are the `valueColumns` setting (settings.ts: the Settings
+ * Editor changes them live too); the sort is remembered with the list's
+ * other sorts (listcontrols.ts).
  */
 import { caretDownIcon } from '@jupyterlab/ui-components';
 
 import { trans } from './i18n';
 import type { ITask } from './models';
+import { settings } from './settings';
 import type { TaskListModel } from './tasklist';
 import { h, iconNode } from './utils';
 import {
@@ -25,34 +27,15 @@ import {
   valueTitle
 } from './valueutil';
 
-const STORAGE_KEY = 'jupyter-taskrun:value-columns';
 /** columns shown at most (the sidebar is narrow) */
 const MAX_COLUMNS = 6;
-
-interface IStored {
-  columns: string[];
-  sort: string;
-}
-
-function readStored(): IStored {
-  try {
-    const raw = JSON.parse(window.localStorage.getItem(STORAGE_KEY) ?? '{}');
-    const columns = Array.isArray(raw.columns)
-      ? raw.columns.filter((c: unknown) => typeof c === 'string')
-      : [];
-    const sort = typeof raw.sort === 'string' ? raw.sort : '';
-    return { columns: columns.slice(0, MAX_COLUMNS), sort };
-  } catch {
-    return { columns: [], sort: '' };
-  }
-}
 
 export class ValueColumns {
   constructor(model: TaskListModel, onChange: () => void) {
     this._model = model;
     this._onChange = onChange;
-    const stored = readStored();
-    this._columns = stored.columns;
+    this._columns = settings.current.valueColumns.slice(0, MAX_COLUMNS);
+    settings.changed.connect(this._onSettings, this);
     this.node = h('div', 'jp-TaskRun-valueColumns');
     this._toggle = h('button', 'jp-TaskRun-valueChooserButton');
     this._toggle.append(
@@ -73,9 +56,6 @@ export class ValueColumns {
     this.node.append(this._toggle, this._header, this._menu);
     this._onDocumentClick = () => this._setOpen(false);
     document.addEventListener('click', this._onDocumentClick);
-    if (stored.sort && parseSort(stored.sort)) {
-      model.setFilters({ sort: stored.sort });
-    }
     this._renderHeader();
   }
 
@@ -114,7 +94,6 @@ export class ValueColumns {
       sort = current.descending ? '' : `-values.${name}`;
     }
     this._model.setFilters({ sort });
-    this._store();
     this._renderHeader();
   }
 
@@ -166,6 +145,7 @@ export class ValueColumns {
 
   dispose(): void {
     document.removeEventListener('click', this._onDocumentClick);
+    settings.changed.disconnect(this._onSettings, this);
   }
 
   private _setOpen(open: boolean): void {
@@ -177,15 +157,18 @@ export class ValueColumns {
   }
 
   private _store(): void {
-    const stored: IStored = {
-      columns: this._columns,
-      sort: this._model.filters.sort
-    };
-    try {
-      window.localStorage.setItem(STORAGE_KEY, JSON.stringify(stored));
-    } catch {
-      // storage full or disabled: the choice lasts for this page
+    void settings.set('valueColumns', [...this._columns]);
+  }
+
+  private _onSettings(): void {
+    const next = settings.current.valueColumns.slice(0, MAX_COLUMNS);
+    if (JSON.stringify(next) === JSON.stringify(this._columns)) {
+      return;
     }
+    this._columns = next;
+    this._renderHeader();
+    this._renderMenu();
+    this._onChange();
   }
 
   private _renderMenu(): void {

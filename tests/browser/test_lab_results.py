@@ -238,9 +238,10 @@ def test_sidebar_value_column_sorts_on_the_server(lab_page: Any, api: Any, lab_s
     assert [t["id"] for t in server["tasks"]] == asc[::-1]
     page.screenshot(path=str(artifacts_dir / "results-03-sidebar-value-column.png"))
 
-    # remembered: after a reload the column and the sort are back (?reset as the fixture loads
-    # the page: no sidebar layout restored to race with; localStorage is the browser's, kept)
-    page.goto(f"{lab_server.url}lab?reset&token={lab_server.token}")
+    # remembered: after a reload the column (a setting) and the sort (Lab's state database, saved
+    # with the workspace: so no ?reset here, which would clear it) are back
+    wait_until(lambda: f"-values.{name}" in str(api.get("lab/api/workspaces/default")), 15, "the sort saved")
+    page.goto(f"{lab_server.url}lab?token={lab_server.token}")
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60000)
     page.wait_for_selector('.lm-TabBar-tab[data-id="jupyter-taskrun-panel"]', timeout=30000)
     panel = open_panel(page)

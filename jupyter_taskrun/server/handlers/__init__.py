@@ -23,6 +23,7 @@ from .tasks import (
     TasksHandler,
 )
 from .variables import VariableHandler, VariablesHandler
+from .workflows import AttemptsHandler, DependenciesHandler
 
 _ID = r"(?P<task_id>[0-9a-f]{32})"
 _SID = r"(?P<schedule_id>[0-9a-f]{32})"
@@ -45,6 +46,8 @@ def handler_routes() -> list[tuple[str, Any]]:
         (rf"{API}/tasks/{_ID}/values", ValuesHandler),
         (rf"{API}/tasks/{_ID}/files", FilesHandler),
         (rf"{API}/tasks/{_ID}/files/(?P<path>.+)", FileHandler),
+        (rf"{API}/tasks/{_ID}/attempts", AttemptsHandler),
+        (rf"{API}/tasks/{_ID}/dependencies", DependenciesHandler),
         (rf"{API}/tasks/{_ID}/variables", VariablesHandler),
         (rf"{API}/tasks/{_ID}/variables/(?P<name>[^/]+)", VariableHandler),
         (rf"{API}/schedules", SchedulesHandler),

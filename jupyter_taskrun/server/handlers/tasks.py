@@ -21,6 +21,8 @@ from ..results import parse_sort, parse_where
 from .base import TaskRunHandler, TaskRunHTTPError, query_time
 
 _STATUSES = {s.value for s in TaskStatus}
+#: ``GET /tasks?sort=``: a task field (``-`` first: descending), besides ``values.NAME``
+_FIELD_SORTS = ("created", "name", "status", "duration", "finished")
 MAX_WAIT = 3600.0
 
 
@@ -44,6 +46,14 @@ class TasksHandler(TaskRunHandler):
         owner = self.query("owner")
         if not await self.sees_all():
             owner = self.username
+        sort = self.query("sort")
+        field_sort = (sort.lstrip("-"), sort.startswith("-")) if sort and sort.lstrip("-") in _FIELD_SORTS else None
+        if sort and field_sort is None and not sort.lstrip("-").startswith("values."):
+            raise InvalidSubmission(
+                f"'sort' must be one of {', '.join(_FIELD_SORTS)} or values.NAME (a leading '-': descending), not {sort[:100]!r}"
+            )
+        if sort and sort.startswith("--"):
+            raise InvalidSubmission(f"'sort' takes one leading '-', not {sort[:100]!r}")
         tasks, cursor = self.taskrun.list(
             status=statuses,
             tag=self.query("tag") or None,
@@ -52,10 +62,21 @@ class TasksHandler(TaskRunHandler):
             schedule=self.query("schedule") or None,
             limit=int(self.query_number("limit", 50, minimum=1, maximum=500, integer=True)),
             cursor=self.query("cursor") or None,
-            sort_value=parse_sort(self.query("sort")),
+            sort_value=None if field_sort else parse_sort(sort),
+            sort_field=field_sort,
+            created_after=query_time(self.query("created_after"), "created_after"),
+            created_before=query_time(self.query("created_before"), "created_before"),
             where_values=parse_where(self.query("where")),
+            latest_attempts=self._latest_attempts(),
         )
         self.write_json({"tasks": [self.task_json(t) for t in tasks], "next_cursor": cursor})
+
+    def _latest_attempts(self) -> bool:
+        """``?attempts=latest`` (default: a retried try is left out, its last try shown) or ``all``."""
+        attempts = self.query("attempts") or "latest"
+        if attempts not in ("latest", "all"):
+            raise TaskRunHTTPError(400, "'attempts' must be latest or all", "invalid")
+        return attempts == "latest"
 
     @web.authenticated
     @authorized
@@ -136,7 +157,10 @@ class CancelHandler(TaskRunHandler):
     @authorized
     async def post(self, task_id: str) -> None:
         await self.visible_task(task_id)
-        task = await self.taskrun.cancel(task_id)
+        cascade = self.query("cascade") or "0"
+        if cascade not in ("0", "1", "true", "false"):
+            raise TaskRunHTTPError(400, "'cascade' must be 1 or 0", "invalid")
+        task = await self.taskrun.cancel(task_id, cascade=cascade in ("1", "true"))
         self.write_json(self.task_json(task), 202)
 
 

@@ -113,6 +113,41 @@ export interface ITaskSubmission {
    * characters each; at most 100 items.
    */
   inputs?: string[];
+  /**
+   * A name for this entry of a batch (POST /taskrun/api/tasks/batch), so other
+   * entries can name it in 'depends_on' and in {"$value": "KEY.name"} /
+   * {"$result": "KEY"} parameters. Letters, digits, '_' and '-', starting with
+   * a letter or '_'; unique in its batch.
+   */
+  key?: string;
+  /**
+   * Tasks that must end before this one is queued: task ids of yours, or (in a
+   * batch) the 'key' of another entry. Until they have ended the task is
+   * 'waiting'; it is queued when all have completed. See
+   * on_dependency_failure. At most 100 items.
+   */
+  depends_on?: string[];
+  /**
+   * What happens when a dependency fails, times out or is cancelled: 'cancel'
+   * (default) cancels this task naming it; 'run' runs it anyway.
+   */
+  on_dependency_failure?: string;
+  /**
+   * How many more times a failed or timed-out task is tried again, each try a
+   * new task (retry_of names the first). Never after a cancel or refused
+   * input. Default 0. From 0 to 100.
+   */
+  retries?: number;
+  /**
+   * Seconds before the first retry (default 0); each later one waits
+   * retry_backoff times longer. From 0 to 86400.
+   */
+  retry_delay?: number;
+  /**
+   * Factor by which each retry's delay grows (default 1: the same delay every
+   * time). From 1 to 100.
+   */
+  retry_backoff?: number;
 }
 
 /** The fields of which a submission gives exactly one. */

@@ -1,0 +1,72 @@
+"""``execution/flush.py``: a print after a quiet interval is sent at once, a chatty one is still
+batched (at most one stream message per ``flush_interval``), nothing is lost or reordered.
+
+Real ipykernel kernels over ZMQ (jupyter_client), each with the task kernels' own setup line
+(``IPYKERNEL_TASK_SETUP``), compared in the same test with and without ``LEADING_EDGE_FLUSH``.
+The intervals are long (0.2 s, 1 s) so that the assertions hold on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from jupyter_taskrun.execution.flush import LEADING_EDGE_FLUSH
+from jupyter_taskrun.execution.kernels import IPYKERNEL_TASK_SETUP, STREAM_CHUNK_CHARS
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def run_cell(code: str, flush_interval: float, leading_edge: bool) -> list[tuple[float, str]]:
+    """(arrival time, text) of every stdout message the cell sends."""
+    lines = [IPYKERNEL_TASK_SETUP.format(flush_interval=flush_interval, chunk=STREAM_CHUNK_CHARS)]
+    if leading_edge:
+        lines.append(LEADING_EDGE_FLUSH)
+    km = AsyncKernelManager(kernel_name="python3")
+    await km.start_kernel(
+        extra_arguments=["--HistoryManager.enabled=False", "--IPKernelApp.capture_fd_output=False", f"--IPKernelApp.exec_lines={lines!r}"]
+    )
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        msg_id = kc.execute(code)
+        out = []
+        while True:
+            msg = await kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                out.append((time.time(), msg["content"]["text"]))
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return out
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+# quiet for longer than the interval first (the kernel flushed at its start), then one print
+SPARSE = "import time\ntime.sleep(1.2)\nprint(repr(time.time()))\ntime.sleep(1.5)"
+
+
+async def test_a_print_after_a_quiet_interval_is_sent_at_once():
+    stock = await run_cell(SPARSE, 1.0, leading_edge=False)
+    edge = await run_cell(SPARSE, 1.0, leading_edge=True)
+    (t_stock, text_stock), (t_edge, text_edge) = stock[0], edge[0]
+    # stock ipykernel: the text waits for the 1 s timer; leading edge: it goes out right away
+    assert t_stock - float(text_stock) >= 0.9
+    assert t_edge - float(text_edge) < 0.5
+
+
+CHATTY = "import time\nt = time.time()\ni = 0\nwhile time.time() - t < 1.0:\n    print(i)\n    i += 1\n    time.sleep(0.001)"
+
+
+async def test_a_chatty_task_is_still_batched_and_nothing_is_lost():
+    for leading_edge in (False, True):
+        msgs = await run_cell(CHATTY, 0.2, leading_edge=leading_edge)
+        numbers = [int(x) for x in "".join(t for _, t in msgs).split()]
+        assert numbers == list(range(len(numbers))) and len(numbers) > 100
+        # one message per 0.2 s over ~1 s of printing, plus the end-of-cell flush (and one of slack)
+        assert len(msgs) <= 1.0 / 0.2 + 3, (leading_edge, len(msgs))
