@@ -86,6 +86,23 @@ async def test_list_filters_and_cursor(api, taskrun):
     taskrun.resume()
 
 
+async def test_created_range_bounds_are_the_shown_times(api, taskrun):
+    """created_after=<a task's own created_at> keeps it, created_before=<it> leaves it out, for every
+    task: the API shows times rounded to the microsecond, and the bounds compare with those."""
+    taskrun.pause()
+    made = [await api.submit(code="1", name=f"range-{i}") for i in range(40)]
+    try:
+        for t in made:
+            _, after, _ = await api.call("GET", "tasks", params={"created_after": t["created_at"], "limit": 500})
+            _, before, _ = await api.call("GET", "tasks", params={"created_before": t["created_at"], "limit": 500})
+            assert t["id"] in {x["id"] for x in after["tasks"]}, t["created_at"]
+            assert t["id"] not in {x["id"] for x in before["tasks"]}, t["created_at"]
+    finally:
+        for t in made:
+            await api.call("POST", f"tasks/{t['id']}/cancel")
+        taskrun.resume()
+
+
 async def test_get_task_fields(api):
     task = await api.run(code="from jupyter_taskrun import progress\nprogress(1, 4, 'quarter')\n'done'", tags=["x"])
     for key in ("id", "name", "status", "owner", "kernel_name", "source_kind", "created_at", "started_at",

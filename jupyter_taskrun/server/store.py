@@ -26,6 +26,8 @@ SCHEMA_VERSION = 1
 
 #: SQLite integers are 64-bit signed; a larger Python int raises OverflowError, not sqlite3.Error
 SQLITE_MAX_INT = 2**63 - 1
+#: times are shown to the microsecond (``models.isotime``): half of it is the rounding of a shown time
+HALF_MICROSECOND = 5e-7
 #: ``list_tasks(sort_field=...)``: the sortable task fields and their (indexed) SQL expressions
 _FIELD_ORDER = {
     "created": "t.created_at",
@@ -423,12 +425,14 @@ class TaskStore:
                 raise InvalidSubmission(f"invalid cursor {cursor!r}") from None
             where.append("t.n < ?")
             params.append(before)
+        # the bounds compare with created_at as the API shows it (rounded to the microsecond, isotime),
+        # so a task's own created_at given back as created_after keeps it
         if created_after is not None:
             where.append("t.created_at >= ?")
-            params.append(created_after)
+            params.append(created_after - HALF_MICROSECOND)
         if created_before is not None:
             where.append("t.created_at < ?")
-            params.append(created_before)
+            params.append(created_before - HALF_MICROSECOND)
         if status:
             where.append(f"t.status IN ({', '.join('?' * len(status))})")
             params.extend(status)
