@@ -7,6 +7,9 @@ Every peer is used the way its documentation shows, with default settings:
 - ``nbclient-throughput``: ``NotebookClient(nb).async_execute()`` under an asyncio semaphore;
 - ``direct-stream``: a stock kernel (jupyter_client.KernelManager defaults, so ipykernel's own
   output batching) read directly over ZMQ in this process — no server hop at all;
+- ``warm-kernel``: ``print(1)`` executed again and again in one started stock kernel (jupyter_client
+  ``KernelClient.execute``, until its idle status and its reply): the kernel's own round trip, which
+  no pool hit can beat (a pool hit is this plus the server's work);
 - ``nbclient-bigoutput``: nbclient executing a cell that prints N MB (process RSS growth, time).
 Import time is measured apart and not counted in per-run figures.
 """
@@ -70,6 +73,45 @@ def papermill_latency(a) -> dict:
             times.append(dt)
             cpu.append(dc)
     return {"times": times, "cpu": cpu, "import_s": imp, "papermill": papermill.__version__}
+
+
+def warm_kernel(a) -> dict:
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    async def main() -> list[float]:
+        km = AsyncKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            times = []
+            for i in range(a.warmup + a.n):
+                t0 = time.perf_counter()
+                msg_id = kc.execute("print(1)")
+                text = ""
+                while True:
+                    msg = await kc.get_iopub_msg(timeout=30)
+                    if msg["parent_header"].get("msg_id") != msg_id:
+                        continue
+                    if msg["msg_type"] == "stream":
+                        text += msg["content"]["text"]
+                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                        break
+                reply = await kc.get_shell_msg(timeout=30)
+                dt = time.perf_counter() - t0
+                assert text == "1\n" and reply["content"]["status"] == "ok", (text, reply["content"])
+                if i >= a.warmup:
+                    times.append(dt)
+                await asyncio.sleep(0.05)  # as between two benchmark submissions: a quiet kernel
+            return times
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    return {"times": asyncio.run(main())}
 
 
 def nbclient_throughput(a) -> dict:
@@ -174,7 +216,7 @@ def nbclient_bigoutput(a) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="kind", required=True)
-    for name in ("nbclient-latency", "papermill-latency"):
+    for name in ("nbclient-latency", "papermill-latency", "warm-kernel"):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, default=10)
         p.add_argument("--warmup", type=int, default=1)
@@ -191,6 +233,7 @@ def main() -> None:
         "nbclient-latency": nbclient_latency,
         "papermill-latency": papermill_latency,
         "nbclient-throughput": nbclient_throughput,
+        "warm-kernel": warm_kernel,
         "direct-stream": direct_stream,
         "nbclient-bigoutput": nbclient_bigoutput,
     }[a.kind]

@@ -7,6 +7,8 @@
   (``c.TaskRun.kernel_start = "fork"``: forked from a fork server that imported ipykernel once);
 - stock nbclient in-process: ``NotebookClient(nb).execute()``, default settings, fresh kernel each;
 - papermill in-process (``execute_notebook``) and the papermill CLI (``python -m papermill``, wall);
+- a warm stock kernel's own round trip for ``print(1)`` (jupyter_client, no server; ``_peers.py
+  warm-kernel``): the floor under any pool hit, so the table shows what the server adds to it;
 - jupyter-scheduler's REST API (``POST /scheduler/jobs`` → polling ``GET`` until COMPLETED),
   when jupyter_scheduler is importable or installed in the peers dir (``run_all.py --install-peers``).
 
@@ -177,6 +179,11 @@ def run(ctx: Context) -> list[Row]:
     cpu_of = {"nbclient": r.get("cpu", [])}
     notes["stock nbclient (in-process)"] = f"nbclient {r['nbclient']}, import {r['import_s']:.1f}s not counted"
 
+    log("latency: warm kernel round trip (the floor under a pool hit)")
+    r = run_worker(["warm-kernel", "--n", str(ctx.n(10, 40)), "--warmup", "3"], timeout=180)
+    series["warm kernel round trip"] = r["times"]
+    notes["warm kernel round trip"] = "one started stock kernel, execute -> idle + reply, no server"
+
     log("latency: papermill")
     n_pm = ctx.n(3, 10)
     r = run_worker(["papermill-latency", "--n", str(n_pm)], timeout=120 + 20 * n_pm)
@@ -204,8 +211,8 @@ def run(ctx: Context) -> list[Row]:
     nb = st["stock nbclient (in-process)"]
     rows = []
     for name in [
-        "taskrun pool hit", "taskrun cold (pool off)", "taskrun cold, forked", "stock nbclient (in-process)",
-        "papermill.execute_notebook", "papermill CLI (wall)", "jupyter-scheduler REST",
+        "taskrun pool hit", "warm kernel round trip", "taskrun cold (pool off)", "taskrun cold, forked",
+        "stock nbclient (in-process)", "papermill.execute_notebook", "papermill CLI (wall)", "jupyter-scheduler REST",
     ]:  # fmt: skip
         s = st.get(name)
         if s is None:
@@ -248,6 +255,9 @@ def run(ctx: Context) -> list[Row]:
         Row("latency", "pool hit vs stock nbclient (p50)", f"{fmt_ratio(speedup_nb)} faster", ">= 80x",
             speedup_nb is not None and speedup_nb >= 80, f"nbclient p50 {fmt_ms(nb['p50'])}"),
     ]  # fmt: skip
+    floor = st["warm kernel round trip"]
+    out.append(Row("latency", "pool hit minus the kernel's own round trip (info)", fmt_ms(hit["p50"] - floor["p50"]), "", None,
+                   f"warm kernel p50 {fmt_ms(floor['p50'])}: {fmt_ratio(ratio(nb['p50'], floor['p50']))} under nbclient at best"))  # fmt: skip
     sch = st.get("jupyter-scheduler REST")
     if sch is not None:
         sp = ratio(sch["p50"], hit["p50"])

@@ -245,7 +245,13 @@ class Api:
             kwargs["body"] = b""
             kwargs["allow_nonstandard_methods"] = True
         parts = ["taskrun", "api", *[p for p in path.split("/") if p]]
-        resp = await self.fetch(*parts, params=params or {}, request_timeout=120, **kwargs)
+        # a long poll answers after at most `wait` seconds: the client waits longer, so that a task
+        # that did not end shows its state rather than an HTTP timeout
+        try:
+            wait = float((params or {}).get("wait") or 0)
+        except (TypeError, ValueError):  # a test of bad input (wait=abc): the server answers 400 at once
+            wait = 0
+        resp = await self.fetch(*parts, params=params or {}, request_timeout=max(120, wait + 60), **kwargs)
         text = resp.body.decode("utf-8", "replace") if resp.body else ""
         ctype = resp.headers.get("Content-Type", "")
         data = json.loads(text) if text and "json" in ctype else text

@@ -220,7 +220,7 @@ async def process_gone(pid: int, within: float) -> bool:
 
 
 def pid_line(logs: str) -> tuple[int, int]:
-    """(kernel pid, its parent pid) from a line 'pids <pid> <ppid>'."""
+    """(kernel pid, the pid of the process that started it) from a line 'pids <pid> <ppid>'."""
     for line in logs.splitlines():
         if line.startswith("pids "):
             _, pid, ppid = line.split()
@@ -228,7 +228,14 @@ def pid_line(logs: str) -> tuple[int, int]:
     raise AssertionError(f"no pid line in {logs!r}")
 
 
-PIDS = "import os, time\nprint('pids', os.getpid(), os.getppid(), flush=True)\n"
+#: the kernel's pid and its starter's: its parent, or its fork server's parent (a forked kernel's
+#: parent is the worker's fork server, c.TaskRun.kernel_start = "fork")
+PIDS = (
+    "import os, time\n_p = os.getppid()\n"
+    "if b'__taskrun_forkserver__' in open(f'/proc/{_p}/cmdline', 'rb').read():\n"
+    "    _p = int(open(f'/proc/{_p}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+    "print('pids', os.getpid(), _p, flush=True)\n"
+)
 
 
 # ------------------------------------------------------------------------------- tests

@@ -70,3 +70,28 @@ async def test_a_chatty_task_is_still_batched_and_nothing_is_lost():
         assert numbers == list(range(len(numbers))) and len(numbers) > 100
         # one message per 0.2 s over ~1 s of printing, plus the end-of-cell flush (and one of slack)
         assert len(msgs) <= 1.0 / 0.2 + 3, (leading_edge, len(msgs))
+
+
+# each print after a quiet spell: its text and its newline (two writes) go out as one message
+SPACED = (
+    "import sys, time\nfor i in range(6):\n    time.sleep(0.3)\n    print('line', i, repr(time.time()))\n"
+    "time.sleep(0.3)\nsys.stdout.write('partial ' + repr(time.time()))\ntime.sleep(0.6)"
+)
+
+
+async def test_each_spaced_print_is_one_whole_line_sent_at_once():
+    stock = await run_cell(SPACED, 0.2, leading_edge=False)
+    edge = await run_cell(SPACED, 0.2, leading_edge=True)
+    lines = [f"line {i}" for i in range(6)] + ["partial"]
+    assert [t.rsplit(" ", 1)[0] for _, t in stock] == lines
+    assert [t.rsplit(" ", 1)[0] for _, t in edge] == lines  # the same messages as stock
+    assert all(t.endswith("\n") for _, t in edge[:-1])
+    # a partial line (no newline yet) still waits for the interval, as in stock ipykernel
+    at, text = edge[-1]
+    assert at - float(text.split()[-1]) >= 0.15, edge[-1]
+    stock, edge = stock[:-1], edge[:-1]
+    lag_stock = sorted(at - float(t.split()[-1]) for at, t in stock)
+    lag_edge = sorted(at - float(t.split()[-1]) for at, t in edge)
+    # stock waits for the 0.2 s timer (but the last line, flushed by the cell's end)
+    assert lag_stock[len(lag_stock) // 2] >= 0.15, lag_stock
+    assert lag_edge[len(lag_edge) // 2] < 0.1, lag_edge

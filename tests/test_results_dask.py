@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from .helpers import wait_for
 from .test_dask import (  # noqa: F401  (fixtures: the server's Dask configuration)
+    PIDS,
     DaskProcesses,
     dask_executor_config,
     jp_server_config,
@@ -53,10 +54,11 @@ def taskrun_config(request) -> dict:
     return {"executor": "dask", **getattr(request, "param", {})}
 
 
-CODE = """
+CODE = (
+    PIDS
+    + """
 import os, shutil
 from jupyter_taskrun import record
-print('pids', os.getpid(), os.getppid(), flush=True)
 print('cwd', os.getcwd(), flush=True)
 record("inputs_seen", sorted(os.path.relpath(os.path.join(d, n)) for d, _, ns in os.walk('data') for n in ns))
 for step in range(3):
@@ -66,6 +68,7 @@ os.makedirs('results/deep', exist_ok=True)
 shutil.copy('data/in.bin', 'results/deep/copy.bin')
 open('results/report.csv', 'w').write(open('data/sub/x.csv').read().upper())
 """
+)
 
 
 def write_inputs(root: str) -> dict[str, bytes]:

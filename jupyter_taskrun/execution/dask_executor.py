@@ -140,6 +140,7 @@ class DaskExecutor(Executor):
             "topic": self.topic,
             "flush_interval": launcher.flush_interval,
             "start_timeout": launcher.start_timeout,
+            "kernel_start": launcher.kernel_start,  # c.TaskRun.kernel_start, on the worker's machine too
             "secrets": list(context.secret_env),
             "pass_credentials": bool(context.pass_credentials),
         }

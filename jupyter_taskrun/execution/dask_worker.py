@@ -110,6 +110,7 @@ def _launcher(settings: dict[str, Any]) -> KernelLauncher:
     key = (
         settings["flush_interval"],
         settings["start_timeout"],
+        settings.get("kernel_start"),
         tuple(settings["secrets"]),
         settings["pass_credentials"],
     )
@@ -127,6 +128,7 @@ def _launcher(settings: dict[str, Any]) -> KernelLauncher:
             base_env=base_env,
             flush_interval=settings["flush_interval"],
             start_timeout=settings["start_timeout"],
+            kernel_start=settings.get("kernel_start"),  # None (an older server): this worker's default
             server_marker=marker,
             log=log,
         )

@@ -170,6 +170,11 @@ async def run_job_in_kernel(kernel: TaskKernel, job: TaskJob, emit: Emit, *, log
     return result
 
 
+async def _dispose_next_turn(kernel: TaskKernel) -> None:
+    await asyncio.sleep(0)
+    await kernel.dispose()
+
+
 class LocalExecutor(Executor):
     """Runs each job in a fresh kernel on this machine, from a warm pool when it can."""
 
@@ -217,8 +222,10 @@ class LocalExecutor(Executor):
             return result
         finally:
             self._kernels.pop(job.task_id, None)
-            kernel.kill_now()
-            teardown = asyncio.ensure_future(kernel.dispose())
+            kernel.kill_now()  # run_job_in_kernel killed it; this covers a failure before it ran
+            # reaped one loop turn later: the task's end (recorded by the caller in this same turn)
+            # reaches its waiters before the teardown's first, synchronous step runs
+            teardown = asyncio.ensure_future(_dispose_next_turn(kernel))
             self._teardowns[job.task_id] = teardown
             teardown.add_done_callback(lambda _f: self._teardowns.pop(job.task_id, None))
 

@@ -3,11 +3,16 @@
 ipykernel sends printed text ``flush_interval`` after the *first* write of a batch, so every
 ``print`` of a task that prints now and then waits the whole interval (5 ms in task kernels:
 print -> SSE p50 5.8 ms, of which 5 ms was this timer). ``LEADING_EDGE_FLUSH`` changes when,
-not how: the first write after a quiet interval is flushed at once (on the IOPub thread, as
-before), writes within the interval after a flush wait for its end, so a chatty task still
-sends at most one stream message per ``flush_interval`` per stream (same message rate,
-same chunking of ``IPYKERNEL_TASK_SETUP``). Measured with a kernel read over ZMQ, prints every
-10 ms: p50 5.50 -> 0.42 ms, max 6.4 -> 1.2 ms; a 2 s busy print loop: 132 -> 124 messages.
+not how: after a quiet interval, the batch is flushed as soon as a line is complete (a newline
+is buffered; ``print`` writes its text and its ``"\\n"`` separately, so flushing at the first
+write would split every line in two messages). ``write`` itself is not wrapped: IPython
+re-binds it around every cell (``InteractiveShell._tee``); ipykernel's ``write`` calls
+``_schedule_flush`` after buffering each write, which is where this looks. A partial line still goes out after
+``flush_interval`` as before, and writes within the interval after a flush wait for its end. So a
+chatty task still sends at most one stream message per ``flush_interval`` per stream (same message
+rate, same chunking of ``IPYKERNEL_TASK_SETUP``), and a sparse one sends each line at once.
+Flushes still happen on the IOPub thread; only ipykernel's master process (not a forked child,
+which ipykernel flushes its own way) is changed.
 
 It must run after ``IPYKERNEL_TASK_SETUP`` (``kernels.py``), in the same
 ``--IPKernelApp.exec_lines``; an ipykernel without these internals is left as it is.
@@ -19,21 +24,44 @@ LEADING_EDGE_FLUSH = """\
 import sys as __trs
 def __trflush():
     import time
+    needed = ("_schedule_flush", "_flush", "_flush_pending", "_io_loop", "pub_thread", "_buffers", "_buffer_lock", "_is_master_process")
     for out in (__trs.stdout, __trs.stderr):
-        if not all(hasattr(out, a) for a in ("_schedule_flush", "_flush", "_flush_pending", "_io_loop", "pub_thread")):
+        if not all(hasattr(out, a) for a in needed):
             continue
         def flushed(out=out, flush=out._flush):
             out._taskrun_flushed_at = time.monotonic()
+            out._taskrun_eager = False
+            out._taskrun_seen = {}
             flush()
-        def schedule(out=out):
-            if out._flush_pending:
-                return
-            out._flush_pending = True
-            def in_thread():
-                wait = out.flush_interval - (time.monotonic() - out._taskrun_flushed_at)
-                out._io_loop.call_later(max(0.0, wait), out._flush)
-            out.pub_thread.schedule(in_thread)
+        def line_done(out=out):
+            # only what was written since the last look: a long partial line is not re-read per write
+            with out._buffer_lock:
+                for buf in out._buffers.values():
+                    start, end = out._taskrun_seen.get(id(buf), 0), buf.tell()
+                    if end > start:
+                        buf.seek(start)
+                        new = buf.read()
+                        buf.seek(end)
+                        out._taskrun_seen[id(buf)] = end
+                        if "\\n" in new:
+                            return True
+            return False
+        def schedule(out=out, line_done=line_done):
+            # called after every write (ipykernel's write buffers, then asks for a flush)
+            if not out._flush_pending:
+                out._flush_pending = True
+                eager = out._taskrun_eager = time.monotonic() - out._taskrun_flushed_at >= out.flush_interval
+                def in_thread():
+                    # eager: a partial line waits the whole interval, as in stock ipykernel; else what is left of it
+                    wait = out.flush_interval if eager else out.flush_interval - (time.monotonic() - out._taskrun_flushed_at)
+                    out._io_loop.call_later(max(0.0, wait), out._flush)
+                out.pub_thread.schedule(in_thread)
+            if out._taskrun_eager and out._is_master_process() and line_done():
+                out._taskrun_eager = False
+                out.pub_thread.schedule(out._flush)
         out._taskrun_flushed_at = 0.0
+        out._taskrun_eager = False
+        out._taskrun_seen = {}
         out._flush = flushed
         out._schedule_flush = schedule
 __trflush()

@@ -30,6 +30,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from ..progress import TASK_KERNEL_ENV
 from .durable import TEE_SETUP, DurableOutput
+from .flush import LEADING_EDGE_FLUSH
 from .forkserver import ForkedProcess, ForkServers, attach
 from .processes import descendants, kill_descendants_until_none, process_tree_cpu
 from .processes import watch_process_exit as watch_process_exit  # where runner.py imports it from
@@ -297,13 +298,14 @@ class KernelLauncher:
             return []
         # History off: it is useless in a throwaway kernel and its SQLite writer is
         # what makes kernels ignore shutdown requests. The exec line tunes the kernel
-        # for task output (see IPYKERNEL_TASK_SETUP).
+        # for task output (see IPYKERNEL_TASK_SETUP) and sends a print after a quiet spell at once
+        # (LEADING_EDGE_FLUSH).
         line = IPYKERNEL_TASK_SETUP.format(flush_interval=float(self.flush_interval), chunk=STREAM_CHUNK_CHARS)
         # fds 1 and 2 are the durable pipes (durable.py): ipykernel must not swap its own pipe in
         return [
             "--HistoryManager.enabled=False",
             "--IPKernelApp.capture_fd_output=False",
-            f"--IPKernelApp.exec_lines={[line, TEE_SETUP]!r}",
+            f"--IPKernelApp.exec_lines={[line, LEADING_EDGE_FLUSH, TEE_SETUP]!r}",
         ]
 
     async def start(self, kernel_name: str, *, env: dict[str, str] | None = None, cwd: str | None = None) -> TaskKernel:

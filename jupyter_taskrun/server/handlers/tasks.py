@@ -73,7 +73,7 @@ class TasksHandler(TaskRunHandler):
 
     def _latest_attempts(self) -> bool:
         """``?attempts=latest`` (default: a retried try is left out, its last try shown) or ``all``."""
-        attempts = self.query("attempts") or "latest"
+        attempts = self.query("attempts", "latest")  # an empty value is refused, not taken for the default
         if attempts not in ("latest", "all"):
             raise TaskRunHTTPError(400, "'attempts' must be latest or all", "invalid")
         return attempts == "latest"
