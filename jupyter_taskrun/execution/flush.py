@@ -5,12 +5,15 @@ ipykernel sends printed text ``flush_interval`` after the *first* write of a bat
 print -> SSE p50 5.8 ms, of which 5 ms was this timer). ``LEADING_EDGE_FLUSH`` changes when,
 not how: after a quiet interval, the batch is flushed as soon as a line is complete (a newline
 is buffered; ``print`` writes its text and its ``"\\n"`` separately, so flushing at the first
-write would split every line in two messages). ``write`` itself is not wrapped: IPython
-re-binds it around every cell (``InteractiveShell._tee``); ipykernel's ``write`` calls
-``_schedule_flush`` after buffering each write, which is where this looks. A partial line still goes out after
-``flush_interval`` as before, and writes within the interval after a flush wait for its end. So a
-chatty task still sends at most one stream message per ``flush_interval`` per stream (same message
-rate, same chunking of ``IPYKERNEL_TASK_SETUP``), and a sparse one sends each line at once.
+write would split every line in two messages). A partial line still goes out after
+``flush_interval``, as in stock ipykernel, and writes within the interval after a flush wait for
+its end. So a chatty task keeps ipykernel's rate of about one stream message per
+``flush_interval`` per stream (an early flush's own timer can add one more in that interval) and
+the chunking of ``IPYKERNEL_TASK_SETUP``, and a sparse one sends each line at once.
+
+``write`` itself is not wrapped: IPython re-binds it around every cell
+(``InteractiveShell._tee``). ipykernel's ``write`` calls ``_schedule_flush`` after buffering
+each write, which is where this looks, reading only what was written since its last look.
 Flushes still happen on the IOPub thread; only ipykernel's master process (not a forked child,
 which ipykernel flushes its own way) is changed.
 
