@@ -165,9 +165,10 @@ def jp_server_config(jp_server_config, dask_executor_config):
 
 
 @pytest.fixture
-def taskrun_config() -> dict[str, Any]:
-    """``c.TaskRun`` settings: the shorthand for ``executor_class = DaskExecutor``."""
-    return {"executor": "dask"}
+def taskrun_config(request) -> dict[str, Any]:
+    """``c.TaskRun`` settings: the shorthand for ``executor_class = DaskExecutor``, plus an (indirect)
+    parameter's settings."""
+    return {"executor": "dask", **getattr(request, "param", {})}
 
 
 @pytest.fixture
@@ -296,6 +297,20 @@ async def test_task_runs_on_a_worker_with_live_ordered_events(api, cluster):
         raise AssertionError(f"{text!r} never streamed")
 
     assert arrival_of("late") - arrival_of("59\n") > 0.75, task["metrics"]
+
+
+@pytest.mark.parametrize("taskrun_config", [{"kernel_start": "fork"}, {"kernel_start": "spawn"}], indirect=True)
+async def test_workers_start_kernels_as_the_server_is_configured(api, cluster, taskrun_config):
+    """``c.TaskRun.kernel_start`` reaches the workers (whatever their own environment says): a forked
+    kernel's parent is the worker's fork server, a spawned one's the worker itself."""
+    await wait_connected(api, workers=len(WORKERS))
+    code = (
+        "import os\n_p = os.getppid()\nprint('forked', b'__taskrun_forkserver__' in open(f'/proc/{_p}/cmdline', 'rb').read(), flush=True)\n"
+    )
+    task = await api.run(code=code)
+    assert task["status"] == "completed", task["error"]
+    _, logs, _ = await api.call("GET", f"tasks/{task['id']}/logs")
+    assert logs == f"forked {taskrun_config['kernel_start'] == 'fork'}\n", logs
 
 
 async def test_two_tasks_run_at_once_on_different_workers(api, cluster, tmp_path):

@@ -6,7 +6,6 @@ limits, containment) run in both modes in their own files (``tests/forking.py``)
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
@@ -245,13 +244,6 @@ async def test_a_forked_start_is_faster_than_a_spawned_one():
         await forker.close()
 
 
-def _service_passes_kernel_start() -> bool:
-    from jupyter_taskrun.server.service import TaskRun
-
-    return "kernel_start=" in inspect.getsource(TaskRun._make_executor)
-
-
-@pytest.mark.skipif(not _service_passes_kernel_start(), reason="TaskRun._make_executor does not pass kernel_start yet")
 @pytest.mark.parametrize("taskrun_config", [{"kernel_start": "fork"}], indirect=True)
 async def test_the_setting_forks_task_kernels(api, taskrun, monkeypatch):
     task = await api.run(code="import os; print(os.getppid())")
