@@ -777,6 +777,8 @@ def taskrun_args(pool: int = 1, concurrency: int = 2, *extra: str) -> tuple[str,
         f"--TaskRun.kernel_pool_size={pool}",
         f"--TaskRun.max_concurrent_tasks={concurrency}",
         "--TaskRun.max_streams_per_user=2000",
+        # a row that does not say "forked" measures spawned kernels (the default is "fork")
+        *(() if any(a.startswith("--TaskRun.kernel_start=") for a in extra) else ("--TaskRun.kernel_start=spawn",)),
         *extra,
     )
 

@@ -56,8 +56,8 @@ STARTS = {"fork": 0, "spawn": 0, "fallback": 0}
 
 
 def default_kernel_start() -> str:
-    value = os.environ.get(KERNEL_START_ENV, "spawn")
-    return value if value in ("fork", "spawn") else "spawn"
+    value = os.environ.get(KERNEL_START_ENV, "fork")
+    return value if value in ("fork", "spawn") else "fork"
 
 
 #: Server credentials a task kernel must not inherit.

@@ -49,7 +49,7 @@ class TaskRunSettings(LoggingConfigurable):
         "stock ipykernel kernels are forked from a fork server that imported ipykernel once (one per Python "
         "and start-relevant environment), several times faster to start and cheaper in CPU; kernels it cannot "
         "fork (other kernel specs, the bwrap sandbox) are spawned. See jupyter_taskrun/execution/forkserver.py. "
-        f"Default: ${KERNEL_START_ENV} if set, else 'spawn'.",
+        f"Default: ${KERNEL_START_ENV} if set, else 'fork'.",
     )
 
     @default("kernel_start")
