@@ -95,3 +95,41 @@ async def test_each_spaced_print_is_one_whole_line_sent_at_once():
     # stock waits for the 0.2 s timer (but the last line, flushed by the cell's end)
     assert lag_stock[len(lag_stock) // 2] >= 0.15, lag_stock
     assert lag_edge[len(lag_edge) // 2] < 0.1, lag_edge
+
+
+# a line sent at once (t = 0), then within the interval (1 s) a print begun by a write with no
+# newline (t = 0.5) and ended after the first line's timer is due (t = 1.25): that timer's batch
+# was sent already, so it must not send the half-written line
+BEGUN_AFTER_A_FLUSH = (
+    "import sys, time\ntime.sleep(1.2)\nprint('first')\ntime.sleep(0.5)\n"
+    "sys.stdout.write('second ' + repr(time.time()))\ntime.sleep(0.75)\nprint(' end')\ntime.sleep(1.0)"
+)
+
+
+async def test_a_timer_of_an_already_sent_batch_does_not_split_the_next_line():
+    edge = await run_cell(BEGUN_AFTER_A_FLUSH, 1.0, leading_edge=True)
+    texts = [t for _, t in edge]
+    assert texts[0] == "first\n", texts
+    # the next line is one message, sent the interval after its first write (as a batch in stock ipykernel)
+    assert len(texts) == 2 and texts[1].startswith("second ") and texts[1].endswith(" end\n"), texts
+    at, text = edge[1]
+    assert at - float(text.split()[1]) >= 0.9, edge
+
+
+# a line whose writer is held up between its two writes for 20 intervals (as a descheduled kernel
+# is, under load), then a line that never ends (a progress bar's "\r" line)
+HELD_UP_MID_LINE = (
+    "import sys, time\ntime.sleep(0.5)\nsys.stdout.write('half')\ntime.sleep(0.1)\nsys.stdout.write(' line\\n')\n"
+    "time.sleep(0.3)\nsys.stdout.write('\\r50% ' + repr(time.time()))\ntime.sleep(1.0)"
+)
+
+
+async def test_a_line_held_up_mid_way_stays_whole_and_an_endless_one_still_goes_out():
+    stock = await run_cell(HELD_UP_MID_LINE, 0.005, leading_edge=False)
+    edge = await run_cell(HELD_UP_MID_LINE, 0.005, leading_edge=True)
+    # stock ipykernel at a 5 ms interval sends the text and its newline apart
+    assert [t for _, t in stock][:2] == ["half", " line\n"], stock
+    assert edge[0][1] == "half line\n", edge
+    # the endless line waits for its newline at most about stock ipykernel's 0.2 s interval
+    at, text = edge[1]
+    assert text.startswith("\r50% ") and 0.15 <= at - float(text.split()[1]) < 0.8, edge

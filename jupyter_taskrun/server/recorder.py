@@ -214,6 +214,9 @@ class TaskRecorder:
             self._publish(events, written)
             if self._flush_chunk:  # recovering: bigger chunks while writes succeed
                 self._flush_chunk = min(self._flush_chunk * 2, 256)
+                # and the WAL is reused, not grown: else on a nearly full disk it fills what was
+                # freed, and the checkpoint SQLite then runs needs room the WAL took (stuck for good)
+                self.store.checkpoint("PASSIVE")
         if self.store_error is not None:
             self.log.warning("taskrun: the store writes again; all held-back events are written")
             self.store_error = None

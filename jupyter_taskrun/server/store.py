@@ -275,10 +275,11 @@ class TaskStore:
             return
         self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_task_seq ON events (task_id, seq)")
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it (after a recovery, to give space back)."""
+    def checkpoint(self, mode: str = "TRUNCATE") -> None:
+        """Copy the WAL into the database; TRUNCATE also cuts the WAL file to nothing (after a
+        recovery, to give space back), PASSIVE only lets the next write reuse it from the start."""
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute(f"PRAGMA wal_checkpoint({mode})")
         except sqlite3.Error:
             pass
 

@@ -40,6 +40,18 @@ def wait_enabled(page: Any, task_id: str, name: str, timeout: float = 15000) -> 
     )
 
 
+def clear_field(field: Any) -> None:
+    """Empty a text input as a user does. Playwright's ``fill("")`` selects the text, then presses
+    Delete on whatever has the focus by then: a focus change in between (a notification, a
+    re-render) leaves the text there, so it is checked and done again."""
+    for _ in range(5):
+        field.fill("")
+        if field.input_value() == "":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"could not empty {field}: {field.input_value()!r}")
+
+
 def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last = None

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jupyter_taskrun.formatting import executed_notebook_name
-from tests.browser.labui import PANEL, open_panel, row, toolbar_button, unique, wait_enabled, wait_until
+from tests.browser.labui import PANEL, clear_field, open_panel, row, toolbar_button, unique, wait_enabled, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -109,12 +109,12 @@ def test_tag_filter_applies_as_you_type(lab_page: Any, api: Any, artifacts_dir: 
     tag.fill(f"chore{uid}-gpu")
     wait_until(lambda: visible_ids(page) == [mine["id"]], 5, "back to the matching tag")
     # deleting the text brings everything back
-    tag.fill("")
+    clear_field(tag)
     wait_until(lambda: {mine["id"], other["id"]} <= set(visible_ids(page)), 5, "tag filter cleared")
     # the name search matches anywhere in the name, still
     panel.locator("input.jp-TaskRun-search").fill(f"loop-{uid}")
     wait_until(lambda: visible_ids(page) == [mine["id"]], 5, "search by substring")
-    panel.locator("input.jp-TaskRun-search").fill("")
+    clear_field(panel.locator("input.jp-TaskRun-search"))
 
 
 # ------------------------------------------------------------------ run-as-task dialog

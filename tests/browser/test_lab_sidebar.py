@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.labui import PANEL, PANEL_TAB, open_panel, row, toolbar_button, unique, wait_enabled
+from tests.browser.labui import PANEL, PANEL_TAB, clear_field, open_panel, row, toolbar_button, unique, wait_enabled
 
 pytestmark = pytest.mark.browser
 
@@ -174,8 +174,8 @@ def test_filters_and_search(lab_page: Any, api: Any, artifacts_dir: Path) -> Non
         timeout=15000,
     )
     # the failed task's detail shows the error with its traceback
-    panel.locator("input.jp-TaskRun-search").fill("")
-    panel.locator("input.jp-TaskRun-tagFilter").fill("")
+    clear_field(panel.locator("input.jp-TaskRun-search"))
+    clear_field(panel.locator("input.jp-TaskRun-tagFilter"))
     panel.locator("input.jp-TaskRun-tagFilter").press("Enter")
     row(page, bad["id"]).wait_for(state="visible", timeout=15000)
     detail = open_detail(page, bad["id"])

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.labui import PANEL, open_panel, row, toolbar_button, unique, wait_until
+from tests.browser.labui import PANEL, clear_field, open_panel, row, toolbar_button, unique, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -282,7 +282,7 @@ def test_finding_tasks(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
     panel.locator("input.jp-TaskRun-search").fill(f"loop-{uid}")
     wait_until(lambda: visible_ids() == [loop["id"]], 5, "search by substring")
     page.screenshot(path=str(artifacts_dir / "truth-08-search.png"))
-    panel.locator("input.jp-TaskRun-search").fill("")
+    clear_field(panel.locator("input.jp-TaskRun-search"))
     wait_until(lambda: other["id"] in visible_ids(), 5, "search cleared")
 
     # the tag filter applies as you type (no Enter, no blur)
@@ -290,7 +290,7 @@ def test_finding_tasks(lab_page: Any, api: Any, artifacts_dir: Path) -> None:
     tag.click()
     tag.press_sequentially(f"team-{uid[:3]}", delay=30)
     wait_until(lambda: visible_ids() == [loop["id"]], 5, "tag filter as you type")
-    tag.fill("")
+    clear_field(tag)
     tag.dispatch_event("input")
     wait_until(lambda: other["id"] in visible_ids(), 5, "tag filter cleared")
 
