@@ -14,7 +14,7 @@ Lines stay whole under load. A batch that ends mid-line waits for the newline (r
 ``flush_interval``) up to ``PARTIAL_LINE_WAIT`` after its first write, stock ipykernel's own
 interval: with a 5 ms interval, a kernel descheduled for 5 ms between ``print``'s two writes would
 otherwise send the text and its newline apart, with other streams' lines in between. A line that
-never ends (``end=""``, ``"\r"`` progress bars) goes out after that wait. A timer whose batch an
+never ends (``end=""``, ``"\\r"`` progress bars) goes out after that wait. A timer whose batch an
 earlier flush already sent does nothing (in stock ipykernel it fires anyway, into the next batch).
 
 ``write`` itself is not wrapped: IPython re-binds it around every cell

@@ -47,7 +47,7 @@ class TaskRunSettings(LoggingConfigurable):
         config=True,
         help="How task kernels start. 'spawn': a new Python process per kernel (jupyter_client). 'fork': "
         "stock ipykernel kernels are forked from a fork server that imported ipykernel once (one per Python "
-        "and start-relevant environment), several times faster to start and cheaper in CPU; kernels it cannot "
+        "and start-relevant environment), faster to start (benchmarks/bench_latency.py: about half the cold start of a spawned kernel) and cheaper in CPU; kernels it cannot "
         "fork (other kernel specs, the bwrap sandbox) are spawned. See jupyter_taskrun/execution/forkserver.py. "
         f"Default: ${KERNEL_START_ENV} if set, else 'fork'.",
     )
